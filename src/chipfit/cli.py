@@ -1,0 +1,238 @@
+"""The `chipfit` command. `main(argv) -> int` is separate from the parser so tests call it directly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["build_parser", "entry", "main"]
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False, width=max(100, Console().width))
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _num(v: float) -> str:
+    if v == 0:
+        return "0"
+    if not math.isfinite(v):
+        return str(v)
+    a = abs(v)
+    if 1e-3 <= a < 1e6:
+        return f"{v:.6g}"
+    e = math.log2(a)
+    if e == int(e):
+        return f"2^{int(e)}" if v > 0 else f"-2^{int(e)}"
+    return f"{v:.4g}"
+
+
+# ---------------------------------------------------------------- formats
+def _format_row(f: Any) -> dict[str, Any]:
+    from chipfit.formats import FloatFormat, IntFormat
+
+    row: dict[str, Any] = {"name": f.name, "kind": f.kind, "bits": f.bits, "max": f.max, "describe": f.describe()}
+    if isinstance(f, FloatFormat):
+        row.update(
+            min_normal=f.min_normal,
+            min_subnormal=f.min_subnormal,
+            eps=f.eps,
+            inf=f.inf,
+            nan=f.nan.value,
+            signed_zero=f.signed_zero,
+            exp_bits=f.exp_bits,
+            man_bits=f.man_bits,
+            bias=f.bias,
+        )
+    elif isinstance(f, IntFormat):
+        row.update(min=f.min, eps=f.eps, signed=f.signed)
+    return row
+
+
+def _overflow_note(f: Any) -> str:
+    from chipfit.formats import PROFILES, FloatFormat
+
+    if not isinstance(f, FloatFormat):
+        return "saturate" if f.kind == "int" else "-"
+    rules = {p.name: p.overflow(f).value for p in PROFILES.values()}
+    if len(set(rules.values())) == 1:
+        return next(iter(rules.values()))
+    return ", ".join(f"{k}:{v}" for k, v in rules.items() if k in ("torch", "ml_dtypes"))
+
+
+def cmd_formats(args: argparse.Namespace) -> int:
+    from chipfit.formats import list_formats
+
+    if args.kind and args.kind not in ("float", "int", "binary", "block"):
+        raise CliError(f"unknown kind {args.kind!r}; known: float, int, binary, block")
+    fmts = list(list_formats(args.kind))
+    if args.json:
+        _emit_json([_format_row(f) for f in fmts])
+        return 0
+    t = Table(title="chipfit number formats (profile-dependent overflow shown as torch / ml_dtypes)")
+    for col in ("name", "bits", "max", "min normal", "min subnormal", "eps", "inf", "NaN", "overflow", "layout"):
+        t.add_column(col, justify="right" if col in ("bits", "max", "min normal", "min subnormal", "eps") else "left")
+    for f in fmts:
+        r = _format_row(f)
+        bits = f"{r['bits']:g}"
+        t.add_row(
+            f.name,
+            bits,
+            _num(r["max"]),
+            _num(r["min_normal"]) if "min_normal" in r else "-",
+            _num(r["min_subnormal"]) if "min_subnormal" in r else "-",
+            _num(r["eps"]) if "eps" in r else "-",
+            ("yes" if r["inf"] else "no") if "inf" in r else "-",
+            r.get("nan", "-"),
+            _overflow_note(f),
+            f.describe(),
+        )
+    _console().print(t)
+    return 0
+
+
+def cmd_formats_show(args: argparse.Namespace) -> int:
+    import torch
+
+    from chipfit.formats import BlockFormat, FloatFormat, get_format, get_profile
+    from chipfit.formats.codec import decode_table
+
+    try:
+        f = get_format(args.name)
+        prof = get_profile(args.profile)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    row = _format_row(f)
+    codes: list[dict[str, Any]] = []
+    if not isinstance(f, BlockFormat) and f.bits <= 8:
+        table = decode_table(f, prof)
+        bits_view = table.view(torch.int32).tolist()
+        for c, (v, b) in enumerate(zip(table.tolist(), bits_view, strict=True)):
+            codes.append({"code": c, "hex": f"0x{c:02X}", "binary": format(c, f"0{f.bits}b"), "value": v, "f32_bits": f"0x{b & 0xFFFFFFFF:08X}"})
+    if args.json:
+        _emit_json({**row, "profile": prof.name, "codes": codes})
+        return 0
+    con = _console()
+    con.print(f"[bold]{f.name}[/bold]: {f.describe()}")
+    for k, v in row.items():
+        if k not in ("name", "describe"):
+            con.print(f"  {k:14s} {_num(v) if isinstance(v, float) else v}")
+    if isinstance(f, FloatFormat):
+        con.print(f"  {'overflow':14s} {_overflow_note(f)}")
+    if codes:
+        t = Table(title=f"every code of {f.name} (profile {prof.name})")
+        for col in ("code", "bits", "value", "float32 bits"):
+            t.add_column(col, justify="right")
+        for c in codes:
+            t.add_row(c["hex"], c["binary"], repr(c["value"]) if math.isfinite(c["value"]) else str(c["value"]), c["f32_bits"])
+        con.print(t)
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+DEMO_VALUES = [3.14159265, 1 / 3, -0.1, 1e-3, 300.0, 70000.0, 1e-8, -2.5]
+DEMO_FORMATS = ["bfloat16", "float16", "tfloat32", "float8_e4m3fn", "float8_e5m2", "float6_e2m3fn", "float4_e2m1fn", "int8"]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Round a handful of values and a random tensor to several formats."""
+    import torch
+
+    from chipfit.formats import get_format, quantize
+
+    x = torch.tensor(DEMO_VALUES, dtype=torch.float32)
+    rows = {name: quantize(x, name).tolist() for name in DEMO_FORMATS}
+    g = torch.Generator().manual_seed(0)
+    r = torch.randn(4096, generator=g)
+    sqnr: dict[str, float] = {}
+    for name in [*DEMO_FORMATS[:-1], "mxfp8_e4m3", "mxfp4", "nvfp4", "binary"]:
+        q = quantize(r, name)
+        err = float(((q - r) ** 2).mean())
+        sqnr[name] = 10 * math.log10(float((r**2).mean()) / err) if err > 0 else float("inf")
+    sr = quantize(torch.full((100000,), 1 + 2**-9), "bfloat16", rounding="stochastic", generator=g)
+    sr_up = float((sr > 1).double().mean())
+    if args.json:
+        _emit_json({"values": DEMO_VALUES, "rounded": rows, "sqnr_db_normal_4096": sqnr, "stochastic_bf16_up_fraction": sr_up})
+        return 0
+    con = _console()
+    cmd_formats(argparse.Namespace(kind=None, json=False))
+    t = Table(title="rounding (nearest-even, profile torch) of a few float32 values")
+    t.add_column("format")
+    for v in DEMO_VALUES:
+        t.add_column(f"{v:.6g}", justify="right")
+    for name, vals in rows.items():
+        t.add_row(name, *[f"{v:.6g}" for v in vals])
+    con.print(t)
+    t2 = Table(title="signal-to-quantization-noise ratio on 4096 N(0,1) values")
+    t2.add_column("format")
+    t2.add_column("bits/value", justify="right")
+    t2.add_column("SQNR dB", justify="right")
+    for name, db in sqnr.items():
+        t2.add_row(name, f"{get_format(name).bits:g}", f"{db:.1f}")
+    con.print(t2)
+    con.print(f"stochastic rounding of 1 + 2^-9 to bfloat16: {sr_up:.4f} of 100000 round up (expected 0.25)")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from chipfit import __version__
+    from chipfit.formats import PROFILES
+
+    p = argparse.ArgumentParser(prog="chipfit", description="Run any PyTorch model on accelerators you do not own.")
+    p.add_argument("--version", action="version", version=f"chipfit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    fp = sub.add_parser("formats", help="list number formats, or show one")
+    fp.add_argument("--kind", help="filter: float, int, binary, block")
+    fp.add_argument("--json", action="store_true", help="machine-readable output")
+    fp.set_defaults(func=cmd_formats)
+    fsub = fp.add_subparsers(dest="formats_command", metavar="show")
+    fs = fsub.add_parser("show", help="every code of a format (up to 8 bits) or its limits")
+    fs.add_argument("name")
+    fs.add_argument("--profile", default=None, choices=sorted(PROFILES), help="NaN/overflow rules (default torch)")
+    fs.add_argument("--json", action="store_true")
+    fs.set_defaults(func=cmd_formats_show)
+
+    dp = sub.add_parser("demo", help="the formats table and rounding demonstrations")
+    dp.add_argument("--json", action="store_true")
+    dp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return func(args)
+    except CliError as e:
+        sys.stderr.write(f"chipfit: error: {e}\n")
+        return 2
+
+
+def entry() -> None:
+    sys.exit(main())
