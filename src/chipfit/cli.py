@@ -20,17 +20,24 @@ class CliError(Exception):
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=False, width=max(100, Console().width))
+    """Wide enough for our tables when output goes to a pipe or a file."""
+    probe = Console()
+    return Console(highlight=False, width=probe.width if probe.is_terminal else 160)
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON: non-finite floats become the strings 'inf', '-inf', 'nan'."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
 
 
 def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    sys.stdout.write(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 def _num(v: float) -> str:
@@ -69,15 +76,23 @@ def _format_row(f: Any) -> dict[str, Any]:
     return row
 
 
+def _specials(f: Any) -> str:
+    from chipfit.formats import BlockFormat, FloatFormat
+
+    if isinstance(f, FloatFormat):
+        return f.describe().split(", ", 1)[1]
+    if isinstance(f, BlockFormat):
+        return f"{f.block_size} x {f.element.name.replace('float', 'fp')} / {f.scale.name.replace('float8_', '')}"
+    return str(f.describe())
+
+
 def _overflow_note(f: Any) -> str:
     from chipfit.formats import PROFILES, FloatFormat
 
     if not isinstance(f, FloatFormat):
         return "saturate" if f.kind == "int" else "-"
-    rules = {p.name: p.overflow(f).value for p in PROFILES.values()}
-    if len(set(rules.values())) == 1:
-        return next(iter(rules.values()))
-    return ", ".join(f"{k}:{v}" for k, v in rules.items() if k in ("torch", "ml_dtypes"))
+    torch_rule, ml_rule = (PROFILES[p].overflow(f).value for p in ("torch", "ml_dtypes"))
+    return torch_rule if torch_rule == ml_rule else f"torch:{torch_rule}, ml_dtypes:{ml_rule}"
 
 
 def cmd_formats(args: argparse.Namespace) -> int:
@@ -89,23 +104,23 @@ def cmd_formats(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json([_format_row(f) for f in fmts])
         return 0
-    t = Table(title="chipfit number formats (profile-dependent overflow shown as torch / ml_dtypes)")
-    for col in ("name", "bits", "max", "min normal", "min subnormal", "eps", "inf", "NaN", "overflow", "layout"):
-        t.add_column(col, justify="right" if col in ("bits", "max", "min normal", "min subnormal", "eps") else "left")
+    t = Table(title="chipfit number formats (overflow where profiles differ: torch, ml_dtypes)")
+    t.add_column("name", no_wrap=True)
+    for col in ("bits", "max", "min normal", "min subnormal", "eps"):
+        t.add_column(col, justify="right", no_wrap=True)
+    t.add_column("specials", no_wrap=True)
+    t.add_column("overflow", no_wrap=True)
     for f in fmts:
         r = _format_row(f)
-        bits = f"{r['bits']:g}"
         t.add_row(
             f.name,
-            bits,
+            f"{r['bits']:g}",
             _num(r["max"]),
             _num(r["min_normal"]) if "min_normal" in r else "-",
             _num(r["min_subnormal"]) if "min_subnormal" in r else "-",
             _num(r["eps"]) if "eps" in r else "-",
-            ("yes" if r["inf"] else "no") if "inf" in r else "-",
-            r.get("nan", "-"),
+            _specials(f),
             _overflow_note(f),
-            f.describe(),
         )
     _console().print(t)
     return 0
@@ -128,7 +143,15 @@ def cmd_formats_show(args: argparse.Namespace) -> int:
         table = decode_table(f, prof)
         bits_view = table.view(torch.int32).tolist()
         for c, (v, b) in enumerate(zip(table.tolist(), bits_view, strict=True)):
-            codes.append({"code": c, "hex": f"0x{c:02X}", "binary": format(c, f"0{f.bits}b"), "value": v, "f32_bits": f"0x{b & 0xFFFFFFFF:08X}"})
+            codes.append(
+                {
+                    "code": c,
+                    "hex": f"0x{c:02X}",
+                    "binary": format(c, f"0{f.bits}b"),
+                    "value": v,
+                    "f32_bits": f"0x{b & 0xFFFFFFFF:08X}",
+                }
+            )
     if args.json:
         _emit_json({**row, "profile": prof.name, "codes": codes})
         return 0
@@ -143,15 +166,29 @@ def cmd_formats_show(args: argparse.Namespace) -> int:
         t = Table(title=f"every code of {f.name} (profile {prof.name})")
         for col in ("code", "bits", "value", "float32 bits"):
             t.add_column(col, justify="right")
-        for c in codes:
-            t.add_row(c["hex"], c["binary"], repr(c["value"]) if math.isfinite(c["value"]) else str(c["value"]), c["f32_bits"])
+        for code in codes:
+            t.add_row(
+                code["hex"],
+                code["binary"],
+                repr(code["value"]) if math.isfinite(code["value"]) else str(code["value"]),
+                code["f32_bits"],
+            )
         con.print(t)
     return 0
 
 
 # ---------------------------------------------------------------- demo
 DEMO_VALUES = [3.14159265, 1 / 3, -0.1, 1e-3, 300.0, 70000.0, 1e-8, -2.5]
-DEMO_FORMATS = ["bfloat16", "float16", "tfloat32", "float8_e4m3fn", "float8_e5m2", "float6_e2m3fn", "float4_e2m1fn", "int8"]
+DEMO_FORMATS = [
+    "bfloat16",
+    "float16",
+    "tfloat32",
+    "float8_e4m3fn",
+    "float8_e5m2",
+    "float6_e2m3fn",
+    "float4_e2m1fn",
+    "int8",
+]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -172,7 +209,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sr = quantize(torch.full((100000,), 1 + 2**-9), "bfloat16", rounding="stochastic", generator=g)
     sr_up = float((sr > 1).double().mean())
     if args.json:
-        _emit_json({"values": DEMO_VALUES, "rounded": rows, "sqnr_db_normal_4096": sqnr, "stochastic_bf16_up_fraction": sr_up})
+        _emit_json(
+            {"values": DEMO_VALUES, "rounded": rows, "sqnr_db_normal_4096": sqnr, "stochastic_bf16_up_fraction": sr_up}
+        )
         return 0
     con = _console()
     cmd_formats(argparse.Namespace(kind=None, json=False))

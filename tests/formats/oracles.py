@@ -70,9 +70,30 @@ def ml_roundtrip(x: torch.Tensor, name: str) -> np.ndarray:
 
 
 SPECIALS = np.array(
-    [0x00000000, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001,
-     0x7FA00000, 0xFFBFFFFF, 0x7FC00001, 0x7FFFFFFF, 0x00000001, 0x80000001, 0x007FFFFF, 0x00800000,
-     0x00008000, 0x00018000, 0x7F7FFFFF, 0xFF7FFFFF, 0x3F800000, 0xBF800000],
+    [
+        0x00000000,
+        0x80000000,
+        0x7F800000,
+        0xFF800000,
+        0x7FC00000,
+        0xFFC00000,
+        0x7F800001,
+        0xFF800001,
+        0x7FA00000,
+        0xFFBFFFFF,
+        0x7FC00001,
+        0x7FFFFFFF,
+        0x00000001,
+        0x80000001,
+        0x007FFFFF,
+        0x00800000,
+        0x00008000,
+        0x00018000,
+        0x7F7FFFFF,
+        0xFF7FFFFF,
+        0x3F800000,
+        0xBF800000,
+    ],
     dtype=np.uint32,
 )
 

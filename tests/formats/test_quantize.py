@@ -151,8 +151,34 @@ def test_stochastic_exact_values_never_move() -> None:
 
 # ------------------------------------------------------------ integer and binary formats
 INT_FORMATS = [f for f in FORMATS.values() if isinstance(f, IntFormat)]
-INT_INPUTS = [0.0, -0.0, 0.5, 1.5, 2.5, -0.5, -1.5, 0.49999997, 126.5, 127.5, 128.0, -128.5, -129.0, 300.0, -3.2,
-              0.7, -0.7, float("inf"), float("-inf"), float("nan"), 1e-30, 15.5, -8.5, 7.5, 2.0, -2.0]
+INT_INPUTS = [
+    0.0,
+    -0.0,
+    0.5,
+    1.5,
+    2.5,
+    -0.5,
+    -1.5,
+    0.49999997,
+    126.5,
+    127.5,
+    128.0,
+    -128.5,
+    -129.0,
+    300.0,
+    -3.2,
+    0.7,
+    -0.7,
+    float("inf"),
+    float("-inf"),
+    float("nan"),
+    1e-30,
+    15.5,
+    -8.5,
+    7.5,
+    2.0,
+    -2.0,
+]
 
 
 @pytest.mark.parametrize("mode", DETERMINISTIC, ids=lambda m: m.value)
@@ -210,7 +236,7 @@ def test_bad_arguments_name_valid_choices() -> None:
         quantize(x, "bfloat16", subnormals="ftz")
     with pytest.raises(ValueError, match="out has shape"):
         quantize(x, "bfloat16", out=torch.zeros(4))
-    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"must be a torch\.Tensor"):
         quantize([1.0, 2.0], "bfloat16")  # type: ignore[arg-type]
 
 

@@ -76,7 +76,9 @@ def test_named_edge_cases() -> None:
 
     def q(v: float, fmt: FloatFormat, profile: str = "torch", mode: Rounding = Rounding.NEAREST_EVEN) -> float:
         b = int(np.array([v], dtype=np.float32).view(np.uint32)[0])
-        return float(np.array([quantize_bits(b, fmt, profile=profile, rounding=mode)], dtype=np.uint32).view(np.float32)[0])
+        return float(
+            np.array([quantize_bits(b, fmt, profile=profile, rounding=mode)], dtype=np.uint32).view(np.float32)[0]
+        )
 
     ms = e4.min_subnormal  # 2^-9
     assert q(ms / 2, e4) == 0.0  # tie to even (zero)

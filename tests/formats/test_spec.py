@@ -91,7 +91,14 @@ def test_unknown_format_lists_known() -> None:
     ],
 )
 def test_invalid_float_format(kwargs: dict[str, object], message: str) -> None:
-    base: dict[str, object] = {"name": "x", "exp_bits": 4, "man_bits": 3, "bias": 7, "inf": False, "nan": NanEncoding.FN}
+    base: dict[str, object] = {
+        "name": "x",
+        "exp_bits": 4,
+        "man_bits": 3,
+        "bias": 7,
+        "inf": False,
+        "nan": NanEncoding.FN,
+    }
     base.update(kwargs)
     with pytest.raises(ValueError, match=message):
         FloatFormat(**base)  # type: ignore[arg-type]

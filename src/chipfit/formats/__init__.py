@@ -1,4 +1,5 @@
 """Number formats: specs, registry, profiles, quantize / encode / decode."""
+
 from chipfit.formats.profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile
 from chipfit.formats.quantize import quantize
 from chipfit.formats.registry import FORMATS, get_format, list_formats, register_format

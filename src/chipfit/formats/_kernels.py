@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -34,7 +34,7 @@ from chipfit.formats.profiles import EXP_ONES, QNAN, SIGN, Profile
 from chipfit.formats.reference import f32_bits
 from chipfit.formats.spec import FloatFormat, IntFormat, NanEncoding, Overflow, Rounding
 
-__all__ = ["PARALLEL_THRESHOLD", "float_kernel", "int_kernel", "binary_kernel", "kernel_cache_dir"]
+__all__ = ["PARALLEL_THRESHOLD", "binary_kernel", "float_kernel", "int_kernel", "kernel_cache_dir"]
 
 PARALLEL_THRESHOLD = 1 << 15  # elements; below this, thread start-up costs more than it saves
 
@@ -44,9 +44,7 @@ _MODES = {
     Rounding.TOWARD_ZERO: "np.int64(0)",
     Rounding.UP: "np.int64((rem != 0) & (s == 0))",
     Rounding.DOWN: "np.int64((rem != 0) & (s != 0))",
-    Rounding.STOCHASTIC: (
-        "np.int64(((rnd >> (32 - shc)) < rem) if shc <= 32 else (rnd < (rem >> (shc - 32))))"
-    ),
+    Rounding.STOCHASTIC: ("np.int64(((rnd >> (32 - shc)) < rem) if shc <= 32 else (rnd < (rem >> (shc - 32))))"),
 }
 
 _HASH = """
@@ -148,9 +146,7 @@ class Kernel:
         fn(src, dst, np.uint64(seed_a), np.uint64(seed_b))
 
 
-def float_kernel(
-    fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: Overflow, flush: bool
-) -> Kernel:
+def float_kernel(fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: Overflow, flush: bool) -> Kernel:
     """The kernel for float formats; arrays are uint32 views of float32 data."""
     if fmt.nan is NanEncoding.NONE:
         overflow = Overflow.SATURATE
@@ -169,16 +165,23 @@ def float_kernel(
             return sign | EXP_ONES
         return (sign | max_bits) if overflow is Overflow.SATURATE else rule.apply(sign | QNAN)
 
-    if overflow is Overflow.SATURATE:
-        ovf = "(MAX_BITS | s)"
-    elif rounding is Rounding.TOWARD_ZERO:
-        ovf = "(MAX_BITS | s)"
+    def by_sign(pos: int, neg: int) -> str:
+        """Branch-free choice of a constant by the sign: selects kept LLVM from vectorising."""
+        diff = pos ^ neg
+        if diff == 0:
+            return str(pos)
+        if diff == SIGN and pos & SIGN == 0:
+            return f"({pos} | s)"
+        return f"({pos} ^ ({diff} & (-(s >> 31))))"
+
+    if overflow is Overflow.SATURATE or rounding is Rounding.TOWARD_ZERO:
+        ovf = by_sign(max_bits, max_bits | SIGN)
     elif rounding is Rounding.UP:
-        ovf = "((MAX_BITS | s) if s != 0 else AWAY_POS)"
+        ovf = by_sign(away(0), max_bits | SIGN)
     elif rounding is Rounding.DOWN:
-        ovf = "(AWAY_NEG if s != 0 else MAX_BITS)"
+        ovf = by_sign(max_bits, away(SIGN))
     else:
-        ovf = "(AWAY_NEG if s != 0 else AWAY_POS)"
+        ovf = by_sign(away(0), away(SIGN))
 
     unsigned = not fmt.signed
     neg_nan = unsigned and prof.negative_to_nan(fmt)
@@ -218,7 +221,7 @@ def float_kernel(
     lines.append("out = r | s" if fmt.signed_zero else "out = (r | s) if r != 0 else r")
     lines += [
         f"out = {ovf} if r > MAX_BITS else out",
-        "out = (INF_NEG if s != 0 else INF_POS) if a == 0x7F800000 else out",
+        f"out = {by_sign(inf_result(0), inf_result(SIGN))} if a == 0x7F800000 else out",
     ]
     if not fmt.has_zero:
         lines.append("out = ZERO_BITS if a == 0 else out")
@@ -240,10 +243,6 @@ def float_kernel(
         "MAX_BITS": max_bits,
         "TINY_BITS": tiny_bits,
         "MIN_NORMAL_BITS": min_normal_bits,
-        "AWAY_POS": away(0),
-        "AWAY_NEG": away(SIGN),
-        "INF_POS": inf_result(0),
-        "INF_NEG": inf_result(SIGN),
         "ZERO_BITS": zero_bits,
         "NEG_BITS": rule.apply(QNAN),
         "NAN_KEEP": rule.keep,
@@ -258,7 +257,9 @@ def int_kernel(fmt: IntFormat, rounding: Rounding) -> Kernel:
     """Round to a multiple of the step and clamp; NaN -> 0. Arrays are float32."""
     body = {
         Rounding.NEAREST_EVEN: "r = np.rint(t)",
-        Rounding.NEAREST_AWAY: "tr = np.trunc(t)\nr = tr + (np.float32(1.0) if abs(t - tr) >= 0.5 else np.float32(0.0)) * np.sign(t)",
+        Rounding.NEAREST_AWAY: (
+            "tr = np.trunc(t)\nr = tr + (np.float32(1.0) if abs(t - tr) >= 0.5 else np.float32(0.0)) * np.sign(t)"
+        ),
         Rounding.TOWARD_ZERO: "r = np.trunc(t)",
         Rounding.UP: "r = np.ceil(t)",
         Rounding.DOWN: "r = np.floor(t)",
@@ -293,7 +294,7 @@ def binary_kernel(rounding: Rounding) -> Kernel:
     return _build({}, "\n".join(lines), rounding is Rounding.STOCHASTIC, int_view=False)
 
 
-def _build(consts: dict[str, int | float], body: str, needs_rand: bool, *, int_view: bool) -> Kernel:
+def _build(consts: Mapping[str, int | float], body: str, needs_rand: bool, *, int_view: bool) -> Kernel:
     const_src = "\n".join(f"{k} = {v!r}" for k, v in consts.items())
     source = f"{_HEADER}\n{const_src}\n\n{_HASH}\n\n{_loops(body, needs_rand)}\n"
     module = _load(source)

@@ -21,15 +21,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from chipfit.formats.codec import _codes_of, decode
 from chipfit.formats.profiles import Profile, get_profile
-from chipfit.formats.quantize import as_float32, parse_rounding, quantize
+from chipfit.formats.quantize import as_float32, empty_f32, parse_rounding, quantize
 from chipfit.formats.registry import get_format
 from chipfit.formats.spec import BlockFormat, FloatFormat, IntFormat, Overflow, Rounding, ScaleRule
 
-__all__ = ["BlockCodes", "block_scales", "decode_block", "encode_block", "quantize_block"]
+__all__ = ["BlockCodes", "decode_block", "encode_block", "quantize_block"]
 
 
 @dataclass(frozen=True)
@@ -58,38 +59,37 @@ def _from_blocks(blocks: torch.Tensor, n: int, axis: int) -> torch.Tensor:
     return flat.movedim(-1, axis)
 
 
-def _floor_log2(v: torch.Tensor) -> torch.Tensor:
-    """floor(log2 v) exactly, for finite v > 0 (frexp, no log rounding)."""
-    _, ex = torch.frexp(v.double())
-    return ex.to(torch.int64) - 1
-
-
 def _element_man_bits(elem: FloatFormat | IntFormat) -> int:
     return elem.man_bits if isinstance(elem, FloatFormat) else elem.bits - 2
 
 
-def block_scales(
-    amax: torch.Tensor, fmt: BlockFormat, rule: ScaleRule, profile: Profile, tensor_scale: float
-) -> torch.Tensor:
-    """Scale value (float32) of each block from its amax."""
-    elem_max = fmt.element.max
-    if fmt.scale.man_bits > 0:
-        target = amax.double() / elem_max / tensor_scale
-        return quantize(target.float(), fmt.scale, overflow=Overflow.SATURATE, profile=profile)
-    positive = amax > 0
-    safe = torch.where(positive & torch.isfinite(amax), amax, torch.ones_like(amax)).double()
-    k = _floor_log2(safe) - fmt.element_emax
-    if rule is ScaleRule.CEIL:
-        k = k + (safe > elem_max * torch.pow(2.0, k.double())).to(torch.int64)
-    elif rule is ScaleRule.EVEN:
-        m = _element_man_bits(fmt.element)
-        bits = safe.float().view(torch.int32).to(torch.int64)
-        rounded = ((bits + (1 << (22 - m))) & 0x7F800000).to(torch.int32).view(torch.float32)
-        k = _floor_log2(rounded) - fmt.element_emax
-    lo, hi = fmt.scale.min_exponent, fmt.scale.max_exponent
-    k = torch.where(positive, k.clamp(lo, hi), torch.full_like(k, lo))
-    scale = torch.pow(2.0, k.double()).float()
-    return torch.where(torch.isfinite(amax), scale, torch.full_like(scale, float("nan")))
+def _mx_parts(blocks: torch.Tensor, fmt: BlockFormat, rule: ScaleRule) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y = blocks / 2^k, k per block) for power-of-two scales, by the numba pass."""
+    from chipfit.formats import _block_kernels as bk
+
+    b2 = blocks.reshape(-1, fmt.block_size).contiguous()
+    y = empty_f32(b2.shape)
+    k = np.empty(b2.shape[0], dtype=np.int64)
+    code = {ScaleRule.FLOOR: bk.RULE_FLOOR, ScaleRule.CEIL: bk.RULE_CEIL, ScaleRule.EVEN: bk.RULE_EVEN}[rule]
+    bk.scale_pass(
+        b2.numpy(),
+        y.numpy(),
+        k,
+        fmt.element_emax,
+        code,
+        float(fmt.element.max),
+        _element_man_bits(fmt.element),
+        fmt.scale.min_exponent,
+        fmt.scale.max_exponent,
+    )
+    return y.reshape(blocks.shape), torch.from_numpy(k).reshape(blocks.shape[:-1])
+
+
+def _k_to_scale(k: torch.Tensor) -> torch.Tensor:
+    from chipfit.formats._block_kernels import NAN_BLOCK
+
+    scale = torch.pow(2.0, k.clamp_min(-200).double()).float()
+    return torch.where(k == NAN_BLOCK, torch.full_like(scale, float("nan")), scale)
 
 
 def _parts(
@@ -100,26 +100,33 @@ def _parts(
     profile: Profile,
     generator: torch.Generator | None,
     scale_rule: ScaleRule | None,
-) -> tuple[torch.Tensor, torch.Tensor, float | None, int]:
-    """(quantized elements in blocks, scale per block, tensor scale, original length)."""
+) -> tuple[torch.Tensor, torch.Tensor, float | None, int, torch.Tensor | None]:
+    """(quantized elements in blocks, scale per block, tensor scale, original length,
+    power-of-two exponent per block or None)."""
     if x.dim() == 0:
         x = x.reshape(1)
     if not -x.dim() <= axis < x.dim():
         raise ValueError(f"axis {axis} out of range for a {x.dim()}-d tensor")
     blocks, n = _to_blocks(x, fmt.block_size, axis)
-    amax = blocks.abs().amax(dim=-1)
+    amax = blocks.abs().amax(dim=-1) if fmt.scale.man_bits else torch.empty(0)
     ts: float | None = None
     if fmt.tensor_scale:
         t_amax = float(x.abs().max()) if x.numel() else 0.0
         ts = t_amax / (fmt.scale.max * fmt.element.max) if t_amax > 0 and t_amax == t_amax else 1.0
         if ts == float("inf"):
             ts = 1.0
-    scale = block_scales(amax, fmt, scale_rule or fmt.scale_rule, profile, ts or 1.0)
-    eff = (scale.double() * (ts or 1.0)).float().unsqueeze(-1)
-    y = torch.where(eff > 0, blocks / eff, torch.zeros_like(blocks))
-    y = torch.where(torch.isnan(eff), torch.full_like(y, float("nan")), y)
+    k: torch.Tensor | None = None
+    if fmt.scale.man_bits == 0:
+        y, k = _mx_parts(blocks, fmt, scale_rule or fmt.scale_rule)
+        scale = _k_to_scale(k)
+    else:
+        target = amax.double() / fmt.element.max / (ts or 1.0)
+        scale = quantize(target.float(), fmt.scale, overflow=Overflow.SATURATE, profile=profile)
+        eff = (scale.double() * (ts or 1.0)).float().unsqueeze(-1)
+        y = torch.where(eff > 0, blocks / eff, torch.zeros_like(blocks))
+        y = torch.where(torch.isnan(eff), torch.full_like(y, float("nan")), y)
     q = quantize(y, fmt.element, rounding=rounding, overflow=Overflow.SATURATE, profile=profile, generator=generator)
-    return q, scale, ts, n
+    return q, scale, ts, n, k
 
 
 def quantize_block(
@@ -136,9 +143,14 @@ def quantize_block(
     f = _block(fmt)
     xf = as_float32(x)
     rule = ScaleRule(scale_rule) if scale_rule is not None else None
-    q, scale, ts, n = _parts(xf, f, axis, parse_rounding(rounding), get_profile(profile), generator, rule)
-    eff = (scale.double() * (ts or 1.0)).unsqueeze(-1)
-    out = (q.double() * eff).float()
+    q, scale, ts, n, k = _parts(xf, f, axis, parse_rounding(rounding), get_profile(profile), generator, rule)
+    if k is not None:
+        from chipfit.formats._block_kernels import unscale_pass
+
+        out = empty_f32(q.shape)
+        unscale_pass(q.reshape(-1, f.block_size).numpy(), k.reshape(-1).numpy(), out.view(-1, f.block_size).numpy())
+    else:
+        out = (q.double() * (scale.double() * (ts or 1.0)).unsqueeze(-1)).float()
     return _from_blocks(out, n, axis).reshape(xf.shape)
 
 
@@ -157,7 +169,7 @@ def encode_block(
     xf = as_float32(x)
     prof = get_profile(profile)
     rule = ScaleRule(scale_rule) if scale_rule is not None else None
-    q, scale, ts, n = _parts(xf, f, axis, parse_rounding(rounding), prof, generator, rule)
+    q, scale, ts, n, _ = _parts(xf, f, axis, parse_rounding(rounding), prof, generator, rule)
     elem_codes = _codes_of(q, f.element, prof)
     scale_codes = _codes_of(scale, f.scale, prof)
     elements = _from_blocks(elem_codes, n, axis).reshape(xf.shape)
@@ -178,5 +190,7 @@ def decode_block(codes: BlockCodes, *, profile: str | Profile | None = None) -> 
 def _block(fmt: str | BlockFormat) -> BlockFormat:
     f = get_format(fmt)
     if not isinstance(f, BlockFormat):
-        raise TypeError(f"{f.name} is not a block format; block formats: mxfp8_e4m3, mxfp8_e5m2, ... (see `chipfit formats`)")
+        raise TypeError(
+            f"{f.name} is not a block format; block formats: mxfp8_e4m3, mxfp8_e5m2, ... (see `chipfit formats`)"
+        )
     return f

@@ -143,11 +143,11 @@ def decode(
         if count is None:
             raise ValueError("decode(packed=True) needs count, the number of codes packed")
         codes = unpack(codes, f.bits, count)
+    if isinstance(f, FloatFormat) and f.bits == 32:
+        return codes.to(torch.int32).view(torch.float32)  # float32 codes are its bits, as int32
     c = codes.to(torch.int64)
     if bool((c < 0).any()) or bool((c >= f.num_codes).any()):
         raise ValueError(f"codes out of range for {f.name}: valid codes are 0..{f.num_codes - 1}")
-    if isinstance(f, FloatFormat) and f.bits == 32:
-        return c.to(torch.int32).view(torch.float32) if c.numel() else c.float()
     table = decode_table(f, get_profile(profile)).to(codes.device)
     return table[c]
 
@@ -179,4 +179,3 @@ def unpack(data: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     padded = np.zeros((count, 8), dtype=np.uint8)
     padded[:, :bits] = bitmat
     return torch.from_numpy(np.packbits(padded, axis=1, bitorder="little").reshape(-1))
-

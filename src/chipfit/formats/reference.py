@@ -26,6 +26,7 @@ __all__ = [
     "decode_code",
     "f32_bits",
     "f32_value",
+    "mx_scale_exponents",
     "quantize_bits",
     "stochastic_up",
 ]
@@ -65,7 +66,9 @@ def stochastic_up(frac: Fraction, rand32: int) -> bool:
     return rand32 < (frac * (1 << 32)).__floor__()
 
 
-def _round_between(lo: Fraction, q: Fraction, mag: Fraction, negative: bool, rounding: Rounding, rand32: int) -> Fraction:
+def _round_between(
+    lo: Fraction, q: Fraction, mag: Fraction, negative: bool, rounding: Rounding, rand32: int
+) -> Fraction:
     """Pick lo or lo + q for lo <= mag < lo + q (magnitudes; `negative` is the sign)."""
     if mag == lo:
         return lo
@@ -176,7 +179,11 @@ def quantize_binary(value: float, rounding: Rounding = Rounding.NEAREST_EVEN, ra
     if rounding is Rounding.STOCHASTIC:
         if value != value:
             return 1.0
-        p = min(max((Fraction(value) + 1) / 2, Fraction(0)), Fraction(1)) if abs(value) != float("inf") else Fraction(int(value > 0))
+        p = (
+            min(max((Fraction(value) + 1) / 2, Fraction(0)), Fraction(1))
+            if abs(value) != float("inf")
+            else Fraction(int(value > 0))
+        )
         return 1.0 if stochastic_up(p, rand32) or p == 1 else -1.0
     return -1.0 if value < 0 else 1.0
 
@@ -206,3 +213,36 @@ def decode_code(code: int, fmt: FloatFormat | IntFormat | BinaryFormat, profile:
     if fmt.inf and e_field == fmt.exp_all_ones:
         return sbit | EXP_ONES
     return sbit | f32_bits(fmt.magnitude_value(mag))
+
+
+def mx_scale_exponents(
+    amax: list[float], elem_max: float, elem_emax: int, man_bits: int, rule: str, lo: int = -127, hi: int = 127
+) -> list[int | None]:
+    """Shared exponent k per block for power-of-two scales (None for NaN/inf blocks), exactly:
+    floor: floor(log2 amax) - emax; ceil: smallest k with amax / 2^k <= elem_max;
+    even: floor(log2 of amax rounded half up to man_bits mantissa bits) - emax."""
+    out: list[int | None] = []
+    for a in amax:
+        if a != a or a in (float("inf"), float("-inf")):
+            out.append(None)
+            continue
+        if a == 0:
+            out.append(lo)
+            continue
+        v = Fraction(abs(a))
+        e = _floor_log2(v)
+        if rule == "floor":
+            k = e - elem_emax
+        elif rule == "ceil":
+            k = e - elem_emax
+            while v / Fraction(2) ** k > Fraction(elem_max):
+                k += 1
+        elif rule == "even":
+            sig = v / Fraction(2) ** e  # in [1, 2)
+            step = Fraction(1, 2**man_bits)
+            rounded = (sig / step + Fraction(1, 2)).__floor__() * step
+            k = e + (1 if rounded >= 2 else 0) - elem_emax
+        else:
+            raise ValueError(f"unknown scale rule {rule!r}; known: floor, ceil, even")
+        out.append(min(max(k, lo), hi))
+    return out

@@ -48,7 +48,7 @@ def list_formats(kind: str | None = None) -> Iterator[Format]:
 
 
 _F = FloatFormat
-for _fmt in [
+_BUILTIN: list[Format] = [
     _F("float32", 8, 23, 127, inf=True, nan=IEEE),
     _F("tfloat32", 8, 10, 127, inf=True, nan=IEEE),
     _F("bfloat16", 8, 7, 127, inf=True, nan=IEEE),
@@ -67,7 +67,8 @@ for _fmt in [
     IntFormat("uint4", 4, signed=False),
     IntFormat("int2", 2, signed=True),
     BinaryFormat("binary"),
-]:
+]
+for _fmt in _BUILTIN:
     register_format(_fmt)
 
 

@@ -13,7 +13,6 @@ import enum
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Union
 
 __all__ = [
     "BinaryFormat",
@@ -28,7 +27,7 @@ __all__ = [
 ]
 
 
-class NanEncoding(str, enum.Enum):
+class NanEncoding(enum.StrEnum):
     """How a float format spends codes on NaN."""
 
     IEEE = "ieee"  # exponent all ones, mantissa non-zero (many NaN codes)
@@ -37,7 +36,7 @@ class NanEncoding(str, enum.Enum):
     NONE = "none"  # no NaN at all (fp4, fp6)
 
 
-class Rounding(str, enum.Enum):
+class Rounding(enum.StrEnum):
     """Rounding modes of `quantize`."""
 
     NEAREST_EVEN = "nearest-even"
@@ -48,14 +47,14 @@ class Rounding(str, enum.Enum):
     STOCHASTIC = "stochastic"
 
 
-class Overflow(str, enum.Enum):
+class Overflow(enum.StrEnum):
     """What a finite value beyond the largest finite one becomes."""
 
     SATURATE = "saturate"  # clamp to +-max
     NONSAT = "nonsat"  # inf where the format has one, else NaN (IEEE 754 semantics)
 
 
-class ScaleRule(str, enum.Enum):
+class ScaleRule(enum.StrEnum):
     """How a block format picks its shared power-of-two scale from the block's amax."""
 
     FLOOR = "floor"  # OCP MX v1.0: 2^(floor(log2 amax) - emax_elem); may clip the top
@@ -277,7 +276,7 @@ class BinaryFormat:
         return "+-1, sign of the input (0 -> +1)"
 
 
-ElementFormat = Union[FloatFormat, IntFormat]
+ElementFormat = FloatFormat | IntFormat
 
 
 @dataclass(frozen=True)
@@ -328,4 +327,4 @@ class BlockFormat:
         return f"{self.block_size} x {self.element.name}, {self.scale.name} scale ({self.scale_rule.value}){extra}"
 
 
-Format = Union[FloatFormat, IntFormat, BinaryFormat, BlockFormat]
+Format = FloatFormat | IntFormat | BinaryFormat | BlockFormat
