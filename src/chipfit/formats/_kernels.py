@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from chipfit.formats.profiles import EXP_ONES, QNAN, SIGN, Profile
-from chipfit.formats.reference import f32_bits
+from chipfit.formats.reference import f32_bits, int_bounds_f32
 from chipfit.formats.spec import FloatFormat, IntFormat, NanEncoding, Overflow, Rounding
 
 __all__ = ["PARALLEL_THRESHOLD", "binary_kernel", "float_kernel", "int_kernel", "kernel_cache_dir"]
@@ -276,7 +276,8 @@ def int_kernel(fmt: IntFormat, rounding: Rounding) -> Kernel:
         "r = np.float32(0.0) if t != t else r",
         "dst[i] = r * np.float32(STEP) + np.float32(0.0)",
     ]
-    consts = {"INV_STEP": 2.0**fmt.frac_bits, "STEP": fmt.step, "LO": float(fmt.min_int), "HI": float(fmt.max_int)}
+    lo, hi = int_bounds_f32(fmt)
+    consts = {"INV_STEP": 2.0**fmt.frac_bits, "STEP": fmt.step, "LO": lo, "HI": hi}
     return _build(consts, "\n".join(lines), rounding is Rounding.STOCHASTIC, int_view=False)
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "decode_code",
     "f32_bits",
     "f32_value",
+    "int_bounds_f32",
     "mx_scale_exponents",
     "quantize_bits",
     "stochastic_up",
@@ -157,20 +158,35 @@ def quantize_bits(
     return sign | f32_bits(r)
 
 
+def int_bounds_f32(fmt: IntFormat) -> tuple[float, float]:
+    """[min, max] of `fmt` as float32 values: the result is float32, so wide integer formats
+    (int32) clamp to the nearest float32 inside their range (2^31 - 128 for int32)."""
+    import numpy as np
+
+    lo, hi = np.float32(fmt.min_int), np.float32(fmt.max_int)
+    if float(hi) > fmt.max_int:
+        hi = np.nextafter(hi, np.float32(0))
+    if float(lo) < fmt.min_int:
+        lo = np.nextafter(lo, np.float32(0))
+    return float(lo), float(hi)
+
+
 def quantize_int(value: float, fmt: IntFormat, rounding: Rounding = Rounding.NEAREST_EVEN, rand32: int = 0) -> float:
     """Reference for integer formats: round to a multiple of the step, then clamp.
     NaN becomes 0 (integers have no NaN); infinities clamp."""
     if value != value:
         return 0.0
     if value in (float("inf"), float("-inf")):
-        return fmt.max if value > 0 else fmt.min
+        lo, hi = int_bounds_f32(fmt)
+        return (hi if value > 0 else lo) * fmt.step
     v = Fraction(value) / Fraction(fmt.step)
     negative = v < 0
     mag = abs(v)
     lo = Fraction(mag.__floor__())
     r = _round_between(lo, Fraction(1), mag, negative, rounding, rand32)
     k = -r if negative else r
-    k = min(max(k, Fraction(fmt.min_int)), Fraction(fmt.max_int))
+    lo, hi = int_bounds_f32(fmt)
+    k = min(max(k, Fraction(lo)), Fraction(hi))
     return float(k * Fraction(fmt.step))
 
 

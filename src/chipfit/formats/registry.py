@@ -66,6 +66,7 @@ _BUILTIN: list[Format] = [
     IntFormat("int4", 4, signed=True),
     IntFormat("uint4", 4, signed=False),
     IntFormat("int2", 2, signed=True),
+    IntFormat("int32", 32, signed=True),  # the accumulator of integer matrix units
     BinaryFormat("binary"),
 ]
 for _fmt in _BUILTIN:

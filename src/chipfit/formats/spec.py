@@ -204,8 +204,8 @@ class IntFormat:
 
     def __post_init__(self) -> None:
         _check_name(self.name)
-        if not 1 <= self.bits <= 16:
-            raise ValueError(f"{self.name}: bits must be in 1..16, got {self.bits}")
+        if not 1 <= self.bits <= 32:
+            raise ValueError(f"{self.name}: bits must be in 1..32, got {self.bits}")
         if self.narrow and not self.signed:
             raise ValueError(f"{self.name}: narrow range only applies to signed integers")
 

@@ -1,57 +1,16 @@
-"""The `chipfit` command. `main(argv) -> int` is separate from the parser so tests call it directly."""
+"""`chipfit formats` and `chipfit demo`."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
-from collections.abc import Callable, Sequence
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-__all__ = ["build_parser", "entry", "main"]
+from chipfit.cli.common import CliError, console, emit_json, num
 
-
-class CliError(Exception):
-    """A user error: printed as one line, exit status 2."""
-
-
-def _console() -> Console:
-    """Wide enough for our tables when output goes to a pipe or a file."""
-    probe = Console()
-    return Console(highlight=False, width=probe.width if probe.is_terminal else 160)
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON: non-finite floats become the strings 'inf', '-inf', 'nan'."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj
-
-
-def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
-
-
-def _num(v: float) -> str:
-    if v == 0:
-        return "0"
-    if not math.isfinite(v):
-        return str(v)
-    a = abs(v)
-    if 1e-3 <= a < 1e6:
-        return f"{v:.6g}"
-    e = math.log2(a)
-    if e == int(e):
-        return f"2^{int(e)}" if v > 0 else f"-2^{int(e)}"
-    return f"{v:.4g}"
+__all__ = ["add_parsers"]
 
 
 # ---------------------------------------------------------------- formats
@@ -102,7 +61,7 @@ def cmd_formats(args: argparse.Namespace) -> int:
         raise CliError(f"unknown kind {args.kind!r}; known: float, int, binary, block")
     fmts = list(list_formats(args.kind))
     if args.json:
-        _emit_json([_format_row(f) for f in fmts])
+        emit_json([_format_row(f) for f in fmts])
         return 0
     t = Table(title="chipfit number formats (overflow where profiles differ: torch, ml_dtypes)")
     t.add_column("name", no_wrap=True)
@@ -115,14 +74,14 @@ def cmd_formats(args: argparse.Namespace) -> int:
         t.add_row(
             f.name,
             f"{r['bits']:g}",
-            _num(r["max"]),
-            _num(r["min_normal"]) if "min_normal" in r else "-",
-            _num(r["min_subnormal"]) if "min_subnormal" in r else "-",
-            _num(r["eps"]) if "eps" in r else "-",
+            num(r["max"]),
+            num(r["min_normal"]) if "min_normal" in r else "-",
+            num(r["min_subnormal"]) if "min_subnormal" in r else "-",
+            num(r["eps"]) if "eps" in r else "-",
             _specials(f),
             _overflow_note(f),
         )
-    _console().print(t)
+    console().print(t)
     return 0
 
 
@@ -153,13 +112,13 @@ def cmd_formats_show(args: argparse.Namespace) -> int:
                 }
             )
     if args.json:
-        _emit_json({**row, "profile": prof.name, "codes": codes})
+        emit_json({**row, "profile": prof.name, "codes": codes})
         return 0
-    con = _console()
+    con = console()
     con.print(f"[bold]{f.name}[/bold]: {f.describe()}")
     for k, v in row.items():
         if k not in ("name", "describe"):
-            con.print(f"  {k:14s} {_num(v) if isinstance(v, float) else v}")
+            con.print(f"  {k:14s} {num(v) if isinstance(v, float) else v}")
     if isinstance(f, FloatFormat):
         con.print(f"  {'overflow':14s} {_overflow_note(f)}")
     if codes:
@@ -209,11 +168,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sr = quantize(torch.full((100000,), 1 + 2**-9), "bfloat16", rounding="stochastic", generator=g)
     sr_up = float((sr > 1).double().mean())
     if args.json:
-        _emit_json(
+        emit_json(
             {"values": DEMO_VALUES, "rounded": rows, "sqnr_db_normal_4096": sqnr, "stochastic_bf16_up_fraction": sr_up}
         )
         return 0
-    con = _console()
+    con = console()
     cmd_formats(argparse.Namespace(kind=None, json=False))
     t = Table(title="rounding (nearest-even, profile torch) of a few float32 values")
     t.add_column("format")
@@ -233,14 +192,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    from chipfit import __version__
+def add_parsers(sub: Any) -> None:
     from chipfit.formats import PROFILES
-
-    p = argparse.ArgumentParser(prog="chipfit", description="Run any PyTorch model on accelerators you do not own.")
-    p.add_argument("--version", action="version", version=f"chipfit {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     fp = sub.add_parser("formats", help="list number formats, or show one")
     fp.add_argument("--kind", help="filter: float, int, binary, block")
@@ -256,22 +209,3 @@ def build_parser() -> argparse.ArgumentParser:
     dp = sub.add_parser("demo", help="the formats table and rounding demonstrations")
     dp.add_argument("--json", action="store_true")
     dp.set_defaults(func=cmd_demo)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
-    if func is None:
-        parser.print_help()
-        return 2
-    try:
-        return func(args)
-    except CliError as e:
-        sys.stderr.write(f"chipfit: error: {e}\n")
-        return 2
-
-
-def entry() -> None:
-    sys.exit(main())

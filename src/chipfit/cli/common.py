@@ -1,0 +1,52 @@
+"""Helpers shared by the chipfit subcommands."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from typing import Any
+
+from rich.console import Console
+
+__all__ = ["CliError", "console", "emit_json", "jsonable", "num"]
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def console() -> Console:
+    """Wide enough for our tables when output goes to a pipe or a file."""
+    probe = Console()
+    return Console(highlight=False, width=probe.width if probe.is_terminal else 160)
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON: non-finite floats become the strings 'inf', '-inf', 'nan'."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def num(v: float) -> str:
+    """Compact number for tables: plain in [1e-3, 1e6), a power of two as 2^k, else 4 digits."""
+    if v == 0:
+        return "0"
+    if not math.isfinite(v):
+        return str(v)
+    a = abs(v)
+    if 1e-3 <= a < 1e6:
+        return f"{v:.6g}"
+    e = math.log2(a)
+    if e == int(e):
+        return f"2^{int(e)}" if v > 0 else f"-2^{int(e)}"
+    return f"{v:.4g}"

@@ -1,0 +1,174 @@
+"""`chipfit devices` and `chipfit devices show NAME`."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from rich.table import Table
+
+from chipfit.cli.common import console, emit_json
+
+__all__ = ["add_parsers", "device_dict"]
+
+SHORT = {
+    "float32": "fp32", "tfloat32": "tf32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "fp8",
+    "float8_e5m2": "e5m2", "float8_e4m3fnuz": "fp8fnuz", "float8_e5m2fnuz": "e5m2fnuz", "int8": "int8",
+    "int4": "int4", "float4_e2m1fn": "fp4", "mxfp8_e4m3": "mxfp8", "mxfp4": "mxfp4", "nvfp4": "nvfp4",
+}  # fmt: skip
+TABLE_FORMATS = ["float32", "tfloat32", "bfloat16", "float16", "float8_e4m3fn", "int8", "int4", "float4_e2m1fn"]
+
+
+def _plain(v: Any) -> Any:
+    from chipfit.hardware import Source
+
+    if isinstance(v, Source):
+        return str(v)
+    if is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _plain(getattr(v, f.name)) for f in fields(v)}
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    if hasattr(v, "items"):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def device_dict(d: Any) -> dict[str, Any]:
+    """Every field of a device (sources as 'kind: reference'), plus the derived per-format table."""
+    out = _plain(d)
+    out["formats"] = d.describe_formats()
+    out["main_memory"] = d.main_memory.name
+    return out  # type: ignore[no-any-return]
+
+
+def _tflops(v: float) -> str:
+    if not v:
+        return "-"
+    return f"{v / 1e12:,.0f}" if v >= 1e13 else f"{v / 1e12:.2g}"
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from chipfit.hardware import list_devices
+
+    devs = list_devices(args.family, args.format, args.device_file or ())
+    if args.json:
+        emit_json([device_dict(d) for d in devs])
+        return 0
+    t = Table(title="chipfit device catalog: dense peak TFLOP/s or TOP/s per format (* = price assumed)")
+    t.add_column("name", no_wrap=True)
+    t.add_column("family", no_wrap=True)
+    for f in TABLE_FORMATS:
+        t.add_column(SHORT[f], justify="right", no_wrap=True)
+    for col in ("memory GB", "GB/s", "TDP W", "$/h"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for d in devs:
+        m = d.main_memory
+        price = "-"
+        if d.price is not None:
+            price = f"{d.price.usd_per_hour:.2f}" + ("*" if d.price.source.kind == "assumed" else "")
+        t.add_row(
+            d.name,
+            d.family,
+            *[_tflops(d.peak(f)) for f in TABLE_FORMATS],
+            f"{m.capacity_bytes / 1e9:,.0f}",
+            f"{m.bandwidth_bytes_per_s / 1e9:,.0f}"
+            if m.bandwidth_bytes_per_s >= 10e9
+            else f"{m.bandwidth_bytes_per_s / 1e9:.1f}",
+            f"{d.power.tdp_w:g}",
+            price,
+        )
+    c = console()
+    c.print(t)
+    c.print(f"{len(devs)} devices. `chipfit devices show NAME` lists every field with its source.")
+    return 0
+
+
+def cmd_devices_show(args: argparse.Namespace) -> int:
+    from chipfit.hardware import get_device
+
+    d = get_device(args.name, args.device_file or ())
+    if args.json:
+        emit_json(device_dict(d))
+        return 0
+    c = console()
+    c.print(f"[bold]{d.display_name}[/bold] ({d.name}, {d.family}, {d.vendor}, {d.year}, {d.process_nm:g} nm)")
+    if d.description:
+        c.print(f"  {d.description}")
+    c.print(f"  file: {d.file}" + (f" (extends {d.extends})" if d.extends else ""))
+    c.print(f"  identity source: {d.source}")
+
+    t = Table(title="per format: peak, ridge point (ops per byte of main memory), energy per op")
+    for col in ("format", "peak TOP/s", "accumulate", "ridge ops/B", "arith pJ/op", "TDP/peak pJ/op"):
+        t.add_column(col, justify="right" if col != "format" else "left")
+    for f, row in d.describe_formats().items():
+        t.add_row(
+            f, f"{float(row['peak_ops_per_s']) / 1e12:,.1f}", str(row["accumulate"]),
+            f"{float(row['ridge_ops_per_byte']):,.0f}", f"{float(row['energy_pj_per_op']):.3f}",
+            f"{float(row['tdp_pj_per_op']):.3f}",
+        )  # fmt: skip
+    c.print(t)
+    s = Table(title="fields and sources")
+    s.add_column("group")
+    s.add_column("values")
+    s.add_column("source")
+    cp = d.compute
+    s.add_row("compute", f"{cp.units} units, tile {cp.kernel_tile_mnk}", str(cp.source))
+    s.add_row("vector", f"{cp.vector_ops_per_s / 1e12:g} TFLOP/s", str(cp.vector_source))
+    s.add_row("dispatch", f"{cp.dispatch_overhead_s * 1e6:g} us/op", str(cp.overhead_source))
+    for u in d.matrix_units:
+        shape = f"{u.count} x {u.rows}x{u.cols}" + (f"x{u.depth}" if u.depth > 1 else "")
+        extra = f", {u.dataflow}" if u.dataflow else ""
+        s.add_row(f"matrix {u.name}", f"{u.kind} {shape} @ {u.clock_hz / 1e9:g} GHz{extra}", str(u.source))
+    for m in d.memory:
+        s.add_row(
+            f"memory {m.name}",
+            f"{m.kind} {m.capacity_bytes / 1e9:g} GB, {m.bandwidth_bytes_per_s / 1e9:,.0f} GB/s",
+            str(m.source),
+        )
+        s.add_row("", f"{m.energy_pj_per_byte:.3g} pJ/B", str(m.energy_source))
+    s.add_row("power", f"TDP {d.power.tdp_w:g} W", str(d.power.source))
+    s.add_row("", f"idle {d.power.idle_w:g} W", str(d.power.idle_source))
+    for label, link in (("host link", d.host_link), ("interconnect", d.interconnect)):
+        if link is not None:
+            s.add_row(
+                label,
+                f"{link.kind} {link.generation} {link.bandwidth_bytes_per_s / 1e9:g} GB/s/dir, {link.topology}".strip(),
+                str(link.source),
+            )
+    sup = d.support
+    auto = ", ".join(f"{k}->{v}" for k, v in sup.autocast.items()) or "none"
+    host_ops = ", ".join(sup.host_op_classes) or "none"
+    s.add_row(
+        "support",
+        f"autocast {auto}; other formats -> {sup.unsupported_format}; host ops: {host_ops}; host {sup.host}",
+        str(sup.source),
+    )
+    if d.price is not None:
+        s.add_row(
+            "price", f"${d.price.usd_per_hour:g}/chip-hour ({d.price.date}): {d.price.basis}", str(d.price.source)
+        )
+    if d.published_ops_per_j is not None:
+        s.add_row(
+            "efficiency", f"{d.published_ops_per_j / 1e12:g} TOPS/W published", str(d.published_efficiency_source)
+        )
+    c.print(s)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    from chipfit.formats import FORMATS
+    from chipfit.hardware import FAMILIES
+
+    dp = sub.add_parser("devices", help="the device catalog, or one device")
+    dp.add_argument("--family", choices=FAMILIES, help="only this family")
+    dp.add_argument("--format", choices=list(FORMATS), metavar="FORMAT", help="only devices whose matrix unit runs it")
+    dp.add_argument("--device-file", action="append", metavar="PATH", help="extra catalog file (repeatable)")
+    dp.add_argument("--json", action="store_true")
+    dp.set_defaults(func=cmd_devices)
+    dsub = dp.add_subparsers(dest="devices_command", metavar="show")
+    ds = dsub.add_parser("show", help="every field of a device with its source")
+    ds.add_argument("name")
+    ds.add_argument("--device-file", action="append", metavar="PATH", help="extra catalog file (repeatable)")
+    ds.add_argument("--json", action="store_true")
+    ds.set_defaults(func=cmd_devices_show)

@@ -1,0 +1,228 @@
+"""Devices as frozen, typed, sourced data. Units live in field names; derived values are computed.
+
+A catalog file fills these; `loader.py` validates ranges so a unit slip (TB/s
+typed as B/s, GB typed as bytes) fails at load time, not in a report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from chipfit.formats import get_format
+from chipfit.hardware import energy
+
+__all__ = [
+    "FAMILIES",
+    "LINK_KINDS",
+    "MATRIX_KINDS",
+    "MEMORY_KINDS",
+    "SOURCE_KINDS",
+    "TOPOLOGIES",
+    "Compute",
+    "Device",
+    "Link",
+    "MatrixUnit",
+    "MemoryLevel",
+    "Power",
+    "Price",
+    "Source",
+    "Support",
+]
+
+FAMILIES = ("gpu", "tpu", "inference-asic", "training-asic", "npu", "fpga", "cpu")
+MATRIX_KINDS = ("systolic", "tensor-core", "simd", "dsp")
+MEMORY_KINDS = ("hbm", "gddr", "dram", "sram")
+LINK_KINDS = ("pcie", "nvlink", "ici", "neuronlink", "infinity-fabric", "hccs", "roce", "ethernet", "usb", "soc")
+TOPOLOGIES = ("none", "point-to-point", "switch", "ring", "torus-2d", "torus-3d", "hypercube", "mesh")
+SOURCE_KINDS = ("datasheet", "paper", "measured", "derived", "third-party", "assumed")
+DATAFLOWS = ("output-stationary", "weight-stationary")
+FALLBACKS = ("vector", "host")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a group of numbers comes from: `kind: reference` in catalog files."""
+
+    kind: str
+    ref: str
+
+    @classmethod
+    def parse(cls, text: str) -> Source:
+        kind, sep, ref = text.partition(":")
+        kind = kind.strip()
+        if not sep or kind not in SOURCE_KINDS or not ref.strip():
+            raise ValueError(
+                f"source must be 'KIND: reference' with KIND one of {', '.join(SOURCE_KINDS)}; got {text!r}"
+            )
+        return cls(kind, ref.strip())
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.ref}"
+
+
+@dataclass(frozen=True)
+class MatrixUnit:
+    """A matrix engine: a systolic array (rows x cols PEs), tensor cores (an m x n x k MMA
+    per clock each), SIMD/matrix extensions, or FPGA DSP slices (rows x cols x depth MACs)."""
+
+    name: str
+    kind: str
+    count: int
+    rows: int
+    cols: int
+    depth: int
+    clock_hz: float
+    source: Source
+    dataflow: str | None = None
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.count * self.rows * self.cols * self.depth
+
+    @property
+    def peak_macs_per_s(self) -> float:
+        return self.macs_per_cycle * self.clock_hz
+
+
+@dataclass(frozen=True)
+class MemoryLevel:
+    name: str
+    kind: str
+    capacity_bytes: float
+    bandwidth_bytes_per_s: float
+    source: Source
+    energy_pj_per_byte: float
+    energy_source: Source
+
+
+@dataclass(frozen=True)
+class Link:
+    """A host link or chip-to-chip interconnect; bandwidth per chip, per direction."""
+
+    kind: str
+    bandwidth_bytes_per_s: float
+    topology: str
+    source: Source
+    generation: str = ""
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Power:
+    tdp_w: float
+    idle_w: float
+    source: Source
+    idle_source: Source
+
+
+@dataclass(frozen=True)
+class Price:
+    usd_per_hour: float
+    basis: str
+    date: str
+    source: Source
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Dense peak throughput per number format (ops/s, one FMA = 2 ops) and what accumulates it."""
+
+    peak_ops_per_s: Mapping[str, float]
+    accumulate: Mapping[str, str]
+    source: Source
+    vector_ops_per_s: float
+    vector_source: Source
+    units: int  # SMs, TensorCores, NeuronCores, cores: what work is spread over
+    dispatch_overhead_s: float
+    overhead_source: Source
+    kernel_tile_mnk: tuple[int, int, int] = (1, 1, 1)  # tensor-core kernels' block shape
+
+
+@dataclass(frozen=True)
+class Support:
+    """What the compiler does with formats and ops the matrix unit does not run."""
+
+    autocast: Mapping[str, str]  # format -> format the compiler casts to by default
+    unsupported_format: str  # "vector" (run at the vector rate) or "host"
+    host_op_classes: tuple[str, ...]  # op classes that always run on the host
+    host: str | None  # catalog name of the host CPU
+    source: Source
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    display_name: str
+    vendor: str
+    family: str
+    year: int
+    process_nm: float
+    description: str
+    source: Source
+    compute: Compute
+    matrix_units: tuple[MatrixUnit, ...]
+    memory: tuple[MemoryLevel, ...]
+    power: Power
+    support: Support
+    host_link: Link | None = None
+    interconnect: Link | None = None
+    price: Price | None = None
+    published_ops_per_j: float | None = None
+    published_efficiency_source: Source | None = None
+    file: str = ""
+    extends: str | None = None
+
+    # ------------------------------------------------------------ derived
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """Formats the matrix unit runs natively (the keys of the peak table)."""
+        return tuple(self.compute.peak_ops_per_s)
+
+    @property
+    def main_memory(self) -> MemoryLevel:
+        """The largest off-chip (or, for SRAM-only chips, the largest) memory level."""
+        off = [m for m in self.memory if m.kind != "sram"]
+        return max(off or self.memory, key=lambda m: m.capacity_bytes)
+
+    @property
+    def on_chip(self) -> MemoryLevel | None:
+        sram = [m for m in self.memory if m.kind == "sram"]
+        return max(sram, key=lambda m: m.capacity_bytes) if sram else None
+
+    def peak(self, fmt: str) -> float:
+        """Dense peak ops/s for `fmt` (0 when the matrix unit does not run it)."""
+        return self.compute.peak_ops_per_s.get(fmt, 0.0)
+
+    def ridge_point(self, fmt: str) -> float:
+        """Ops per byte of main-memory traffic at which compute and bandwidth balance."""
+        return self.peak(fmt) / self.main_memory.bandwidth_bytes_per_s
+
+    def accumulate(self, fmt: str) -> str:
+        return self.compute.accumulate.get(fmt, "float32")
+
+    def energy_pj_per_op(self, fmt: str) -> float:
+        """Arithmetic energy of one op in `fmt` (see hardware.energy for the rule)."""
+        return energy.energy_pj_per_op(fmt, self.accumulate(fmt), self.process_nm)
+
+    def tdp_pj_per_op(self, fmt: str) -> float:
+        """Chip-level upper bound on energy per op: TDP / dense peak (1 W per TFLOP/s = 1 pJ/op)."""
+        return self.power.tdp_w / self.peak(fmt) * 1e12 if self.peak(fmt) else float("inf")
+
+    def describe_formats(self) -> dict[str, dict[str, float | str]]:
+        out: dict[str, dict[str, float | str]] = {}
+        for f in self.formats:
+            out[f] = {
+                "peak_ops_per_s": self.peak(f),
+                "accumulate": self.accumulate(f),
+                "ridge_ops_per_byte": self.ridge_point(f),
+                "energy_pj_per_op": self.energy_pj_per_op(f),
+                "tdp_pj_per_op": self.tdp_pj_per_op(f),
+                "bits": float(get_format(f).bits),
+            }
+        return out
+
+
+def frozen_map(d: Mapping[str, object]) -> Mapping[str, object]:
+    return MappingProxyType(dict(d))

@@ -1,0 +1,407 @@
+"""Load, merge (`extends`) and validate device catalog files (TOML).
+
+Each top-level table of a catalog file is a device; a name starting with `_` is
+an abstract set of shared parts that others extend and that is never listed.
+Built-in files live in `chipfit/hardware/catalog/`; users add or override chips
+with `--device-file PATH` or `CHIPFIT_DEVICE_PATH` (files or folders, separated
+by the OS path separator). Every error names the file, the device and the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chipfit.formats import FORMATS
+from chipfit.hardware import energy
+from chipfit.hardware.device import (
+    DATAFLOWS,
+    FALLBACKS,
+    FAMILIES,
+    LINK_KINDS,
+    MATRIX_KINDS,
+    MEMORY_KINDS,
+    TOPOLOGIES,
+    Compute,
+    Device,
+    Link,
+    MatrixUnit,
+    MemoryLevel,
+    Power,
+    Price,
+    Source,
+    Support,
+    frozen_map,
+)
+
+__all__ = ["BUILTIN_DIR", "CatalogError", "load_devices", "read_catalog_file"]
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "catalog"
+IDLE_FRACTION_ASSUMED = 0.3
+
+# field -> (min, max, unit hint); ranges are wide but catch 1000x unit slips
+RANGES: dict[str, tuple[float, float, str]] = {
+    "year": (2010, 2030, "a calendar year"),
+    "process_nm": (1, 65, "nanometres"),
+    "peak_ops_per_s": (1e9, 1e17, "ops per second (1 TFLOP/s = 1e12)"),
+    "vector_ops_per_s": (1e8, 1e16, "ops per second"),
+    "units": (1, 1e5, "a count"),
+    "dispatch_overhead_s": (1e-8, 1e-2, "seconds (1 us = 1e-6)"),
+    "count": (1, 1e6, "a count"),
+    "rows": (1, 4096, "processing elements"),
+    "cols": (1, 4096, "processing elements"),
+    "depth": (1, 4096, "MACs per element per clock"),
+    "clock_hz": (1e7, 1e10, "hertz (1 GHz = 1e9)"),
+    "capacity_bytes": (1e3, 1e13, "bytes (1 GB = 1e9)"),
+    "dram_bandwidth_bytes_per_s": (1e8, 2e13, "bytes per second (1 TB/s = 1e12)"),
+    "sram_bandwidth_bytes_per_s": (1e9, 2e14, "bytes per second (1 TB/s = 1e12)"),
+    "energy_pj_per_byte": (0.01, 1000, "picojoules per byte"),
+    "tdp_w": (0.1, 2000, "watts"),
+    "idle_w": (0, 2000, "watts"),
+    "link_bandwidth_bytes_per_s": (1e7, 1e13, "bytes per second, per direction"),
+    "latency_s": (0, 1e-2, "seconds"),
+    "usd_per_hour": (0.001, 1000, "US dollars per chip-hour"),
+    "published_ops_per_j": (1e9, 1e15, "ops per joule (1 TOPS/W = 1e12)"),
+}
+
+TOP_KEYS = {
+    "extends", "display_name", "vendor", "family", "year", "process_nm", "description", "source",
+    "compute", "matrix_units", "memory", "power", "support", "host_link", "interconnect", "price",
+    "published_ops_per_j", "published_efficiency_source",
+}  # fmt: skip
+SECTION_KEYS = {
+    "compute": {
+        "peak_ops_per_s", "accumulate", "source", "vector_ops_per_s", "vector_source", "units",
+        "dispatch_overhead_s", "overhead_source", "kernel_tile_mnk",
+    },
+    "matrix_unit": {"kind", "count", "rows", "cols", "depth", "clock_hz", "source", "dataflow"},
+    "memory": {"kind", "capacity_bytes", "bandwidth_bytes_per_s", "source", "energy_pj_per_byte", "energy_source"},
+    "power": {"tdp_w", "idle_w", "source", "idle_source"},
+    "support": {"autocast", "unsupported_format", "host_op_classes", "host", "source"},
+    "link": {"kind", "bandwidth_bytes_per_s", "topology", "source", "generation", "latency_s"},
+    "price": {"usd_per_hour", "basis", "date", "source"},
+}  # fmt: skip
+OP_CLASSES = (
+    "matmul", "conv", "attention", "elementwise", "reduction", "normalization", "softmax",
+    "embedding", "data-movement", "optimizer",
+)  # fmt: skip
+
+
+class CatalogError(ValueError):
+    """A malformed catalog file or device; the message names file, device and field."""
+
+
+@dataclass
+class _Ctx:
+    file: str
+    device: str
+
+    def fail(self, field: str, problem: str) -> CatalogError:
+        where = f"{self.file}: device '{self.device}'"
+        return CatalogError(f"{where}: field '{field}': {problem}" if field else f"{where}: {problem}")
+
+
+def read_catalog_file(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise CatalogError(f"{path}: cannot read device file ({e.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise CatalogError(f"{path}: not valid TOML: {e}") from None
+    for name, entry in data.items():
+        if not isinstance(entry, dict):
+            raise CatalogError(f"{path}: top-level key '{name}' must be a device table ([{name}])")
+        entry["__file__"] = str(path)
+    return data
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _resolve(name: str, raw: Mapping[str, dict[str, Any]], stack: tuple[str, ...] = ()) -> dict[str, Any]:
+    entry = raw[name]
+    parent = entry.get("extends")
+    if parent is None:
+        return dict(entry)
+    ctx = _Ctx(entry["__file__"], name)
+    if not isinstance(parent, str) or parent not in raw:
+        known = ", ".join(sorted(n for n in raw if n != name))
+        raise ctx.fail("extends", f"unknown device {parent!r}; known: {known}")
+    if parent in stack or parent == name:
+        raise ctx.fail("extends", f"cycle: {' -> '.join((*stack, name, parent))}")
+    merged = _merge(_resolve(parent, raw, (*stack, name)), entry)
+    merged["__file__"] = entry["__file__"]
+    return merged
+
+
+def _files(paths: Iterable[str | Path], env: bool) -> list[Path]:
+    out: list[Path] = []
+    items = list(paths)
+    if env and os.environ.get("CHIPFIT_DEVICE_PATH"):
+        items += [p for p in os.environ["CHIPFIT_DEVICE_PATH"].split(os.pathsep) if p]
+    for p in items:
+        path = Path(p)
+        if path.is_dir():
+            out += sorted(path.glob("*.toml"))
+        elif path.exists():
+            out.append(path)
+        else:
+            raise CatalogError(f"{path}: device file not found")
+    return out
+
+
+def load_devices(paths: Sequence[str | Path] = (), *, builtin: bool = True, env: bool = True) -> dict[str, Device]:
+    """Every device of the built-in catalog and the given files; later files override earlier names."""
+    raw: dict[str, dict[str, Any]] = {}
+    files = (sorted(BUILTIN_DIR.glob("*.toml")) if builtin else []) + _files(paths, env)
+    for f in files:
+        for name, entry in read_catalog_file(f).items():
+            # a later file naming an existing device overrides just the fields it gives
+            raw[name] = _merge(raw[name], entry) if name in raw else entry
+    devices = {name: _build(name, _resolve(name, raw)) for name in raw if not name.startswith("_")}
+    for d in devices.values():
+        host = d.support.host
+        if host is not None:
+            ctx = _Ctx(d.file, d.name)
+            if host not in devices:
+                raise ctx.fail("support.host", f"unknown device {host!r}; known: {', '.join(sorted(devices))}")
+            if devices[host].family != "cpu":
+                raise ctx.fail("support.host", f"{host!r} is a {devices[host].family}, the host must be a cpu")
+    return devices
+
+
+# ---------------------------------------------------------------- building and validating
+def _check_keys(ctx: _Ctx, where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
+    for k in table:
+        if k not in allowed and k != "__file__":
+            raise ctx.fail(f"{where}{k}", f"unknown field; valid fields: {', '.join(sorted(allowed))}")
+
+
+def _req(ctx: _Ctx, table: Mapping[str, Any], key: str, where: str = "") -> Any:
+    if key not in table:
+        raise ctx.fail(f"{where}{key}", "missing required field")
+    return table[key]
+
+
+def _num(ctx: _Ctx, table: Mapping[str, Any], key: str, where: str = "", rng: str | None = None) -> float:
+    v = _req(ctx, table, key, where)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ctx.fail(f"{where}{key}", f"must be a number, got {v!r}")
+    lo, hi, unit = RANGES[rng or key]
+    if not lo <= v <= hi:
+        raise ctx.fail(f"{where}{key}", f"{v:g} is outside [{lo:g}, {hi:g}]; the unit is {unit}")
+    return float(v)
+
+
+def _str(ctx: _Ctx, table: Mapping[str, Any], key: str, where: str = "", choices: Sequence[str] | None = None) -> str:
+    v = _req(ctx, table, key, where)
+    if not isinstance(v, str) or not v:
+        raise ctx.fail(f"{where}{key}", f"must be a non-empty string, got {v!r}")
+    if choices is not None and v not in choices:
+        raise ctx.fail(f"{where}{key}", f"unknown value {v!r}; valid: {', '.join(choices)}")
+    return v
+
+
+def _source(ctx: _Ctx, table: Mapping[str, Any], key: str, where: str = "") -> Source:
+    try:
+        return Source.parse(_str(ctx, table, key, where))
+    except ValueError as e:
+        raise ctx.fail(f"{where}{key}", str(e)) from None
+
+
+def _fmt(ctx: _Ctx, field: str, name: Any) -> str:
+    if not isinstance(name, str) or name not in FORMATS:
+        raise ctx.fail(field, f"unknown format {name!r}; known: {', '.join(FORMATS)}")
+    return name
+
+
+def _table(ctx: _Ctx, d: Mapping[str, Any], key: str) -> dict[str, Any]:
+    v = _req(ctx, d, key)
+    if not isinstance(v, dict):
+        raise ctx.fail(key, "must be a table")
+    return v
+
+
+def _build(name: str, d: dict[str, Any]) -> Device:
+    ctx = _Ctx(d.get("__file__", "?"), name)
+    _check_keys(ctx, "", d, TOP_KEYS)
+    process_nm = _num(ctx, d, "process_nm")
+
+    c = _table(ctx, d, "compute")
+    _check_keys(ctx, "compute.", c, SECTION_KEYS["compute"])
+    peaks_raw = _req(ctx, c, "peak_ops_per_s", "compute.")
+    if not isinstance(peaks_raw, dict) or not peaks_raw:
+        raise ctx.fail("compute.peak_ops_per_s", "must be a non-empty table of format = ops/s")
+    peaks = {
+        _fmt(ctx, f"compute.peak_ops_per_s.{k}", k): _num(
+            ctx, peaks_raw, k, "compute.peak_ops_per_s.", "peak_ops_per_s"
+        )
+        for k in peaks_raw
+    }
+    acc = {
+        _fmt(ctx, f"compute.accumulate.{k}", k): _fmt(ctx, f"compute.accumulate.{k}", v)
+        for k, v in c.get("accumulate", {}).items()
+    }
+    tile = c.get("kernel_tile_mnk", [1, 1, 1])
+    if not (isinstance(tile, list) and len(tile) == 3 and all(isinstance(t, int) and t >= 1 for t in tile)):
+        raise ctx.fail("compute.kernel_tile_mnk", f"must be three positive integers [M, N, K], got {tile!r}")
+    compute = Compute(
+        peak_ops_per_s=frozen_map(peaks),  # type: ignore[arg-type]
+        accumulate=frozen_map(acc),  # type: ignore[arg-type]
+        source=_source(ctx, c, "source", "compute."),
+        vector_ops_per_s=_num(ctx, c, "vector_ops_per_s", "compute."),
+        vector_source=_source(ctx, c, "vector_source", "compute."),
+        units=int(_num(ctx, c, "units", "compute.")),
+        dispatch_overhead_s=_num(ctx, c, "dispatch_overhead_s", "compute."),
+        overhead_source=_source(ctx, c, "overhead_source", "compute."),
+        kernel_tile_mnk=(tile[0], tile[1], tile[2]),
+    )
+
+    units = []
+    for uname, u in d.get("matrix_units", {}).items():
+        w = f"matrix_units.{uname}."
+        _check_keys(ctx, w, u, SECTION_KEYS["matrix_unit"])
+        kind = _str(ctx, u, "kind", w, MATRIX_KINDS)
+        flow = u.get("dataflow")
+        if flow is not None and flow not in DATAFLOWS:
+            raise ctx.fail(f"{w}dataflow", f"unknown value {flow!r}; valid: {', '.join(DATAFLOWS)}")
+        units.append(
+            MatrixUnit(
+                uname,
+                kind,
+                int(_num(ctx, u, "count", w)),
+                int(_num(ctx, u, "rows", w)),
+                int(_num(ctx, u, "cols", w)),
+                int(_num(ctx, u, "depth", w)),
+                _num(ctx, u, "clock_hz", w),
+                _source(ctx, u, "source", w),
+                flow,
+            )
+        )
+
+    mem_raw = _table(ctx, d, "memory")
+    levels = []
+    for mname, m in mem_raw.items():
+        w = f"memory.{mname}."
+        if not isinstance(m, dict):
+            raise ctx.fail(f"memory.{mname}", "must be a table")
+        _check_keys(ctx, w, m, SECTION_KEYS["memory"])
+        kind = _str(ctx, m, "kind", w, MEMORY_KINDS)
+        bw_range = "sram_bandwidth_bytes_per_s" if kind == "sram" else "dram_bandwidth_bytes_per_s"
+        if "energy_pj_per_byte" in m:
+            e = _num(ctx, m, "energy_pj_per_byte", w)
+            esrc = _source(ctx, m, "energy_source", w)
+        else:
+            e = energy.memory_energy_pj_per_byte(kind, process_nm)
+            esrc = Source.parse(energy.MEMORY_SOURCES[kind])
+        levels.append(
+            MemoryLevel(
+                mname,
+                kind,
+                _num(ctx, m, "capacity_bytes", w),
+                _num(ctx, m, "bandwidth_bytes_per_s", w, bw_range),
+                _source(ctx, m, "source", w),
+                e,
+                esrc,
+            )
+        )
+    if not levels:
+        raise ctx.fail("memory", "needs at least one memory level")
+
+    p = _table(ctx, d, "power")
+    _check_keys(ctx, "power.", p, SECTION_KEYS["power"])
+    tdp = _num(ctx, p, "tdp_w", "power.")
+    if "idle_w" in p:
+        idle = _num(ctx, p, "idle_w", "power.")
+        idle_src = _source(ctx, p, "idle_source", "power.")
+        if idle > tdp:
+            raise ctx.fail("power.idle_w", f"{idle:g} W exceeds tdp_w {tdp:g} W")
+    else:
+        idle = IDLE_FRACTION_ASSUMED * tdp
+        idle_src = Source("assumed", f"idle/static power taken as {IDLE_FRACTION_ASSUMED:.0%} of TDP (not published)")
+    power = Power(tdp, idle, _source(ctx, p, "source", "power."), idle_src)
+
+    s = _table(ctx, d, "support")
+    _check_keys(ctx, "support.", s, SECTION_KEYS["support"])
+    autocast = {
+        _fmt(ctx, f"support.autocast.{k}", k): _fmt(ctx, f"support.autocast.{k}", v)
+        for k, v in s.get("autocast", {}).items()
+    }
+    for k, v in autocast.items():
+        if v not in peaks:
+            raise ctx.fail(f"support.autocast.{k}", f"casts to {v!r}, which compute.peak_ops_per_s does not list")
+    host_ops = s.get("host_op_classes", [])
+    for op in host_ops:
+        if op not in OP_CLASSES:
+            raise ctx.fail("support.host_op_classes", f"unknown op class {op!r}; valid: {', '.join(OP_CLASSES)}")
+    host = s.get("host")
+    if host is not None and not isinstance(host, str):
+        raise ctx.fail("support.host", f"must be a device name, got {host!r}")
+    support = Support(
+        frozen_map(autocast),  # type: ignore[arg-type]
+        _str(ctx, s, "unsupported_format", "support.", FALLBACKS),
+        tuple(host_ops),
+        host,
+        _source(ctx, s, "source", "support."),
+    )
+
+    def link(key: str) -> Link | None:
+        if key not in d:
+            return None
+        t = _table(ctx, d, key)
+        w = f"{key}."
+        _check_keys(ctx, w, t, SECTION_KEYS["link"])
+        return Link(
+            _str(ctx, t, "kind", w, LINK_KINDS), _num(ctx, t, "bandwidth_bytes_per_s", w, "link_bandwidth_bytes_per_s"),
+            _str(ctx, t, "topology", w, TOPOLOGIES), _source(ctx, t, "source", w), str(t.get("generation", "")),
+            _num(ctx, t, "latency_s", w) if "latency_s" in t else 0.0,
+        )  # fmt: skip
+
+    price = None
+    if "price" in d:
+        pr = _table(ctx, d, "price")
+        _check_keys(ctx, "price.", pr, SECTION_KEYS["price"])
+        price = Price(
+            _num(ctx, pr, "usd_per_hour", "price."), _str(ctx, pr, "basis", "price."), _str(ctx, pr, "date", "price."),
+            _source(ctx, pr, "source", "price."),
+        )  # fmt: skip
+
+    family = _str(ctx, d, "family", "", FAMILIES)
+    pub = _num(ctx, d, "published_ops_per_j") if "published_ops_per_j" in d else None
+    pub_src = _source(ctx, d, "published_efficiency_source") if pub is not None else None
+    return Device(
+        name=name,
+        display_name=_str(ctx, d, "display_name"),
+        vendor=_str(ctx, d, "vendor"),
+        family=family,
+        year=int(_num(ctx, d, "year")),
+        process_nm=process_nm,
+        description=str(d.get("description", "")),
+        source=_source(ctx, d, "source"),
+        compute=compute,
+        matrix_units=tuple(units),
+        memory=tuple(levels),
+        power=power,
+        support=support,
+        host_link=link("host_link"),
+        interconnect=link("interconnect"),
+        price=price,
+        published_ops_per_j=pub,
+        published_efficiency_source=pub_src,
+        file=ctx.file,
+        extends=d.get("extends"),
+    )

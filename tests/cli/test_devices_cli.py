@@ -1,0 +1,55 @@
+"""`chipfit devices` end to end through main(argv)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chipfit.cli import main
+
+
+def test_devices_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    for name in ("h100-sxm", "tpu-v5e", "inferentia2", "edge-tpu", "alveo-u250", "xeon-8480"):
+        assert name in out
+    assert "25 devices" in out
+
+
+def test_devices_filters_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["devices", "--family", "npu", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {"edge-tpu", "ascend-310", "hexagon-8g3"}
+    assert main(["devices", "--format", "float8_e4m3fnuz", "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["mi300x"]
+
+
+def test_devices_show(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["devices", "show", "a100-sxm", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["formats"]["bfloat16"]["peak_ops_per_s"] == 312e12
+    # ridge point 312e12 / 2.039e12 = 153 ops/byte
+    assert round(d["formats"]["bfloat16"]["ridge_ops_per_byte"]) == 153
+    assert d["compute"]["source"].startswith("datasheet:")
+    assert main(["devices", "show", "inferentia2"]) == 0
+    out = capsys.readouterr().out
+    assert "autocast float32->bfloat16" in out and "assumed:" in out
+
+
+def test_devices_show_unknown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["devices", "show", "h10"]) == 2
+    assert "unknown device 'h10'; known:" in capsys.readouterr().err
+
+
+def test_device_file_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "over.toml"
+    p.write_text('[h100-sxm.power]\ntdp_w = 800\nsource = "measured: our rack"\n')
+    assert main(["devices", "show", "h100-sxm", "--device-file", str(p), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["power"]["tdp_w"] == 800
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[h100-sxm.power]\ntdp_w = 8e5\nsource = "measured: x"\n')
+    assert main(["devices", "--device-file", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml: device 'h100-sxm': field 'power.tdp_w'" in err

@@ -1,0 +1,251 @@
+"""Every catalog device loads, validates and is self-consistent; malformed files fail with clear messages."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from chipfit.formats import FORMATS
+from chipfit.hardware import CatalogError, Device, get_device, list_devices, load_catalog
+from chipfit.hardware.device import SOURCE_KINDS
+from chipfit.hardware.loader import load_devices
+
+DEVICES = list(load_catalog().values())
+REQUIRED = [
+    "v100-sxm", "t4", "a100-sxm", "l4", "l40s", "h100-sxm", "h200-sxm", "b200", "tpu-v4", "tpu-v5e", "tpu-v5p",
+    "tpu-v6e", "edge-tpu", "inferentia2", "trainium", "trainium2", "gaudi2", "gaudi3", "mi300x", "ascend-910b",
+    "ascend-310", "hexagon-8g3", "alveo-u250", "xeon-8480",
+]  # fmt: skip
+
+
+def test_catalog_has_every_family_and_required_chip() -> None:
+    names = {d.name for d in DEVICES}
+    assert len(DEVICES) >= 24
+    assert set(REQUIRED) <= names
+    assert {d.family for d in DEVICES} == {"gpu", "tpu", "inference-asic", "training-asic", "npu", "fpga", "cpu"}
+
+
+@pytest.mark.parametrize("dev", DEVICES, ids=lambda d: d.name)
+class TestDevice:
+    def test_formats_exist_and_sources_are_labelled(self, dev: Device) -> None:
+        assert all(f in FORMATS for f in dev.formats)
+        for src in (dev.source, dev.compute.source, dev.power.source, dev.support.source):
+            assert src.kind in SOURCE_KINDS and src.ref
+
+    def test_matrix_peak_beats_vector_fp32(self, dev: Device) -> None:
+        sixteen = max(dev.peak("bfloat16"), dev.peak("float16"))
+        if sixteen:
+            assert sixteen >= dev.compute.vector_ops_per_s
+
+    def test_ridge_points_are_sane(self, dev: Device) -> None:
+        # ops per byte of main memory: from about 1 (memory-rich) to a few thousand (Edge TPU streams from host)
+        for f in dev.formats:
+            assert 1 <= dev.ridge_point(f) <= 10_000, (f, dev.ridge_point(f))
+
+    def test_matrix_units_reproduce_the_stated_peak(self, dev: Device) -> None:
+        """count x rows x cols x depth x clock x 2 must match the 16-bit (or int8-only) peak within 5 %."""
+        if not dev.matrix_units:
+            pytest.fail("every device needs a matrix unit description")
+        ref = next(dev.peak(f) for f in ("bfloat16", "float16", "int8") if dev.peak(f))
+        derived = 2 * sum(u.peak_macs_per_s for u in dev.matrix_units)
+        assert math.isclose(derived, ref, rel_tol=0.05), (derived / 1e12, ref / 1e12)
+
+    def test_arithmetic_energy_below_chip_power(self, dev: Device) -> None:
+        """Energy per op from Horowitz scaled to the node never exceeds TDP / peak (the whole chip at full load)."""
+        for f in dev.formats:
+            assert 0 < dev.energy_pj_per_op(f) < dev.tdp_pj_per_op(f), f
+        if dev.published_ops_per_j:
+            best = max(dev.compute.peak_ops_per_s.values())
+            assert (
+                dev.energy_pj_per_op(next(f for f in dev.formats if dev.peak(f) == best))
+                < 1e12 / dev.published_ops_per_j
+            )
+
+    def test_memory_power_price(self, dev: Device) -> None:
+        main = dev.main_memory
+        assert main.kind in ("hbm", "gddr", "dram")
+        if dev.on_chip is not None:
+            assert dev.on_chip.capacity_bytes < main.capacity_bytes
+            assert dev.on_chip.energy_pj_per_byte < main.energy_pj_per_byte
+        assert 0 <= dev.power.idle_w <= dev.power.tdp_w
+        if dev.price is not None:
+            assert dev.price.usd_per_hour > 0
+
+    def test_host_resolves_to_a_cpu(self, dev: Device) -> None:
+        if dev.family == "cpu":
+            assert dev.support.host is None
+        else:
+            assert dev.support.host is not None and get_device(dev.support.host).family == "cpu"
+
+
+def test_energy_ordering_follows_horowitz() -> None:
+    h100 = get_device("h100-sxm")
+    # narrower formats cost less per op; int8 is cheapest (0.2 pJ multiply vs 1.1 fp16 at 45 nm)
+    assert h100.energy_pj_per_op("float32") > h100.energy_pj_per_op("bfloat16") > h100.energy_pj_per_op("int8")
+    # same format, older process: more energy (V100 12 nm vs H100 5 nm)
+    assert get_device("v100-sxm").energy_pj_per_op("float16") > h100.energy_pj_per_op("float16")
+    # HBM per byte is cheaper than DDR per byte (6 vs 20 pJ/bit)
+    assert h100.main_memory.energy_pj_per_byte < get_device("xeon-8480").main_memory.energy_pj_per_byte
+
+
+def test_extends_inherits_and_overrides() -> None:
+    h100, h200 = get_device("h100-sxm"), get_device("h200-sxm")
+    assert h200.extends == "h100-sxm"
+    assert h200.compute.peak_ops_per_s == h100.compute.peak_ops_per_s
+    assert h200.main_memory.capacity_bytes == 141e9 and h100.main_memory.capacity_bytes == 80e9
+    # ridge point falls when bandwidth rises at equal compute: 989e12 / 4.8e12 = 206
+    assert round(h200.ridge_point("bfloat16")) == 206
+
+
+def test_list_filters() -> None:
+    tpus = list_devices(family="tpu")
+    assert {d.name for d in tpus} == {"tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e"}
+    fp4 = list_devices(fmt="float4_e2m1fn")
+    assert [d.name for d in fp4] == ["b200"]
+    with pytest.raises(ValueError, match="unknown family 'asic'; known: gpu, tpu"):
+        list_devices(family="asic")
+    with pytest.raises(ValueError, match=r"unknown device 'h10'; known: a100-sxm, alveo-u250"):
+        get_device("h10")
+
+
+# ------------------------------------------------------------ user files and malformed files
+GOOD = """
+[mychip]
+display_name = "My chip"
+vendor = "Me"
+family = "inference-asic"
+year = 2025
+process_nm = 5
+source = "assumed: a test chip"
+[mychip.compute]
+peak_ops_per_s = { bfloat16 = 100e12, int8 = 200e12 }
+source = "assumed: test"
+vector_ops_per_s = 1e12
+vector_source = "assumed: test"
+units = 1
+dispatch_overhead_s = 1e-6
+overhead_source = "assumed: test"
+[mychip.matrix_units.array]
+kind = "systolic"
+count = 1
+rows = 128
+cols = 128
+depth = 1
+clock_hz = 3.05e9
+source = "assumed: test"
+[mychip.memory.hbm]
+kind = "hbm"
+capacity_bytes = 16e9
+bandwidth_bytes_per_s = 1e12
+source = "assumed: test"
+[mychip.power]
+tdp_w = 100
+source = "assumed: test"
+[mychip.support]
+unsupported_format = "host"
+host = "xeon-8480"
+source = "assumed: test"
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "chips.toml"
+    p.write_text(text)
+    return p
+
+
+def test_user_device_file_adds_a_device(tmp_path: Path) -> None:
+    devs = load_devices([_write(tmp_path, GOOD)], env=False)
+    assert devs["mychip"].peak("int8") == 200e12
+    assert devs["mychip"].power.idle_source.kind == "assumed"  # idle derived and labelled
+
+
+def test_user_file_overrides_builtin_fields(tmp_path: Path) -> None:
+    text = '[a100-sxm.price]\nusd_per_hour = 0.99\nbasis = "my contract"\ndate = "2026-11"\n'
+    p = _write(tmp_path, text + 'source = "measured: our invoice"\n')
+    devs = load_devices([p], env=False)
+    assert devs["a100-sxm"].price is not None and devs["a100-sxm"].price.usd_per_hour == 0.99
+    assert devs["a100-sxm"].peak("bfloat16") == 312e12  # the rest is untouched
+    assert devs["a100-sxm"].file == str(p)
+
+
+def test_env_path_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHIPFIT_DEVICE_PATH", str(_write(tmp_path, GOOD)))
+    assert "mychip" in load_devices()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("tdp_w = 100\n", ""), r"device 'mychip': field 'power\.tdp_w': missing required field"),
+        (
+            lambda t: t.replace("bandwidth_bytes_per_s = 1e12", "bandwidth_bytes_per_s = 1.8e15"),
+            r"field 'memory\.hbm\.bandwidth_bytes_per_s': 1\.8e\+15 is outside \[1e\+08, 2e\+13\]; "
+            r"the unit is bytes per second",
+        ),
+        (
+            lambda t: t.replace("bfloat16 = 100e12", "bf16 = 100e12"),
+            r"field 'compute\.peak_ops_per_s\.bf16': unknown format 'bf16'; known: float32",
+        ),
+        (
+            lambda t: t.replace("[mychip]\n", '[mychip]\nextends = "h1000"\n'),
+            r"field 'extends': unknown device 'h1000'; known: ",
+        ),
+        (lambda t: t.replace("[mychip.power]", "[mychip.power"), r"chips\.toml: not valid TOML"),
+        (
+            lambda t: t.replace("tdp_w = 100", "tdp_watts = 100"),
+            r"field 'power\.tdp_watts': unknown field; valid fields: idle_source, idle_w",
+        ),
+        (
+            lambda t: t.replace('family = "inference-asic"', 'family = "asic"'),
+            r"field 'family': unknown value 'asic'; valid: gpu, tpu",
+        ),
+        (
+            lambda t: t.replace('source = "assumed: a test chip"', 'source = "a test chip"'),
+            r"field 'source': source must be 'KIND: reference'",
+        ),
+        (
+            lambda t: t.replace('host = "xeon-8480"', 'host = "h100-sxm"'),
+            r"field 'support\.host': 'h100-sxm' is a gpu, the host must be a cpu",
+        ),
+        (
+            lambda t: t.replace("clock_hz = 3.05e9", "clock_hz = 3.05"),
+            r"field 'matrix_units\.array\.clock_hz': 3\.05 is outside",
+        ),
+        (
+            lambda t: t.replace("capacity_bytes = 16e9", 'capacity_bytes = "16 GB"'),
+            r"field 'memory\.hbm\.capacity_bytes': must be a number",
+        ),
+    ],
+    ids=[
+        "missing",
+        "unit-range",
+        "unknown-format",
+        "unknown-extends",
+        "bad-toml",
+        "typo",
+        "family",
+        "source",
+        "host",
+        "clock",
+        "type",
+    ],
+)
+def test_malformed_device_file(tmp_path: Path, edit: object, message: str) -> None:
+    path = _write(tmp_path, edit(GOOD))  # type: ignore[operator]
+    with pytest.raises(CatalogError, match=message) as err:
+        load_devices([path], env=False)
+    assert "chips.toml" in str(err.value)
+
+
+def test_extends_cycle(tmp_path: Path) -> None:
+    text = GOOD + '\n[a]\nextends = "b"\n[b]\nextends = "a"\n'
+    with pytest.raises(CatalogError, match="cycle"):
+        load_devices([_write(tmp_path, text)], env=False)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(CatalogError, match="device file not found"):
+        load_devices(["/nonexistent/chips.toml"], env=False)
