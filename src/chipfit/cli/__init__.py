@@ -13,13 +13,14 @@ __all__ = ["build_parser", "entry", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     from chipfit import __version__
-    from chipfit.cli import devices_cmd, formats_cmd
+    from chipfit.cli import devices_cmd, formats_cmd, trace_cmd
 
     p = argparse.ArgumentParser(prog="chipfit", description="Run any PyTorch model on accelerators you do not own.")
     p.add_argument("--version", action="version", version=f"chipfit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     formats_cmd.add_parsers(sub)
     devices_cmd.add_parsers(sub)
+    trace_cmd.add_parsers(sub)
     return p
 
 

@@ -1,0 +1,137 @@
+"""Built-in model architectures and user model loading.
+
+`get_model("resnet50")` returns a `ModelSpec`; `spec.build()` makes the module (call
+it under a fake-tensor mode to avoid allocating weights) and
+`spec.example_inputs(batch, seq_len)` the matching inputs. User models load from
+`path/to/file.py:factory` or `package.module:factory`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from chipfit.models.transformer import BERT, Decoder, DecoderConfig
+from chipfit.models.vision import MLP, DigitsCNN, LinearRegressor, MobileNetV2, ResNet50, ViT
+
+__all__ = ["MODELS", "ModelSpec", "get_model", "load_user_model"]
+
+Inputs = tuple[torch.Tensor, ...]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A built-in architecture: how to build it and what it eats."""
+
+    name: str
+    description: str
+    factory: Callable[[], nn.Module]
+    inputs: Callable[[int, int, bool], Inputs]  # (batch, seq_len, decode) -> example inputs
+    published_params: int | None = None  # the published parameter count, for the tests
+    default_seq_len: int = 0
+    task: str = "classification"
+
+    def build(self) -> nn.Module:
+        return self.factory()
+
+    def example_inputs(self, batch: int = 1, seq_len: int | None = None, decode: bool = False) -> Inputs:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        length = seq_len if seq_len is not None else self.default_seq_len
+        if self.default_seq_len and length < 1:
+            raise ValueError(f"seq_len must be >= 1, got {length}")
+        if decode and self.task != "decoder":
+            raise ValueError(f"{self.name} has no decode step (only the decoder-* models do)")
+        return self.inputs(batch, length, decode)
+
+
+def _images(c: int, h: int) -> Callable[[int, int, bool], Inputs]:
+    return lambda b, _s, _d: (torch.randn(b, c, h, h),)
+
+
+def _tokens(vocab: int) -> Callable[[int, int, bool], Inputs]:
+    return lambda b, s, _d: (torch.randint(0, vocab, (b, s)),)
+
+
+def _decoder(c: DecoderConfig) -> Callable[[int, int, bool], Inputs]:
+    def make(b: int, s: int, decode: bool) -> Inputs:
+        if not decode:
+            return (torch.randint(0, c.vocab, (b, s)),)
+        cache = torch.zeros(2, c.layers, b, c.kv_heads, s, c.head_dim)
+        return (torch.randint(0, c.vocab, (b, 1)), cache)
+
+    return make
+
+
+D125M = DecoderConfig(dim=768, layers=12, heads=12, kv_heads=4, ffn=2048)
+D7B = DecoderConfig(dim=4096, layers=32, heads=32, kv_heads=32, ffn=11008)  # Llama-2-7B
+D70B = DecoderConfig(dim=8192, layers=80, heads=64, kv_heads=8, ffn=28672)  # Llama-2-70B
+
+MODELS: dict[str, ModelSpec] = {
+    m.name: m
+    for m in [
+        ModelSpec("mlp", "MLP 64-256-256-10 (flattened 8x8 digits)", MLP, lambda b, _s, _d: (torch.randn(b, 64),)),
+        ModelSpec("linear-regressor", "Linear(10 -> 1)", LinearRegressor, lambda b, _s, _d: (torch.randn(b, 10),), 11,
+                  task="regression"),
+        ModelSpec("digits-cnn", "small CNN for 8x8 digits", DigitsCNN, _images(1, 8)),
+        ModelSpec("resnet50", "ResNet-50, 224x224 ImageNet", ResNet50, _images(3, 224), 25_557_032),
+        ModelSpec("mobilenet-v2", "MobileNetV2, 224x224 ImageNet", MobileNetV2, _images(3, 224), 3_504_872),
+        ModelSpec("vit-b16", "ViT-B/16, 224x224 ImageNet", ViT, _images(3, 224), 86_567_656),
+        ModelSpec("bert-base", "BERT-base encoder + pooler", BERT, _tokens(30522), 109_482_240, 128, "encoder"),
+        ModelSpec("bert-large", "BERT-large encoder + pooler", lambda: BERT(1024, 24, 16), _tokens(30522),
+                  335_141_888, 128, "encoder"),
+        ModelSpec("decoder-125m", "Llama-style 125M (12 x 768, GQA 12/4 heads)", lambda: Decoder(D125M),
+                  _decoder(D125M), 124_668_672, 512, "decoder"),
+        ModelSpec("decoder-7b", "Llama-2-7B shape (32 x 4096, 32 heads)", lambda: Decoder(D7B), _decoder(D7B),
+                  6_738_415_616, 2048, "decoder"),
+        ModelSpec("decoder-70b", "Llama-2-70B shape (80 x 8192, GQA 64/8 heads)", lambda: Decoder(D70B),
+                  _decoder(D70B), 68_976_648_192, 2048, "decoder"),
+    ]
+}  # fmt: skip
+
+
+def get_model(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {name!r}; built-in: {', '.join(MODELS)}; or a user model as path/to/file.py:factory "
+            "or package.module:factory"
+        ) from None
+
+
+def load_user_model(ref: str) -> Callable[[], nn.Module]:
+    """`path/to/file.py:factory` or `package.module:factory` -> the factory callable."""
+    target, sep, attr = ref.rpartition(":")
+    if not sep or not target or not attr:
+        raise ValueError(f"user model {ref!r} must be path/to/file.py:factory or package.module:factory")
+    if target.endswith(".py") or "/" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise ValueError(f"user model file {path} not found")
+        name = f"chipfit_user_{abs(hash(str(path.resolve())))}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            raise ValueError(f"importing {path} failed: {type(e).__name__}: {e}") from e
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise ValueError(f"cannot import module {target!r}: {e}") from e
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"{target} has no callable {attr!r}")
+    return factory

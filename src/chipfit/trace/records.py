@@ -1,0 +1,186 @@
+"""What a trace holds: one record per aten op, the memory footprint, and summaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Footprint", "OpRecord", "Trace"]
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    """One aten op as the model ran it (shapes only; nothing was computed)."""
+
+    index: int
+    op: str  # e.g. "aten.mm.default"
+    module: str  # dotted path, "" for ops outside any submodule
+    module_type: str
+    phase: str  # forward | backward | optimizer
+    op_class: str
+    input_shapes: tuple[tuple[int, ...], ...]
+    input_dtypes: tuple[str, ...]
+    output_shapes: tuple[tuple[int, ...], ...]
+    output_dtypes: tuple[str, ...]
+    flops: int
+    flops_source: str  # torch (torch's registered formula) | chipfit | none
+    bytes_read: int
+    bytes_written: int
+    gemm: tuple[int, int, int, int] | None = None  # (M, N, K, batch) for matmul-like ops
+
+    @property
+    def bytes(self) -> int:
+        return self.bytes_read + self.bytes_written
+
+    @property
+    def uncosted(self) -> bool:
+        return self.flops_source == "none"
+
+    @property
+    def is_view(self) -> bool:
+        return self.op_class == "view"
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Bytes the traced step needs resident at its peak."""
+
+    params_bytes: int
+    grads_bytes: int
+    optimizer_bytes: int
+    activations_peak_bytes: int
+    kv_cache_bytes: int
+    inputs_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return (
+            self.params_bytes + self.grads_bytes + self.optimizer_bytes + self.activations_peak_bytes
+            + self.kv_cache_bytes + self.inputs_bytes
+        )  # fmt: skip
+
+
+@dataclass
+class Trace:
+    model: str
+    mode: str  # inference | training
+    batch: int
+    param_count: int
+    records: list[OpRecord]
+    footprint: Footprint
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    optimizer: str | None = None
+
+    # ------------------------------------------------------------ totals
+    @property
+    def flops(self) -> int:
+        return sum(r.flops for r in self.records)
+
+    @property
+    def flops_torch(self) -> int:
+        """FLOPs from torch's registered formulas only: what torch's FlopCounterMode counts."""
+        return sum(r.flops for r in self.records if r.flops_source == "torch")
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.records)
+
+    def uncosted(self) -> list[OpRecord]:
+        return [r for r in self.records if r.uncosted]
+
+    def phase_flops(self, phase: str) -> int:
+        return sum(r.flops for r in self.records if r.phase == phase)
+
+    # ------------------------------------------------------------ summaries
+    def by_class(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = defaultdict(lambda: {"ops": 0, "flops": 0, "bytes": 0, "uncosted": 0})
+        for r in self.records:
+            row = out[r.op_class]
+            row["ops"] += 1
+            row["flops"] += r.flops
+            row["bytes"] += r.bytes
+            row["uncosted"] += int(r.uncosted)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["flops"]))
+
+    def by_module(self, depth: int = 1) -> dict[str, dict[str, int]]:
+        """Totals per module path cut at `depth` components ("" = outside any submodule)."""
+        out: dict[str, dict[str, int]] = defaultdict(lambda: {"ops": 0, "flops": 0, "bytes": 0})
+        for r in self.records:
+            key = ".".join(r.module.split(".")[:depth]) if r.module else ""
+            row = out[key]
+            row["ops"] += 1
+            row["flops"] += r.flops
+            row["bytes"] += r.bytes
+        return dict(out)
+
+    def module_tree(self) -> dict[str, dict[str, int]]:
+        """Totals for every module path and all its ancestors (the tree, flattened)."""
+        out: dict[str, dict[str, int]] = defaultdict(lambda: {"ops": 0, "flops": 0, "bytes": 0})
+        for r in self.records:
+            parts = r.module.split(".") if r.module else []
+            for d in range(len(parts) + 1):
+                row = out[".".join(parts[:d])]
+                row["ops"] += 1
+                row["flops"] += r.flops
+                row["bytes"] += r.bytes
+        return dict(out)
+
+    def top(self, n: int = 10, key: str = "flops") -> list[OpRecord]:
+        if key not in ("flops", "bytes"):
+            raise ValueError(f"unknown key {key!r}; known: flops, bytes")
+        return sorted(self.records, key=lambda r: getattr(r, key), reverse=True)[:n]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "mode": self.mode,
+            "batch": self.batch,
+            "optimizer": self.optimizer,
+            "param_count": self.param_count,
+            "ops": len(self.records),
+            "flops": self.flops,
+            "flops_torch": self.flops_torch,
+            "flops_by_phase": {p: self.phase_flops(p) for p in ("forward", "backward", "optimizer")},
+            "bytes": self.bytes,
+            "uncosted_ops": len(self.uncosted()),
+            "footprint": {**asdict(self.footprint), "total_bytes": self.footprint.total_bytes},
+            "by_class": self.by_class(),
+        }
+
+    # ------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "input_shapes": [list(s) for s in self.input_shapes],
+            "records": [asdict(r) for r in self.records],
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON atomically (temp file + rename)."""
+        p = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.to_dict(), fh)
+        os.replace(tmp, p)
+        return p
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trace:
+        def tup(x: Any) -> Any:
+            return tuple(tup(v) for v in x) if isinstance(x, list) else x
+
+        records = [OpRecord(**{k: (tup(v) if isinstance(v, list) else v) for k, v in r.items()}) for r in d["records"]]
+        fp = {k: v for k, v in d["footprint"].items() if k != "total_bytes"}
+        return cls(
+            d["model"], d["mode"], d["batch"], d["param_count"], records, Footprint(**fp),
+            [tuple(s) for s in d.get("input_shapes", [])], d.get("optimizer"),
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trace:
+        return cls.from_dict(json.loads(Path(path).read_text()))

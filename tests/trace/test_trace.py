@@ -1,0 +1,167 @@
+"""The tracer: hand-derived small cases, torch's FLOP counter on every built-in model, footprints, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from chipfit.models import MODELS, get_model
+from chipfit.models.transformer import Attention
+from chipfit.trace import Trace, TraceError, trace
+
+
+def _only(tr: Trace, op: str) -> list:  # type: ignore[type-arg]
+    return [r for r in tr.records if r.op == op]
+
+
+def test_linear_by_hand() -> None:
+    tr = trace(nn.Linear(64, 32), (torch.randn(8, 64),))
+    (r,) = _only(tr, "aten.addmm.default")
+    assert r.flops == 2 * 8 * 32 * 64  # 2*M*N*K = 32768
+    assert r.gemm == (8, 32, 64, 1)
+    assert r.bytes_read == (8 * 64 + 32 * 64 + 32) * 4  # x, W, b read once = 10368
+    assert r.bytes_written == 8 * 32 * 4  # 1024
+    assert r.module == "" and r.op_class == "matmul" and r.flops_source == "torch"
+    views = [x for x in tr.records if x.op_class == "view"]
+    assert views and all(x.bytes == 0 for x in views)  # W.t() is a view: no bytes
+
+
+def test_conv_by_hand() -> None:
+    tr = trace(nn.Conv2d(3, 8, 3, padding=1), (torch.randn(2, 3, 16, 16),))
+    (r,) = [x for x in tr.records if x.op_class == "conv"]
+    assert r.flops == 2 * 2 * 8 * 16 * 16 * 3 * 3 * 3  # 2*N*Cout*Hout*Wout*Cin*kh*kw = 221184
+    assert r.gemm == (2 * 16 * 16, 8, 3 * 3 * 3, 1)  # implicit GEMM: M = N*H*W, N = Cout, K = Cin*kh*kw
+
+
+def test_attention_block_by_hand() -> None:
+    b, s, d, h = 2, 16, 64, 4
+    tr = trace(Attention(d, h), (torch.randn(b, s, d),))
+    core = [r for r in tr.records if r.op_class == "matmul" and r.gemm and r.gemm[3] > 1]
+    assert len(core) == 2  # QK^T and PV as batched matmuls
+    assert all(r.flops == 2 * b * h * s * s * (d // h) for r in core)  # 2*B*H*S*S*hd = 65536 each
+    proj = [r for r in tr.records if r.op_class == "matmul" and r.gemm and r.gemm[3] == 1]
+    assert sum(r.flops for r in proj) == 4 * 2 * (b * s) * d * d  # q, k, v, o projections = 1048576
+    assert {r.module for r in proj} == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert any(r.op_class == "softmax" for r in tr.records)
+
+
+def test_training_is_about_three_forwards_and_has_every_phase() -> None:
+    spec = get_model("mlp")
+    tr = trace(spec.build(), spec.example_inputs(16), mode="training", optimizer="adam")
+    fwd, bwd = tr.phase_flops("forward"), tr.phase_flops("backward")
+    # backward is dW and dX per layer (the first layer's input needs no dX): between 1x and 2x forward
+    assert 1.5 * fwd < bwd <= 2 * fwd
+    assert (
+        2.5
+        < tr.flops_torch / sum(r.flops for r in tr.records if r.phase == "forward" and r.flops_source == "torch")
+        <= 3
+    )
+    assert {r.phase for r in tr.records} == {"forward", "backward", "optimizer"}
+    assert any(r.module.startswith("net.") and r.phase == "backward" for r in tr.records)  # backward attributed
+
+
+def test_footprint() -> None:
+    spec = get_model("mlp")
+    params = sum(p.numel() for p in spec.build().parameters()) * 4
+    adam = trace(spec.build(), spec.example_inputs(16), mode="training", optimizer="adam").footprint
+    sgd = trace(spec.build(), spec.example_inputs(16), mode="training", optimizer="sgd").footprint
+    inf = trace(spec.build(), spec.example_inputs(16)).footprint
+    assert adam.params_bytes == adam.grads_bytes == params
+    assert adam.optimizer_bytes == 2 * params and sgd.optimizer_bytes == 0
+    assert inf.grads_bytes == 0 and inf.activations_peak_bytes > 0
+    # training keeps activations alive for backward
+    assert adam.activations_peak_bytes > inf.activations_peak_bytes
+    assert adam.inputs_bytes == 16 * 64 * 4
+
+
+def test_kv_cache_footprint() -> None:
+    spec = get_model("decoder-125m")
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model, inputs = spec.build(), spec.example_inputs(2, 100, decode=True)
+    fp = trace(model, inputs).footprint
+    # 2 (K, V) * 12 layers * batch 2 * 4 KV heads * (100 + 1) positions * 64 head dim * 4 bytes
+    assert fp.kv_cache_bytes == 2 * 12 * 2 * 4 * 101 * 64 * 4
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_flops_equal_torch_flop_counter(name: str, mode: str) -> None:
+    spec = MODELS[name]
+    seq = 8 if spec.default_seq_len else None
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model, inputs = spec.build(), spec.example_inputs(2, seq)
+    tr = trace(model, inputs, mode=mode, optimizer=None)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model2, inputs2 = spec.build(), spec.example_inputs(2, seq)
+        with FlopCounterMode(display=False) as counter:
+            out = model2(*inputs2)
+            if mode == "training":
+                first = out[0] if isinstance(out, tuple) else out
+                first.float().pow(2).mean().backward()
+    assert tr.flops_torch == counter.get_total_flops()
+    assert tr.flops_torch > 0 and not tr.uncosted()
+    assert spec.published_params is None or tr.param_count == spec.published_params
+
+
+def test_json_round_trip(tmp_path: Path) -> None:
+    spec = get_model("digits-cnn")
+    tr = trace(spec.build(), spec.example_inputs(4), mode="training")
+    path = tr.save(tmp_path / "t.json")
+    back = Trace.load(path)
+    assert back.records == tr.records and back.footprint == tr.footprint
+    assert json.loads(path.read_text())["flops"] == tr.flops
+
+
+def test_summaries_add_up() -> None:
+    spec = get_model("resnet50")
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        tr = trace(spec.build(), spec.example_inputs(1))
+    assert sum(v["flops"] for v in tr.by_class().values()) == tr.flops
+    assert sum(v["flops"] for v in tr.by_module(1).values()) == tr.flops
+    tree = tr.module_tree()
+    assert tree[""]["flops"] == tr.flops
+    assert tree["layer1"]["flops"] == sum(
+        v["flops"] for k, v in tree.items() if k.count(".") == 1 and k.startswith("layer1.")
+    )
+    assert tr.top(3)[0].flops >= tr.top(3)[-1].flops
+
+
+def test_wrong_input_shape_names_module_and_op() -> None:
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(5, 2))
+    with pytest.raises(TraceError, match=r"op aten\.addmm\.default in module '2' \(Linear\)"):
+        trace(model, (torch.randn(3, 8),))
+
+
+def test_data_dependent_op_names_module_and_op() -> None:
+    class Sparse(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x).nonzero()
+
+    with pytest.raises(TraceError, match=r"op aten\.nonzero\.default in .*cannot run on fake tensors"):
+        trace(Sparse(), (torch.randn(2, 4),))
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="unknown mode 'train'; known: inference, training"):
+        trace(nn.Linear(2, 2), (torch.randn(1, 2),), mode="train")
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        trace(nn.Linear(2, 2), (torch.randn(1, 2),), mode="training", optimizer="lamb")
+    with pytest.raises(TypeError, match=r"must be a torch\.nn\.Module"):
+        trace(lambda x: x, (torch.randn(1, 2),))  # type: ignore[arg-type]
+
+
+def test_user_module_is_not_modified() -> None:
+    model = nn.Linear(4, 2)
+    before = model.weight.detach().clone()
+    trace(model, (torch.randn(3, 4),), mode="training", optimizer="adam")
+    assert torch.equal(model.weight, before) and model.weight.grad is None
