@@ -32,6 +32,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/formats.py
+	$(BIN)/python benchmarks/trace.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
