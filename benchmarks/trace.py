@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, machine, write_result  # noqa: E402
+from _common import command_line, machine, write_result
 
 CASES = [
     ("resnet50", "inference", 32, None, False),
@@ -83,7 +83,9 @@ def main() -> None:
         lines.append(row)
         if name == "decoder-70b":
             ok = r["seconds"] < TARGET_S and r["rss_bytes"] / 2**30 < TARGET_GIB
-            worst70.append(f"{label}: {r['seconds']:.1f} s, {r['rss_bytes'] / 2**30:.2f} GiB ({'met' if ok else 'MISSED'})")
+            worst70.append(
+                f"{label}: {r['seconds']:.1f} s, {r['rss_bytes'] / 2**30:.2f} GiB ({'met' if ok else 'MISSED'})"
+            )
     lines += ["", f"Target (70B decoder < {TARGET_S:g} s and < {TARGET_GIB:g} GiB): " + "; ".join(worst70) + ".", ""]
     print(f"wrote {write_result('trace.md', chr(10).join(lines))}")
 

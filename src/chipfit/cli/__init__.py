@@ -13,7 +13,7 @@ __all__ = ["build_parser", "entry", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     from chipfit import __version__
-    from chipfit.cli import devices_cmd, formats_cmd, trace_cmd
+    from chipfit.cli import devices_cmd, estimate_cmd, formats_cmd, trace_cmd
 
     p = argparse.ArgumentParser(prog="chipfit", description="Run any PyTorch model on accelerators you do not own.")
     p.add_argument("--version", action="version", version=f"chipfit {__version__}")
@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     formats_cmd.add_parsers(sub)
     devices_cmd.add_parsers(sub)
     trace_cmd.add_parsers(sub)
+    estimate_cmd.add_parsers(sub)
+    estimate_cmd.add_calibrate_parser(sub)
     return p
 
 

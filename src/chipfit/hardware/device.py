@@ -7,7 +7,7 @@ typed as B/s, GB typed as bytes) fails at load time, not in a report.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from chipfit.formats import get_format
@@ -138,6 +138,14 @@ class Compute:
     dispatch_overhead_s: float
     overhead_source: Source
     kernel_tile_mnk: tuple[int, int, int] = (1, 1, 1)  # tensor-core kernels' block shape
+    matmul_efficiency: float = 0.75  # achievable fraction of peak on large GEMMs
+    view_overhead_s: float = 0.0  # eager frameworks pay dispatch even for views; compiled stacks do not
+    module_overhead_s: float = 0.0  # per nn.Module call in eager frameworks
+    class_overhead_s: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # per op class
+    gemm_half_dims: tuple[float, float, float] | None = None  # Hockney n1/2 of (M, N, K) for the simd model
+    class_efficiency: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # e.g. conv vs GEMM
+    fresh_alloc_bytes_per_s: float = 0.0  # eager CPU: first touch of outputs >= 32 MB (glibc mmap threshold)
+    efficiency_source: Source = Source("assumed", "default")
 
 
 @dataclass(frozen=True)

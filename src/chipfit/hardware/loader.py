@@ -43,6 +43,7 @@ __all__ = ["BUILTIN_DIR", "CatalogError", "load_devices", "read_catalog_file"]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "catalog"
 IDLE_FRACTION_ASSUMED = 0.3
+DEFAULT_EFFICIENCY = 0.75
 
 # field -> (min, max, unit hint); ranges are wide but catch 1000x unit slips
 RANGES: dict[str, tuple[float, float, str]] = {
@@ -67,6 +68,13 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "latency_s": (0, 1e-2, "seconds"),
     "usd_per_hour": (0.001, 1000, "US dollars per chip-hour"),
     "published_ops_per_j": (1e9, 1e15, "ops per joule (1 TOPS/W = 1e12)"),
+    "matmul_efficiency": (0.05, 1.0, "a fraction of peak"),
+    "view_overhead_s": (0, 1e-3, "seconds per view op (1 us = 1e-6)"),
+    "module_overhead_s": (0, 1e-3, "seconds per module call (1 us = 1e-6)"),
+    "class_overhead_s": (1e-8, 1e-2, "seconds (1 us = 1e-6)"),
+    "gemm_half_dims": (0, 1e5, "matrix dimension"),
+    "class_efficiency": (0.01, 2.0, "a multiplier of the GEMM model's speed"),
+    "fresh_alloc_bytes_per_s": (1e7, 1e13, "bytes per second"),
 }
 
 TOP_KEYS = {
@@ -77,7 +85,9 @@ TOP_KEYS = {
 SECTION_KEYS = {
     "compute": {
         "peak_ops_per_s", "accumulate", "source", "vector_ops_per_s", "vector_source", "units",
-        "dispatch_overhead_s", "overhead_source", "kernel_tile_mnk",
+        "dispatch_overhead_s", "overhead_source", "kernel_tile_mnk", "matmul_efficiency", "efficiency_source",
+        "view_overhead_s", "module_overhead_s", "class_overhead_s", "gemm_half_dims", "class_efficiency",
+        "fresh_alloc_bytes_per_s",
     },
     "matrix_unit": {"kind", "count", "rows", "cols", "depth", "clock_hz", "source", "dataflow"},
     "memory": {"kind", "capacity_bytes", "bandwidth_bytes_per_s", "source", "energy_pj_per_byte", "energy_source"},
@@ -87,9 +97,17 @@ SECTION_KEYS = {
     "price": {"usd_per_hour", "basis", "date", "source"},
 }  # fmt: skip
 OP_CLASSES = (
-    "matmul", "conv", "attention", "elementwise", "reduction", "normalization", "softmax",
-    "embedding", "data-movement", "optimizer",
-)  # fmt: skip
+    "matmul",
+    "conv",
+    "attention",
+    "elementwise",
+    "reduction",
+    "normalization",
+    "softmax",
+    "embedding",
+    "data-movement",
+    "optimizer",
+)
 
 
 class CatalogError(ValueError):
@@ -236,6 +254,27 @@ def _table(ctx: _Ctx, d: Mapping[str, Any], key: str) -> dict[str, Any]:
     return v
 
 
+def _class_table(ctx: _Ctx, c: Mapping[str, Any], key: str) -> dict[str, float]:
+    raw = c.get(key, {})
+    if not isinstance(raw, dict):
+        raise ctx.fail(f"compute.{key}", "must be a table of op class = number")
+    for k in raw:
+        if k not in OP_CLASSES:
+            raise ctx.fail(f"compute.{key}.{k}", f"unknown op class; valid: {', '.join(OP_CLASSES)}")
+    return {k: _num(ctx, raw, k, f"compute.{key}.", key) for k in raw}
+
+
+def _half_dims(ctx: _Ctx, c: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    if "gemm_half_dims" not in c:
+        return None
+    v = c["gemm_half_dims"]
+    if not (isinstance(v, list) and len(v) == 3):
+        raise ctx.fail("compute.gemm_half_dims", f"must be [m0, n0, k0], got {v!r}")
+    vals = {str(i): x for i, x in enumerate(v)}
+    m0, n0, k0 = (_num(ctx, vals, str(i), "compute.gemm_half_dims.", "gemm_half_dims") for i in range(3))
+    return (m0, n0, k0)
+
+
 def _build(name: str, d: dict[str, Any]) -> Device:
     ctx = _Ctx(d.get("__file__", "?"), name)
     _check_keys(ctx, "", d, TOP_KEYS)
@@ -269,6 +308,24 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         dispatch_overhead_s=_num(ctx, c, "dispatch_overhead_s", "compute."),
         overhead_source=_source(ctx, c, "overhead_source", "compute."),
         kernel_tile_mnk=(tile[0], tile[1], tile[2]),
+        view_overhead_s=_num(ctx, c, "view_overhead_s", "compute.") if "view_overhead_s" in c else 0.0,
+        module_overhead_s=_num(ctx, c, "module_overhead_s", "compute.") if "module_overhead_s" in c else 0.0,
+        class_overhead_s=frozen_map(_class_table(ctx, c, "class_overhead_s")),  # type: ignore[arg-type]
+        gemm_half_dims=_half_dims(ctx, c),
+        class_efficiency=frozen_map(_class_table(ctx, c, "class_efficiency")),  # type: ignore[arg-type]
+        fresh_alloc_bytes_per_s=(
+            _num(ctx, c, "fresh_alloc_bytes_per_s", "compute.") if "fresh_alloc_bytes_per_s" in c else 0.0
+        ),
+        matmul_efficiency=_num(ctx, c, "matmul_efficiency", "compute.")
+        if "matmul_efficiency" in c
+        else DEFAULT_EFFICIENCY,
+        efficiency_source=(
+            _source(ctx, c, "efficiency_source", "compute.")
+            if "matmul_efficiency" in c
+            else Source(
+                "assumed", f"large-GEMM efficiency {DEFAULT_EFFICIENCY:.0%} of peak (no measurement in the sources)"
+            )
+        ),
     )
 
     units = []
@@ -366,19 +423,24 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         w = f"{key}."
         _check_keys(ctx, w, t, SECTION_KEYS["link"])
         return Link(
-            _str(ctx, t, "kind", w, LINK_KINDS), _num(ctx, t, "bandwidth_bytes_per_s", w, "link_bandwidth_bytes_per_s"),
-            _str(ctx, t, "topology", w, TOPOLOGIES), _source(ctx, t, "source", w), str(t.get("generation", "")),
+            _str(ctx, t, "kind", w, LINK_KINDS),
+            _num(ctx, t, "bandwidth_bytes_per_s", w, "link_bandwidth_bytes_per_s"),
+            _str(ctx, t, "topology", w, TOPOLOGIES),
+            _source(ctx, t, "source", w),
+            str(t.get("generation", "")),
             _num(ctx, t, "latency_s", w) if "latency_s" in t else 0.0,
-        )  # fmt: skip
+        )
 
     price = None
     if "price" in d:
         pr = _table(ctx, d, "price")
         _check_keys(ctx, "price.", pr, SECTION_KEYS["price"])
         price = Price(
-            _num(ctx, pr, "usd_per_hour", "price."), _str(ctx, pr, "basis", "price."), _str(ctx, pr, "date", "price."),
+            _num(ctx, pr, "usd_per_hour", "price."),
+            _str(ctx, pr, "basis", "price."),
+            _str(ctx, pr, "date", "price."),
             _source(ctx, pr, "source", "price."),
-        )  # fmt: skip
+        )
 
     family = _str(ctx, d, "family", "", FAMILIES)
     pub = _num(ctx, d, "published_ops_per_j") if "published_ops_per_j" in d else None

@@ -53,6 +53,7 @@ class _Recorder(TorchDispatchMode):
         self.events: list[tuple[int, int, int]] = []  # (op index, +/- bytes, index of the allocating op)
         self.storage_alloc: dict[int, int] = {}  # storage id -> index of the op that allocated it
         self.current = ("", "")
+        self.param_storages: set[int] = set()
 
     def _module(self) -> tuple[str, str]:
         parents = [p for p in self.tracker.parents if p in self.names]
@@ -93,11 +94,13 @@ class _Recorder(TorchDispatchMode):
         flops, source = op_flops(func, op_class, args, kwargs, out, in_shapes, out_shapes)
         view = is_view(func)
         seen: set[int] = set()
-        read = 0
+        read = param_read = 0
         for t in ins:
             if id(t) not in seen:
                 seen.add(id(t))
                 read += _nbytes(t)
+                if t.untyped_storage()._cdata in self.param_storages:
+                    param_read += _nbytes(t)
         written = sum(_nbytes(t) for t in outs)
         if op_class == "embedding" and self.phase == "forward":
             # a gather reads the rows it fetches (as many bytes as it writes) and its indices, not the whole table
@@ -122,6 +125,7 @@ class _Recorder(TorchDispatchMode):
                 bytes_read=0 if view else read,
                 bytes_written=0 if view else written,
                 gemm=gemm_shape(op_class, short, in_shapes, out_shapes),
+                param_bytes=0 if view else param_read,
             )
         )
         if not view:
@@ -179,11 +183,18 @@ def trace(
         if path:
             names[f"{root}.{path}"] = (path, type(m).__name__)
     rec = _Recorder(tracker, names)
+    rec.param_storages = {p.untyped_storage()._cdata for p in params.values()}
     was_training = model.training
     model.train(training)
     grads_bytes = opt_bytes = 0
     grad_allocs: set[int] = set()
     backward_end: int | None = None
+    calls = [0]
+
+    def count_call(_module: nn.Module, _args: Any) -> None:
+        calls[0] += 1
+
+    hook = nn.modules.module.register_module_forward_pre_hook(count_call)
     try:
         with fake, tracker, rec, torch.set_grad_enabled(training):
             out = torch.func.functional_call(model, {**params, **buffers}, inputs)
@@ -216,6 +227,7 @@ def trace(
         where = f" in module '{mod}' ({mtype})" if mod else ""
         raise TraceError(f"tracing {name or root} failed{where}: {type(e).__name__}: {e}") from e
     finally:
+        hook.remove()
         model.train(was_training)
 
     kv = 0
@@ -242,6 +254,7 @@ def trace(
         footprint=footprint,
         input_shapes=[tuple(int(d) for d in t.shape) for t in in_tensors],
         optimizer=optimizer if training else None,
+        module_calls=calls[0],
     )
 
 

@@ -32,6 +32,7 @@ class OpRecord:
     bytes_read: int
     bytes_written: int
     gemm: tuple[int, int, int, int] | None = None  # (M, N, K, batch) for matmul-like ops
+    param_bytes: int = 0  # of bytes_read, those of model parameters (weights stream from main memory)
 
     @property
     def bytes(self) -> int:
@@ -75,6 +76,7 @@ class Trace:
     footprint: Footprint
     input_shapes: list[tuple[int, ...]] = field(default_factory=list)
     optimizer: str | None = None
+    module_calls: int = 0  # nn.Module invocations in the forward (eager frameworks pay per call)
 
     # ------------------------------------------------------------ totals
     @property
@@ -148,6 +150,7 @@ class Trace:
             "flops_by_phase": {p: self.phase_flops(p) for p in ("forward", "backward", "optimizer")},
             "bytes": self.bytes,
             "uncosted_ops": len(self.uncosted()),
+            "module_calls": self.module_calls,
             "footprint": {**asdict(self.footprint), "total_bytes": self.footprint.total_bytes},
             "by_class": self.by_class(),
         }
@@ -178,7 +181,7 @@ class Trace:
         fp = {k: v for k, v in d["footprint"].items() if k != "total_bytes"}
         return cls(
             d["model"], d["mode"], d["batch"], d["param_count"], records, Footprint(**fp),
-            [tuple(s) for s in d.get("input_shapes", [])], d.get("optimizer"),
+            [tuple(s) for s in d.get("input_shapes", [])], d.get("optimizer"), d.get("module_calls", 0),
         )  # fmt: skip
 
     @classmethod

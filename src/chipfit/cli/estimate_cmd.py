@@ -1,0 +1,146 @@
+"""`chipfit estimate MODEL --device D [--device D2 ...] --precision P --batch N [--train]`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.table import Table
+
+from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.trace_cmd import _human, add_common_model_args, build_and_trace
+
+__all__ = ["add_parsers"]
+
+
+def _money(v: float | None) -> str:
+    return "-" if v is None else (f"{v:,.2f}" if v >= 0.01 else f"{v:.2e}")
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from chipfit.cost import estimate
+    from chipfit.hardware import get_device
+    from chipfit.trace import TraceError
+
+    devices = args.device or ["h100-sxm"]
+    for d in devices:
+        get_device(d, args.device_file or ())  # fail fast, listing the known devices
+    if args.batch < 1:
+        raise CliError(f"--batch must be >= 1, got {args.batch}")
+    try:
+        tr = build_and_trace(args)
+    except TraceError as err:
+        raise CliError(str(err)) from None
+    ests = [estimate(tr, get_device(d, args.device_file or ()), args.precision) for d in devices]
+    if args.json:
+        out = []
+        for e in ests:
+            row = e.totals()
+            row["by_class"] = e.by("op_class")
+            row["by_module"] = e.by("module")
+            row["top_ops"] = [vars(r) for r in sorted(e.rows, key=lambda r: -r.time_s)[: args.top]]
+            row["fallback"] = [vars(r) for r in e.fallbacks()]
+            out.append(row)
+        emit_json(out[0] if len(out) == 1 else out)
+        return 0
+    c = console()
+    c.print(
+        f"[bold]{tr.model}[/bold] {tr.mode}, batch {tr.batch}, precision {args.precision}: "
+        f"{_human(tr.flops, 'FLOP')} per step"
+    )
+    t = Table(title="estimate per device")
+    cols = (
+        "device",
+        "format",
+        "latency ms",
+        "items/s",
+        "MU util",
+        "J/item",
+        "$/M items",
+        "compute-bound",
+        "memory-bound",
+        "fallback ops",
+        "footprint GB",
+        "fits",
+    )
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("device", "format") else "right", no_wrap=True)
+    for e in ests:
+        p = e.precision
+        fmt = p.format + ("" if p.how == "native" else f" ({p.how})")
+        t.add_row(
+            e.device,
+            fmt,
+            f"{e.latency_s * 1e3:,.3f}",
+            f"{e.throughput:,.1f}",
+            f"{e.matrix_utilization:.1%}",
+            f"{e.energy_per_item_j:.3g}",
+            _money(e.usd_per_million),
+            f"{e.share('compute'):.0%}",
+            f"{e.share('memory'):.0%}",
+            str(len(e.fallbacks())),
+            f"{e.footprint_bytes / 1e9:,.2f}",
+            "yes" if e.fits else "NO",
+        )
+    c.print(t)
+    if len(ests) == 1:
+        e = ests[0]
+        tt = Table(title=f"top {args.top} ops by time on {e.device}")
+        for col in ("op", "module", "unit", "bound", "time us", "util", "energy mJ"):
+            tt.add_column(col, overflow="fold")
+        for r in sorted(e.rows, key=lambda r: -r.time_s)[: args.top]:
+            tt.add_row(
+                r.op.replace("aten.", ""),
+                r.module or "-",
+                r.unit + (" (fallback)" if r.fallback else ""),
+                r.bound,
+                f"{r.time_s * 1e6:,.1f}",
+                f"{r.utilization:.0%}",
+                f"{r.energy_j * 1e3:.3g}",
+            )
+        c.print(tt)
+        fb = e.fallbacks()
+        if fb:
+            c.print(
+                f"{len(fb)} ops fall back ({sum(r.time_s for r in fb) * 1e3:.3f} ms): "
+                + ", ".join(sorted({r.op.replace("aten.", "") for r in fb}))
+            )
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    ep = sub.add_parser("estimate", help="time, energy and money of a model step on one or more devices")
+    add_common_model_args(ep)
+    ep.add_argument(
+        "--device", action="append", metavar="NAME", help="catalog device (repeat to compare; default h100-sxm)"
+    )
+    ep.add_argument("--device-file", action="append", metavar="PATH", help="extra catalog file (repeatable)")
+    ep.add_argument("--precision", default="bf16", help="fp32, tf32, bf16, fp16, fp8, int8, int4, fp4 or a format name")
+    ep.add_argument("--top", type=int, default=10)
+    ep.add_argument("--json", action="store_true")
+    ep.set_defaults(func=cmd_estimate)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from chipfit.cost.calibrate import calibrate, device_toml, write_device_file
+    from chipfit.hardware.loader import load_devices
+
+    c = console()
+    m = calibrate(quick=args.quick, progress=None if args.json else (lambda s: c.print(f"  {s}")))
+    text = device_toml(m, args.name)
+    path = write_device_file(text, args.output)
+    load_devices([path], env=False)  # the file we wrote must validate
+    if args.json:
+        emit_json({**m, "device_file": str(path)})
+    else:
+        c.print(f"wrote {path}: use it with --device {args.name} --device-file {path}")
+    return 0
+
+
+def add_calibrate_parser(sub: Any) -> None:
+    cp = sub.add_parser("calibrate", help="measure this machine's CPU and write a device file for it")
+    cp.add_argument("--output", default="chipfit-this-cpu.toml", help="device file to write (atomically)")
+    cp.add_argument("--name", default="this-cpu", help="device name in the file")
+    cp.add_argument("--quick", action="store_true", help="fewer shapes, shorter timings")
+    cp.add_argument("--json", action="store_true")
+    cp.set_defaults(func=cmd_calibrate)

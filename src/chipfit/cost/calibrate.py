@@ -1,0 +1,266 @@
+"""Measure this machine's CPU and write a chipfit device file for it.
+
+What is measured (torch eager, this process's thread count, float32 and bfloat16):
+- GEMM throughput on a set of shapes; the best is the peak, and the kernel tile
+  (tm x tn) of the tiled model is fitted to the whole set by least log-error;
+- main-memory bandwidth (a large copy: bytes read + written per second) and
+  last-level-cache bandwidth (a copy that fits in it), cache size from sysfs;
+- vector throughput (an elementwise multiply-add on cache-resident data);
+- per-op dispatch overhead (a one-element add) and per-view overhead (a view).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["GEMM_SHAPES", "calibrate", "device_toml"]
+
+GEMM_SHAPES = [(2048, 2048, 2048), (1024, 1024, 1024), (512, 512, 512), (256, 1024, 1024), (64, 1024, 1024),
+               (32, 4096, 1024), (8, 1024, 1024), (1, 4096, 4096), (4096, 64, 256), (128, 128, 128)]  # fmt: skip
+
+
+def _time(fn: Callable[[], Any], min_s: float = 0.05, repeats: int = 5) -> float:
+    """Median seconds per call, each sample long enough to time reliably."""
+    t = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t, 1e-7)
+    if once > 4 * min_s:  # slow enough that one call is a sample; do not repeat a minute-long GEMM
+        return once
+    fn()
+    inner = max(1, int(min_s / once))
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - t) / inner)
+    return statistics.median(samples)
+
+
+def _cache_bytes() -> float:
+    sizes = []
+    base = Path("/sys/devices/system/cpu/cpu0/cache")
+    for idx in base.glob("index*"):
+        try:
+            if (idx / "type").read_text().strip() in ("Unified", "Data"):
+                text = (idx / "size").read_text().strip().upper()
+                mult = {"K": 1024, "M": 1024**2}.get(text[-1], 1)
+                sizes.append(float(text.rstrip("KM")) * mult)
+        except OSError:
+            continue
+    return max(sizes) if sizes else 8 * 2**20
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+HALF_DIM_GRID = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def _fit_half_dims(rows: list[dict[str, float]], overhead: float) -> dict[str, Any]:
+    """Fit peak and (m0, n0, k0) of t = overhead + 2MNK / (peak / (1 + m0/M + n0/N + k0/K)) by least
+    median log error over the measured GEMMs (grid search; the measured time includes dispatch)."""
+    best: dict[str, Any] = {"error": math.inf}
+    top = max(r["flops_per_s"] for r in rows)
+    for scale in (1.0, 1.05, 1.1, 1.2, 1.3, 1.5):
+        peak = top * scale
+        for m0 in HALF_DIM_GRID:
+            for n0 in HALF_DIM_GRID:
+                for k0 in HALF_DIM_GRID:
+                    errs = []
+                    for r in rows:
+                        m, n, k = r["m"], r["n"], r["k"]
+                        pred = overhead + 2 * m * n * k / peak * (1 + m0 / m + n0 / n + k0 / k)
+                        errs.append(abs(math.log(pred / r["seconds"])))
+                    err = statistics.median(errs)
+                    if err < best["error"]:
+                        best = {"error": err, "peak": peak, "half_dims": (m0, n0, k0)}
+    return best
+
+
+def calibrate(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure; returns a dict of figures (also the input of `device_toml`)."""
+    say = progress or (lambda _msg: None)
+    threads = torch.get_num_threads()
+    shapes = GEMM_SHAPES[2:] if quick else GEMM_SHAPES
+    gemm: dict[str, list[dict[str, float]]] = {}
+    with torch.inference_mode():
+        for dtype in (torch.float32, torch.bfloat16):
+            rows = []
+            # 16-bit GEMMs can be far slower than float32 on CPUs without native support: small shapes only
+            for m, n, k in (
+                shapes if dtype == torch.float32 else [sh for sh in shapes if sh[0] * sh[1] * sh[2] <= 2**27]
+            ):
+                a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+                s = _time(functools.partial(torch.mm, a, b), 0.02 if quick else 0.05)
+                rows.append({"m": m, "n": n, "k": k, "seconds": s, "flops_per_s": 2 * m * n * k / s})
+                say(f"gemm {str(dtype)[6:]} {m}x{n}x{k}: {2 * m * n * k / s / 1e9:.1f} GFLOP/s")
+            gemm[str(dtype).replace("torch.", "")] = rows
+        big = torch.randn(1 << (24 if quick else 25))
+        out = torch.empty_like(big)
+        dram_bw = 2 * big.numel() * 4 / _time(lambda: out.copy_(big))
+        cache = _cache_bytes()
+        small = torch.randn(int(cache / 4 / 4))  # a quarter of the cache for the source, same for the copy
+        sout = torch.empty_like(small)
+        cache_bw = 2 * small.numel() * 4 / _time(lambda: sout.copy_(small))
+        x = torch.randn(1 << 16)
+        vec = 2 * x.numel() / _time(lambda: torch.addcmul(x, x, x, value=0.5, out=sout[: x.numel()]))
+        one = torch.ones(1)
+        op_overhead = _time(lambda: torch.add(one, one), 0.05)
+        view_overhead = _time(lambda: x.view(-1), 0.05)
+        ident = torch.nn.Identity()
+        module_overhead = _time(lambda: ident(one), 0.05)
+        w2, b2, x2 = torch.randn(2, 2), torch.randn(2), torch.randn(2, 2)
+        cw, cx = torch.randn(1, 1, 1, 1), torch.randn(1, 1, 2, 2)
+        fresh = 1 << 24  # 64 MB, above glibc's mmap threshold: every call faults in new pages
+        warm_buf = torch.empty(fresh)
+        fresh_bw = (
+            fresh * 4 / max(_time(lambda: torch.empty(fresh).fill_(1.0)) - _time(lambda: warm_buf.fill_(1.0)), 1e-9)
+        )
+        conv_rows = []
+        for cin, cout, k, hw, stride in (
+            (64, 64, 3, 56, 1),
+            (256, 64, 1, 56, 1),
+            (3, 64, 7, 224, 2),
+            (128, 128, 3, 28, 1),
+        ):
+            conv_x, conv_w = torch.randn(4, cin, hw, hw), torch.randn(cout, cin, k, k)
+            sec = _time(functools.partial(torch.nn.functional.conv2d, conv_x, conv_w, stride=stride, padding=k // 2))
+            ho = (hw + 2 * (k // 2) - k) // stride + 1
+            conv_rows.append({"m": 4 * ho * ho, "n": cout, "k": cin * k * k, "seconds": sec})
+        class_overhead = {
+            "matmul": _time(lambda: torch.addmm(b2, x2, w2), 0.05),
+            "conv": _time(lambda: torch.nn.functional.conv2d(cx, cw), 0.05),
+        }
+    say(
+        f"memory {dram_bw / 1e9:.1f} GB/s, cache {cache_bw / 1e9:.1f} GB/s ({cache / 2**20:.0f} MiB), "
+        f"vector {vec / 1e9:.1f} GFLOP/s, op overhead {op_overhead * 1e6:.2f} us, "
+        f"view {view_overhead * 1e6:.2f} us"
+    )
+
+    peaks = {dt: max(r["flops_per_s"] for r in rows) for dt, rows in gemm.items()}
+    fit = _fit_half_dims(gemm["float32"], class_overhead["matmul"])
+    peaks["float32"] = fit["peak"]
+    m0, n0, k0 = fit["half_dims"]
+    conv_eff = statistics.median(
+        2 * r["m"] * r["n"] * r["k"] / fit["peak"] * (1 + m0 / r["m"] + n0 / r["n"] + k0 / r["k"]) / r["seconds"]
+        for r in conv_rows
+    )
+    say(f"conv efficiency vs the GEMM model {conv_eff:.2f}, fresh-page bandwidth {fresh_bw / 1e9:.1f} GB/s")
+    return {
+        "cpu": _cpu_name(),
+        "threads": threads,
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "gemm": gemm,
+        "peak_ops_per_s": peaks,
+        "gemm_half_dims": fit["half_dims"],
+        "gemm_fit_median_log_error": fit["error"],
+        "module_overhead_s": module_overhead,
+        "class_overhead_s": class_overhead,
+        "conv_efficiency": conv_eff,
+        "fresh_alloc_bytes_per_s": fresh_bw,
+        "dram_bytes_per_s": dram_bw,
+        "cache_bytes": cache,
+        "cache_bytes_per_s": cache_bw,
+        "vector_ops_per_s": vec,
+        "dispatch_overhead_s": op_overhead,
+        "view_overhead_s": view_overhead,
+        "memory_bytes": float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")),
+    }
+
+
+def device_toml(m: dict[str, Any], name: str = "this-cpu") -> str:
+    """A catalog entry for the measured CPU (units in names, every group sourced as measured)."""
+    src = f"measured: chipfit calibrate on {m['date']}, {m['cpu']}, {m['threads']} threads, torch {m['torch']}"
+    units = m["threads"]
+    peak16 = m["peak_ops_per_s"]["bfloat16"]
+    m0, n0, k0 = m["gemm_half_dims"]
+    clock = m["peak_ops_per_s"]["float32"] / (2 * units * 16 * 16)
+    cls = ", ".join(f"{k} = {v:.6g}" for k, v in m["class_overhead_s"].items())
+    return f"""# Generated by `chipfit calibrate`: this machine's CPU as a chipfit device.
+[{name}]
+display_name = "{m["cpu"]} ({m["threads"]} threads, measured)"
+vendor = "this machine"
+family = "cpu"
+year = {m["date"][:4]}
+process_nm = 7
+description = "Calibrated by chipfit: GEMM, memory, vector and dispatch figures measured with torch eager"
+source = "{src}; process node assumed 7 nm"
+
+[{name}.compute]
+peak_ops_per_s = {{ float32 = {m["peak_ops_per_s"]["float32"]:.6g}, bfloat16 = {peak16:.6g} }}
+source = "{src}: GEMM model fitted to {len(m["gemm"]["float32"])} shapes \
+(median log error {m["gemm_fit_median_log_error"]:.3f})"
+matmul_efficiency = 1.0
+efficiency_source = "{src}: the fitted peak and half-performance lengths carry the efficiency"
+vector_ops_per_s = {m["vector_ops_per_s"]:.6g}
+vector_source = "{src}: addcmul on cache-resident data"
+units = {units}
+dispatch_overhead_s = {m["dispatch_overhead_s"]:.6g}
+overhead_source = "{src}: one-element torch.add"
+view_overhead_s = {m["view_overhead_s"]:.6g}
+module_overhead_s = {m["module_overhead_s"]:.6g}
+class_overhead_s = {{ {cls} }}
+gemm_half_dims = [{m0}, {n0}, {k0}]
+class_efficiency = {{ conv = {m["conv_efficiency"]:.4g} }}
+fresh_alloc_bytes_per_s = {m["fresh_alloc_bytes_per_s"]:.6g}
+
+[{name}.matrix_units.simd]
+kind = "simd"
+count = {units}
+rows = 16
+cols = 16
+depth = 1
+clock_hz = {clock:.6g}
+source = "derived: nominal 16x16 FP32 lanes per thread; the clock is what the fitted FP32 peak implies"
+
+[{name}.memory.dram]
+kind = "dram"
+capacity_bytes = {m["memory_bytes"]:.6g}
+bandwidth_bytes_per_s = {m["dram_bytes_per_s"]:.6g}
+source = "{src}: large copy, bytes read + written per second"
+
+[{name}.memory.cache]
+kind = "sram"
+capacity_bytes = {m["cache_bytes"]:.6g}
+bandwidth_bytes_per_s = {m["cache_bytes_per_s"]:.6g}
+source = "{src}: copy within the last-level cache (size from sysfs)"
+
+[{name}.power]
+tdp_w = 50
+source = "assumed: power is not measurable from inside this machine"
+
+[{name}.support]
+unsupported_format = "vector"
+source = "assumed: formats without a fast GEMM run at the vector rate"
+"""
+
+
+def write_device_file(text: str, path: str | Path) -> Path:
+    """Atomic write: temp file in the same folder, then rename."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, p)
+    return p

@@ -1,0 +1,376 @@
+"""Price a trace on a device at a precision: time, energy and money per op and in total.
+
+Per op (all from shapes):
+- compute: matrix-like ops (matmul, conv, attention) go to the device's matrix unit
+  model (units.py) at the effective format. Other ops run on the vector unit at
+  flops / vector_ops_per_s.
+- memory: bytes (the trace's fp32 bytes scaled to the format's width) over the
+  bandwidth of the level that serves them. That is on-chip SRAM when the op's
+  working set fits in it, else main memory, derated to 85 % of peak unless the
+  bandwidth was measured (assumed: typical achievable STREAM-like fraction).
+- time = max(compute, memory) + the device's per-op dispatch overhead; views
+  (metadata only) cost nothing.
+- fallback: op classes the device leaves to its host, and formats it cannot run
+  when its policy is "host", run on the host device and pay the host link both
+  ways: the op's inputs go over, its outputs come back.
+- energy: flops x arithmetic pJ/op (hardware.energy) + bytes x pJ/byte of the
+  serving level + idle power x time; host fallbacks add the host's energy and the
+  link's bytes at LINK_PJ_PER_BYTE.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from chipfit.cost.units import MATRIX_MODELS
+from chipfit.formats import FORMATS, get_format
+from chipfit.hardware import Device, get_device
+from chipfit.trace import Trace
+from chipfit.trace.records import OpRecord
+
+__all__ = ["PRECISION_ALIASES", "Estimate", "OpCost", "Precision", "estimate", "resolve_precision"]
+
+BW_EFFICIENCY_ASSUMED = 0.85
+LINK_PJ_PER_BYTE = 8.0 * 8  # assumed: about 8 pJ/bit for a PCIe-class SerDes link, both ends together
+MATRIX_CLASSES = ("matmul", "conv", "attention")
+FRESH_ALLOC_THRESHOLD = 32 * 2**20  # glibc's largest mmap threshold: bigger outputs are fresh pages
+
+PRECISION_ALIASES: dict[str, tuple[str, ...]] = {
+    "fp32": ("float32",),
+    "tf32": ("tfloat32",),
+    "bf16": ("bfloat16",),
+    "fp16": ("float16",),
+    "fp8": ("float8_e4m3fn", "float8_e4m3fnuz"),
+    "e5m2": ("float8_e5m2", "float8_e5m2fnuz"),
+    "int8": ("int8",),
+    "int4": ("int4",),
+    "fp4": ("float4_e2m1fn", "nvfp4", "mxfp4"),
+    "mxfp8": ("mxfp8_e4m3",),
+}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What running `requested` on a device means: the format the matrix unit uses and how."""
+
+    requested: str
+    format: str  # effective format
+    how: str  # native | autocast | vector | host
+
+
+def resolve_precision(device: Device, precision: str) -> Precision:
+    names = PRECISION_ALIASES.get(precision, (precision,))
+    if names[0] not in FORMATS:
+        known = ", ".join([*PRECISION_ALIASES, *FORMATS])
+        raise ValueError(f"unknown precision {precision!r}; known: {known}")
+    for name in names:
+        if device.peak(name):
+            return Precision(precision, name, "native")
+    first = names[0]
+    if first in device.support.autocast:
+        return Precision(precision, device.support.autocast[first], "autocast")
+    return Precision(precision, first, device.support.unsupported_format)
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """One op priced on one device; additive over ops."""
+
+    index: int
+    op: str
+    module: str
+    op_class: str
+    phase: str
+    unit: str  # matrix | vector | host | none
+    time_s: float
+    compute_s: float
+    memory_s: float
+    overhead_s: float
+    transfer_s: float
+    bound: str  # compute | memory | overhead | transfer | none
+    energy_j: float
+    bytes: float
+    flops: int
+    utilization: float  # useful flops / (time x peak of the unit used)
+    fallback: bool
+
+
+@dataclass
+class Estimate:
+    device: str
+    precision: Precision
+    mode: str
+    items: int
+    rows: list[OpCost]
+    footprint_bytes: int
+    capacity_bytes: float
+    price_usd_per_hour: float | None
+    peak_ops_per_s: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def latency_s(self) -> float:
+        return sum(r.time_s for r in self.rows)
+
+    @property
+    def energy_j(self) -> float:
+        return sum(r.energy_j for r in self.rows)
+
+    @property
+    def throughput(self) -> float:
+        return self.items / self.latency_s if self.latency_s else 0.0
+
+    @property
+    def energy_per_item_j(self) -> float:
+        return self.energy_j / self.items
+
+    @property
+    def usd_per_million(self) -> float | None:
+        if self.price_usd_per_hour is None:
+            return None
+        return self.price_usd_per_hour * self.latency_s / 3600 / self.items * 1e6
+
+    @property
+    def matrix_utilization(self) -> float:
+        useful = sum(r.flops for r in self.rows if r.unit == "matrix")
+        return useful / (self.latency_s * self.peak_ops_per_s) if self.latency_s and self.peak_ops_per_s else 0.0
+
+    @property
+    def fits(self) -> bool:
+        return self.footprint_bytes <= self.capacity_bytes
+
+    def share(self, bound: str) -> float:
+        return sum(r.time_s for r in self.rows if r.bound == bound) / self.latency_s if self.latency_s else 0.0
+
+    def fallbacks(self) -> list[OpCost]:
+        return [r for r in self.rows if r.fallback]
+
+    def by(self, key: str) -> dict[str, dict[str, float]]:
+        """Sums by 'op_class', 'module' (first path component), 'phase' or 'unit'."""
+        out: dict[str, dict[str, float]] = defaultdict(lambda: {"time_s": 0.0, "energy_j": 0.0, "flops": 0.0, "ops": 0})
+        for r in self.rows:
+            k = r.module.split(".")[0] if key == "module" else getattr(r, key)
+            row = out[k]
+            row["time_s"] += r.time_s
+            row["energy_j"] += r.energy_j
+            row["flops"] += r.flops
+            row["ops"] += 1
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["time_s"]))
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "precision": asdict(self.precision),
+            "mode": self.mode,
+            "items": self.items,
+            "latency_s": self.latency_s,
+            "throughput_items_per_s": self.throughput,
+            "energy_j": self.energy_j,
+            "energy_per_item_j": self.energy_per_item_j,
+            "usd_per_million_items": self.usd_per_million,
+            "matrix_utilization": self.matrix_utilization,
+            "share_compute_bound": self.share("compute"),
+            "share_memory_bound": self.share("memory"),
+            "share_overhead": self.share("overhead"),
+            "share_transfer": self.share("transfer"),
+            "footprint_bytes": self.footprint_bytes,
+            "capacity_bytes": self.capacity_bytes,
+            "fits_one_chip": self.fits,
+            "fallback_ops": len(self.fallbacks()),
+            "fallback_time_s": sum(r.time_s for r in self.fallbacks()),
+            **self.extras,
+        }
+
+
+def _bits(fmt: str) -> float:
+    return float(get_format(fmt).bits)
+
+
+def _level(device: Device, fits_on_chip: bool) -> tuple[float, float]:
+    """(achievable bytes/s, pJ/byte) of on-chip memory when the data fits there, else of main memory."""
+    level = device.on_chip if fits_on_chip and device.on_chip is not None else device.main_memory
+    eff = 1.0 if level.source.kind == "measured" else BW_EFFICIENCY_ASSUMED
+    return level.bandwidth_bytes_per_s * eff, level.energy_pj_per_byte
+
+
+def _memory(device: Device, rec: OpRecord, scale: float, model_bytes: float) -> tuple[float, float, float]:
+    """(seconds, joules, bytes): weights stream from main memory unless the whole model fits on chip;
+    activations come from on-chip memory when the op's working set fits there."""
+    cap = device.on_chip.capacity_bytes if device.on_chip is not None else 0.0
+    weights = rec.param_bytes * scale
+    acts = (rec.bytes - rec.param_bytes) * scale
+    w_bw, w_pj = _level(device, model_bytes <= cap)
+    a_bw, a_pj = _level(device, rec.bytes * scale <= cap)
+    return weights / w_bw + acts / a_bw, (weights * w_pj + acts * a_pj) * 1e-12, weights + acts
+
+
+def _matrix_seconds(device: Device, fmt: str, rec: OpRecord) -> float:
+    if not device.peak(fmt):
+        return rec.flops / device.compute.vector_ops_per_s
+    if rec.gemm is None or not device.matrix_units:
+        return rec.flops / (device.peak(fmt) * device.compute.matmul_efficiency)
+    unit = device.matrix_units[0]
+    t = MATRIX_MODELS[unit.kind](device, unit, fmt, rec.gemm)
+    m, n, k, b = rec.gemm
+    gemm_flops = 2 * m * n * k * b
+    # conv backward (two GEMMs) and fused attention (QK^T and PV) do a multiple of one GEMM's work
+    return t.seconds * (rec.flops / gemm_flops if gemm_flops else 1.0)
+
+
+def _op_on(
+    device: Device, prec: Precision, rec: OpRecord, scale: float, model_bytes: float
+) -> tuple[float, float, float, float, str, float]:
+    """(compute_s, memory_s, overhead_s, energy_j, unit, peak used) for an op that runs on `device`."""
+    memory_s, memory_j, _ = _memory(device, rec, scale, model_bytes)
+    if rec.op_class in MATRIX_CLASSES and prec.how != "vector":
+        fmt = prec.format if device.peak(prec.format) else device.formats[0]
+        compute_s, unit, peak = _matrix_seconds(device, fmt, rec), "matrix", device.peak(fmt)
+        compute_s /= device.compute.class_efficiency.get(rec.op_class, 1.0)
+        e_op = device.energy_pj_per_op(fmt)
+    else:
+        compute_s, unit, peak = rec.flops / device.compute.vector_ops_per_s, "vector", device.compute.vector_ops_per_s
+        vec_fmt = prec.format if device.peak(prec.format) else "float32"
+        e_op = device.energy_pj_per_op(vec_fmt) if device.peak(vec_fmt) else device.energy_pj_per_op(device.formats[0])
+    overhead = device.compute.class_overhead_s.get(rec.op_class, device.compute.dispatch_overhead_s)
+    if device.compute.fresh_alloc_bytes_per_s and rec.bytes_written * scale >= FRESH_ALLOC_THRESHOLD:
+        memory_s += rec.bytes_written * scale / device.compute.fresh_alloc_bytes_per_s
+    time_s = max(compute_s, memory_s) + overhead
+    energy = rec.flops * e_op * 1e-12 + memory_j + device.power.idle_w * time_s
+    return compute_s, memory_s, overhead, energy, unit, peak
+
+
+def _cost(
+    device: Device, prec: Precision, rec: OpRecord, scale: float, host: Device | None, model_bytes: float
+) -> OpCost:
+    if rec.op_class == "view":
+        o = device.compute.view_overhead_s
+        return OpCost(
+            rec.index,
+            rec.op,
+            rec.module,
+            rec.op_class,
+            rec.phase,
+            "none",
+            o,
+            0,
+            0,
+            o,
+            0,
+            "overhead" if o else "none",
+            device.power.idle_w * o,
+            0,
+            0,
+            0,
+            False,
+        )
+    to_host = rec.op_class in device.support.host_op_classes or (prec.how == "host" and rec.op_class in MATRIX_CLASSES)
+    if to_host and host is not None and device.host_link is not None:
+        host_prec = resolve_precision(host, "float32")
+        c, m, o, e, _unit, peak = _op_on(host, host_prec, rec, 1.0, model_bytes / scale)
+        moved = rec.bytes * scale
+        transfer = moved / device.host_link.bandwidth_bytes_per_s
+        time_s = max(c, m) + o + transfer
+        energy = e + moved * LINK_PJ_PER_BYTE * 1e-12 + device.power.idle_w * time_s
+        bound = "transfer" if transfer >= max(c, m, o) else ("compute" if c >= m else "memory")
+        util = rec.flops / (time_s * peak) if time_s and peak else 0.0
+        return OpCost(
+            rec.index,
+            rec.op,
+            rec.module,
+            rec.op_class,
+            rec.phase,
+            "host",
+            time_s,
+            c,
+            m,
+            o,
+            transfer,
+            bound,
+            energy,
+            moved,
+            rec.flops,
+            util,
+            True,
+        )
+    c, m, o, e, unit, peak = _op_on(device, prec, rec, scale, model_bytes)
+    time_s = max(c, m) + o
+    bound = "overhead" if o > max(c, m) else ("compute" if c >= m else "memory")
+    util = rec.flops / (time_s * peak) if time_s and peak else 0.0
+    return OpCost(
+        rec.index,
+        rec.op,
+        rec.module,
+        rec.op_class,
+        rec.phase,
+        unit,
+        time_s,
+        c,
+        m,
+        o,
+        0.0,
+        bound,
+        e,
+        rec.bytes * scale,
+        rec.flops,
+        util,
+        prec.how == "vector" and rec.op_class in MATRIX_CLASSES,
+    )
+
+
+def estimate(trace: Trace, device: str | Device, precision: str = "bf16", *, items: int | None = None) -> Estimate:
+    """Price `trace` on `device` at `precision` (a format name or an alias: fp32, tf32, bf16, fp16, fp8, int8, ...).
+
+    items: what one step processes (default the trace's batch size), for throughput and $ per million items.
+    """
+    dev = get_device(device)
+    prec = resolve_precision(dev, precision)
+    scale = _bits(prec.format) / 32.0
+    host = get_device(dev.support.host) if dev.support.host else None
+    model_bytes = trace.footprint.params_bytes * scale
+    rows = [_cost(dev, prec, r, scale, host, model_bytes) for r in trace.records]
+    if dev.compute.module_overhead_s and trace.module_calls:
+        o = dev.compute.module_overhead_s * trace.module_calls
+        rows.append(
+            OpCost(
+                len(rows),
+                "nn.Module calls",
+                "",
+                "module-call",
+                "forward",
+                "none",
+                o,
+                0,
+                0,
+                o,
+                0,
+                "overhead",
+                dev.power.idle_w * o,
+                0,
+                0,
+                0,
+                False,
+            )
+        )
+    fp = trace.footprint
+    if trace.mode == "training":  # mixed precision: FP32 master weights, grads and optimizer state
+        footprint = (
+            fp.params_bytes
+            + fp.grads_bytes
+            + fp.optimizer_bytes
+            + (fp.activations_peak_bytes + fp.kv_cache_bytes + fp.inputs_bytes) * scale
+        )
+    else:
+        footprint = fp.total_bytes * scale
+    return Estimate(
+        device=dev.name,
+        precision=prec,
+        mode=trace.mode,
+        items=items or trace.batch,
+        rows=rows,
+        footprint_bytes=int(footprint),
+        capacity_bytes=dev.main_memory.capacity_bytes,
+        price_usd_per_hour=dev.price.usd_per_hour if dev.price else None,
+        peak_ops_per_s=dev.peak(prec.format) or dev.compute.vector_ops_per_s,
+    )

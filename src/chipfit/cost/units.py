@@ -1,0 +1,150 @@
+"""Matrix-unit time models, one per kind, registered by the kind a device names.
+
+Each model maps a GEMM (M, N, K, batch) on a device at a format to seconds of
+compute, using shapes only. The registry is the seam for a new kind of matrix
+unit; registering one kind twice is an error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chipfit.hardware import Device, MatrixUnit
+
+__all__ = ["MATRIX_MODELS", "GemmTime", "half_dims_time", "register_matrix_model", "systolic_cycles", "tiled_time"]
+
+
+@dataclass(frozen=True)
+class GemmTime:
+    seconds: float
+    padded_flops: float  # flops the unit spent, padding included (>= useful flops)
+
+
+MatrixModel = Callable[[Device, MatrixUnit, str, tuple[int, int, int, int]], GemmTime]
+MATRIX_MODELS: dict[str, MatrixModel] = {}
+
+
+def register_matrix_model(kind: str) -> Callable[[MatrixModel], MatrixModel]:
+    def deco(fn: MatrixModel) -> MatrixModel:
+        if kind in MATRIX_MODELS:
+            raise ValueError(f"a matrix model for {kind!r} is already registered")
+        MATRIX_MODELS[kind] = fn
+        return fn
+
+    return deco
+
+
+def _rate_ratio(device: Device, unit: MatrixUnit, fmt: str) -> float:
+    """Format throughput relative to the unit's native 16-bit (or int8) MAC rate."""
+    native = 2 * unit.peak_macs_per_s
+    return device.peak(fmt) / native if native else 1.0
+
+
+def systolic_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str) -> int:
+    """Cycles for one (M x K)(K x N) GEMM on one R x C systolic array, no batching.
+
+    SCALE-Sim's analytical model (Samajdar et al., "A Systematic Methodology for
+    Characterizing Scalability of DNN Accelerators using SCALE-Sim", ISPASS 2020):
+    an operand mapping with spatial extents Sr x Sc and temporal extent T runs in
+    folds of the array, each fold taking
+
+        tau = 2 R + C + T - 2 cycles,   folds = ceil(Sr / R) * ceil(Sc / C),
+
+    with output stationary (OS): Sr = M, Sc = N, T = K (each PE accumulates one
+    output) and weight stationary (WS): Sr = K, Sc = N, T = M (each PE holds one
+    weight; inputs stream through). Partial tiles occupy a whole fold.
+
+    The paper and SCALE-Sim v2's code differ on the OS drain. The code
+    (scalesim/compute/systolic_compute_os.py) builds each fold's output demand as
+    T - 1 null rows plus R output rows, skewed by C - 1 columns: R + C + T - 2 cycles
+    per fold. So it does not charge the R cycles the paper adds for shifting the
+    stationary outputs out of the array. We follow the paper: an OS array without
+    double-buffered accumulators cannot start the next fold until its R rows of
+    finished sums have left. It is the conservative count, and the code's is R
+    cycles shorter per fold.
+    """
+    if dataflow == "output-stationary":
+        sr, sc, t = m, n, k
+    elif dataflow == "weight-stationary":
+        sr, sc, t = k, n, m
+    else:
+        raise ValueError(f"unknown dataflow {dataflow!r}; known: output-stationary, weight-stationary")
+    folds = math.ceil(sr / rows) * math.ceil(sc / cols)
+    return folds * (2 * rows + cols + t - 2)
+
+
+@register_matrix_model("systolic")
+def systolic_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int]) -> GemmTime:
+    """Folds spread over `unit.count` arrays; a batch of GEMMs is that many independent GEMMs.
+    A unit of depth d (a cube, e.g. DaVinci 16x16x16) consumes d steps of K per cycle."""
+    m, n, k, batch = gemm
+    flow = unit.dataflow or "weight-stationary"
+    k_steps = math.ceil(k / unit.depth)
+    if flow == "output-stationary":
+        folds = math.ceil(m / unit.rows) * math.ceil(n / unit.cols)
+    else:
+        folds = math.ceil(k_steps / unit.rows) * math.ceil(n / unit.cols)
+    per_fold = systolic_cycles(m, n, k_steps, unit.rows, unit.cols, flow) // folds
+    total_folds = folds * batch
+    cycles = math.ceil(total_folds / unit.count) * per_fold
+    ratio = _rate_ratio(device, unit, fmt)
+    seconds = cycles / unit.clock_hz / max(ratio, 1e-9) / device.compute.matmul_efficiency
+    padded = float(math.ceil(total_folds / unit.count) * unit.count * per_fold * unit.rows * unit.cols * unit.depth * 2)
+    return GemmTime(seconds, padded)
+
+
+TILE_CANDIDATES = (16, 32, 64, 128, 256)
+SPLIT_K = (1, 2, 4, 8, 16)
+
+
+def tiled_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int]) -> GemmTime:
+    """Tile and wave quantization for tile-parallel units (GPU tensor cores, CPU SIMD, FPGA DSPs).
+
+    A kernel cuts the output into tm x tn tiles; partial tiles cost a whole tile (tile
+    quantization). Tiles run in waves of `compute.units` (SMs, cores) at once; a partial
+    last wave costs a whole wave (wave quantization). A tile takes 2 tm tn K / (peak / units)
+    seconds, divided by the measured (or assumed) large-GEMM efficiency.
+
+    Like a BLAS library's kernel selection, the model takes the fastest of the candidate
+    tilings: tm, tn from 16 up to the device's largest block (`kernel_tile_mnk`), and
+    split-K by 1-16 for skinny GEMMs (M * N too small to fill the units). Without this, a
+    batch-1 GEMV would be charged a full 128x256 tile per column block.
+    """
+    m, n, k, batch = gemm
+    tm_max, tn_max, _tk = device.compute.kernel_tile_mnk
+    units = device.compute.units
+    per_unit = device.peak(fmt) / units
+    best: tuple[float, float] | None = None
+    for tm in [t for t in TILE_CANDIDATES if t <= tm_max] or [tm_max]:
+        for tn in [t for t in TILE_CANDIDATES if t <= tn_max] or [tn_max]:
+            for split in SPLIT_K:
+                if split > 1 and k // split < 256:
+                    break
+                tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch * split
+                waves = math.ceil(tiles / units)
+                seconds = waves * 2.0 * tm * tn * math.ceil(k / split) / per_unit
+                if best is None or seconds < best[0]:
+                    best = (seconds, float(waves * units * 2 * tm * tn * math.ceil(k / split)))
+    assert best is not None
+    return GemmTime(best[0] / device.compute.matmul_efficiency, best[1])
+
+
+def half_dims_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int]) -> GemmTime:
+    """Hockney's half-performance lengths, per GEMM dimension: a CPU library's efficiency falls
+    as any of M, N, K shrinks (packing, threading, loop overheads), modelled as
+    eff = 1 / (1 + m0/M + n0/N + k0/K) with (m0, n0, k0) fitted by `chipfit calibrate`.
+    Devices without fitted half dims use the tiled model."""
+    if device.compute.gemm_half_dims is None:
+        return tiled_time(device, unit, fmt, gemm)
+    m, n, k, batch = gemm
+    m0, n0, k0 = device.compute.gemm_half_dims
+    eff = 1.0 / (1.0 + m0 / m + n0 / n + k0 / k) * device.compute.matmul_efficiency
+    flops = 2.0 * m * n * k * batch
+    return GemmTime(flops / (device.peak(fmt) * eff), flops)
+
+
+for _kind in ("tensor-core", "dsp"):
+    register_matrix_model(_kind)(tiled_time)
+register_matrix_model("simd")(half_dims_time)

@@ -1,0 +1,162 @@
+"""Cost model: hand-derived systolic cycles, tile/wave quantization, invariants, fallback, money."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from chipfit.cost import estimate, resolve_precision, systolic_cycles
+from chipfit.cost.units import systolic_time, tiled_time
+from chipfit.hardware import Device, get_device, load_catalog
+from chipfit.models import get_model
+from chipfit.trace import Trace, trace
+
+
+# ------------------------------------------------------------ systolic arrays (SCALE-Sim, paper form)
+@pytest.mark.parametrize(
+    ("mnk", "array", "flow", "cycles"),
+    [
+        # tau = (2R + C + T - 2) * ceil(Sr/R) * ceil(Sc/C); OS: Sr=M, Sc=N, T=K; WS: Sr=K, Sc=N, T=M
+        ((8, 8, 8), 8, "output-stationary", 30),  # 1 fold: 16 + 8 + 8 - 2
+        ((20, 10, 5), 8, "output-stationary", 162),  # 3 x 2 folds of 16 + 8 + 5 - 2 = 27
+        ((20, 10, 5), 8, "weight-stationary", 84),  # 1 x 2 folds of 16 + 8 + 20 - 2 = 42
+        ((64, 64, 128), 32, "output-stationary", 888),  # 2 x 2 folds of 64 + 32 + 128 - 2 = 222
+        ((64, 64, 128), 32, "weight-stationary", 1264),  # 4 x 2 folds of 64 + 32 + 64 - 2 = 158
+        ((1, 4096, 4096), 128, "weight-stationary", 392192),  # GEMV: 32 x 32 folds of 256 + 128 + 1 - 2 = 383
+        ((512, 1000, 2048), 128, "output-stationary", 77760),  # 4 x 8 folds of 256 + 128 + 2048 - 2 = 2430
+    ],
+)
+def test_systolic_cycles_by_hand(mnk: tuple[int, int, int], array: int, flow: str, cycles: int) -> None:
+    m, n, k = mnk
+    assert systolic_cycles(m, n, k, array, array, flow) == cycles
+
+
+def test_systolic_time_on_a_device() -> None:
+    dev = get_device("inferentia2")  # 2 arrays of 128x128, weight stationary, 2.8 GHz
+    unit = dev.matrix_units[0]
+    t = systolic_time(dev, unit, "bfloat16", (256, 256, 256, 1))
+    # WS: Sr = K = 256 -> 2, Sc = N = 256 -> 2: 4 folds of 256 + 128 + 256 - 2 = 638 cycles, 2 folds per array
+    cycles = 2 * 638
+    ratio = dev.peak("bfloat16") / (2 * unit.peak_macs_per_s)  # 190 / 183.5 TFLOPS
+    assert t.seconds == pytest.approx(cycles / 2.8e9 / ratio / dev.compute.matmul_efficiency)
+    # int8 runs at twice the MAC rate of the same array
+    assert systolic_time(dev, unit, "int8", (256, 256, 256, 1)).seconds == pytest.approx(t.seconds / 2, rel=0.01)
+    with pytest.raises(ValueError, match="unknown dataflow"):
+        systolic_cycles(8, 8, 8, 8, 8, "row-stationary")
+
+
+def test_tile_and_wave_quantization() -> None:
+    h100 = get_device("h100-sxm")  # 132 SMs
+    unit = h100.matrix_units[0]
+    # tile quantization: 1 row costs a whole 16-row tile
+    gemv = tiled_time(h100, unit, "bfloat16", (1, 4096, 4096, 1))
+    assert gemv.seconds == tiled_time(h100, unit, "bfloat16", (16, 4096, 4096, 1)).seconds
+    assert gemv.padded_flops >= 16 * 2 * 4096 * 4096
+    # wave quantization: 132 tiles of 16x16 fill the 132 SMs once; 16 more rows need a second wave,
+    # or tiles twice as tall: either way twice the time (K = 256 is too short to split)
+    one_wave = tiled_time(h100, unit, "bfloat16", (16 * 132, 16, 256, 1))
+    spilled = tiled_time(h100, unit, "bfloat16", (16 * 133, 16, 256, 1))
+    assert spilled.seconds == pytest.approx(2 * one_wave.seconds)
+    # a large square GEMM runs near the efficiency-derated peak
+    big = tiled_time(h100, unit, "bfloat16", (8192, 8192, 8192, 1))
+    achieved = 2 * 8192**3 / big.seconds
+    assert 0.9 * h100.compute.matmul_efficiency < achieved / h100.peak("bfloat16") <= h100.compute.matmul_efficiency
+
+
+# ------------------------------------------------------------ whole-model estimates and invariants
+def _trace(name: str, batch: int, **kw: object) -> Trace:
+    spec = get_model(name)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model, inputs = spec.build(), spec.example_inputs(batch, kw.pop("seq", None), bool(kw.pop("decode", False)))  # type: ignore[arg-type]
+    return trace(model, inputs, **kw)  # type: ignore[arg-type]
+
+
+def _with_bandwidth(dev: Device, factor: float) -> Device:
+    mem = tuple(dataclasses.replace(m, bandwidth_bytes_per_s=m.bandwidth_bytes_per_s * factor) for m in dev.memory)
+    return dataclasses.replace(dev, memory=mem)
+
+
+@pytest.mark.parametrize("dev", list(load_catalog().values()), ids=lambda d: d.name)
+def test_every_device_prices_resnet_sanely(dev: Device) -> None:
+    tr = _trace("resnet50", 2)
+    e = estimate(tr, dev, "int8" if dev.peak("int8") and not dev.peak("bfloat16") else "bf16")
+    assert e.latency_s > 0 and math.isfinite(e.energy_j)
+    assert e.energy_j >= dev.power.idle_w * e.latency_s  # static power over the elapsed time
+    assert 0 <= e.matrix_utilization <= 1
+    assert all(r.time_s >= 0 for r in e.rows)
+    # doubling bandwidth never slows anything
+    faster = estimate(tr, _with_bandwidth(dev, 2), e.precision.requested)
+    assert faster.latency_s <= e.latency_s * (1 + 1e-9)
+    assert all(a.time_s <= b.time_s * (1 + 1e-9) for a, b in zip(faster.rows, e.rows, strict=True))
+
+
+def test_memory_bound_op_scales_with_bytes() -> None:
+    dev = get_device("a100-sxm")
+    small = estimate(trace(nn.ReLU(), (torch.randn(64, 1 << 20),)), dev, "fp32")
+    large = estimate(trace(nn.ReLU(), (torch.randn(128, 1 << 20),)), dev, "fp32")
+    (s,), (lg,) = ([r for r in e.rows if r.op_class == "elementwise"] for e in (small, large))
+    assert s.bound == lg.bound == "memory"
+    assert lg.memory_s == pytest.approx(2 * s.memory_s)
+
+
+def test_utilization_rises_with_batch_on_big_chips_and_saturates_on_small() -> None:
+    """The "bus vs sports car" behaviour: it comes out of tile/wave quantization and memory traffic."""
+    util = {
+        dev: [estimate(_trace("bert-base", b, seq=128), dev, "bf16").matrix_utilization for b in (1, 4, 16, 64)]
+        for dev in ("h100-sxm", "l4")
+    }
+    assert util["h100-sxm"] == sorted(util["h100-sxm"])  # monotone in batch
+    assert util["h100-sxm"][-1] > 3 * util["h100-sxm"][0]
+    # the small chip is near its plateau already at batch 4, the big one is not
+    gain = {d: u[-1] / u[1] for d, u in util.items()}
+    assert gain["h100-sxm"] > gain["l4"]
+    # energy per item falls as the big chip fills
+    energy = [estimate(_trace("bert-base", b, seq=128), "h100-sxm", "bf16").energy_per_item_j for b in (1, 64)]
+    assert energy[1] < energy[0] / 4
+
+
+def test_fallback_adds_host_link_time() -> None:
+    tr = _trace("bert-base", 1, seq=64)
+    edge = get_device("edge-tpu")  # layer norms run on the host CPU over PCIe 2.0 x1
+    e = estimate(tr, edge, "int8")
+    fb = e.fallbacks()
+    assert fb and all(r.unit == "host" and r.transfer_s > 0 for r in fb)
+    assert {r.op_class for r in fb} == {"normalization"}
+    no_fallback = dataclasses.replace(edge, support=dataclasses.replace(edge.support, host_op_classes=()))
+    assert estimate(tr, no_fallback, "int8").latency_s < e.latency_s
+
+
+def test_precision_resolution() -> None:
+    assert resolve_precision(get_device("mi300x"), "fp8").format == "float8_e4m3fnuz"
+    inf2 = resolve_precision(get_device("inferentia2"), "float32")
+    assert inf2.how == "native"  # Inferentia2 lists FP32 ...
+    tpu = resolve_precision(get_device("tpu-v5e"), "fp32")
+    assert (tpu.format, tpu.how) == ("bfloat16", "autocast")  # ... TPUs cast FP32 matmuls to BF16
+    assert resolve_precision(get_device("t4"), "bf16").how == "vector"  # no BF16 tensor cores on Turing
+    assert resolve_precision(get_device("alveo-u250"), "bf16").how == "host"
+    with pytest.raises(ValueError, match="unknown precision 'fp7'; known: fp32, tf32, bf16"):
+        resolve_precision(get_device("t4"), "fp7")
+
+
+def test_money_and_totals() -> None:
+    tr = _trace("mlp", 32)
+    e = estimate(tr, "a100-sxm", "bf16")
+    assert e.usd_per_million == pytest.approx(1.844 * e.latency_s / 3600 / 32 * 1e6)
+    assert e.throughput == pytest.approx(32 / e.latency_s)
+    assert estimate(tr, "tpu-v5e", "bf16").usd_per_million is None  # no price in the catalog
+    t = e.totals()
+    assert t["share_compute_bound"] + t["share_memory_bound"] + t["share_overhead"] + t[
+        "share_transfer"
+    ] == pytest.approx(1)
+    assert sum(v["time_s"] for v in e.by("op_class").values()) == pytest.approx(e.latency_s)
+
+
+def test_footprint_decides_fit() -> None:
+    tr = _trace("decoder-70b", 1, seq=128)
+    assert not estimate(tr, "h100-sxm", "bf16").fits  # 69e9 params x 2 bytes > 80 GB
+    assert estimate(tr, "b200", "fp8").fits  # 69e9 x 1 byte < 180 GB
