@@ -66,6 +66,9 @@ TRANSCENDENTAL = {"gelu": 6, "exp": 5, "sigmoid": 4, "silu": 5, "tanh": 15, "erf
                   "elu": 5, "expm1": 5, "log1p": 5}  # fmt: skip
 
 
+_POOL = {"max_pool2d_with_indices", "max_pool2d", "avg_pool2d", "max_pool3d_with_indices", "avg_pool3d"}
+
+
 def _name(func: Any) -> str:
     return str(func._overloadpacket.__name__) if hasattr(func, "_overloadpacket") else str(func).split(".")[-2]
 
@@ -141,6 +144,9 @@ def op_flops(
         forward = 4 * _numel(q[:-2]) * q[-2] * k[-2] * q[-1]  # QK^T and PV: 2 * (2 * B*H * Sq * Sk * D)
         return (2 * forward if backward else forward), "chipfit"
     out_elems = sum(_numel(s) for s in out_shapes)
+    if name in _POOL and len(args) > 1 and isinstance(args[1], (list, tuple)):
+        window = math.prod(int(v) for v in args[1]) if args[1] else 1
+        return 2 * window * _numel(out_shapes[0]), "chipfit"  # compare (and index) per window element
     if op_class == "elementwise" and name.removesuffix("_backward") in TRANSCENDENTAL:
         weight = TRANSCENDENTAL[name.removesuffix("_backward")] * (2 if name.endswith("_backward") else 1)
         return weight * out_elems, "chipfit"

@@ -1,0 +1,70 @@
+"""chipfit calibrate: the device file it writes validates and prices models; the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chipfit.cli import main
+from chipfit.cost import estimate
+from chipfit.cost.calibrate import _fit_half_dims, device_toml, write_device_file
+from chipfit.hardware.loader import load_devices
+from chipfit.models import get_model
+from chipfit.trace import trace
+
+MEASURED = {
+    "cpu": "Test CPU", "threads": 2, "date": "2026-11-22", "torch": "2.13.0",
+    "gemm": {"float32": [{"m": 64, "n": 64, "k": 64, "seconds": 1e-5, "flops_per_s": 5e10}]},
+    "peak_ops_per_s": {"float32": 1.2e11, "bfloat16": 2e9}, "gemm_half_dims": (16, 8, 8),
+    "gemm_fit_mean_log_error": 0.03, "dram_bytes_per_s": 3e10, "cache_bytes": 32 * 2**20,
+    "cache_bytes_per_s": 1e11, "vector_ops_per_s": 1e10, "dispatch_overhead_s": 2e-6, "view_overhead_s": 1e-6,
+    "module_overhead_s": 2e-6, "class_overhead_s": {"matmul": 6e-6, "conv": 3e-5}, "conv_efficiency": 0.5,
+    "fresh_alloc_bytes_per_s": 5e9, "memory_bytes": 24e9,
+}  # fmt: skip
+
+
+def test_device_file_from_measurements(tmp_path: Path) -> None:
+    path = write_device_file(device_toml(MEASURED, "my-cpu"), tmp_path / "cpu.toml")
+    dev = load_devices([path], env=False)["my-cpu"]
+    assert dev.family == "cpu" and dev.peak("float32") == 1.2e11
+    assert dev.compute.gemm_half_dims == (16, 8, 8) and dev.compute.class_overhead_s["conv"] == 3e-5
+    assert dev.compute.source.kind == "measured" and dev.power.source.kind == "assumed"
+    spec = get_model("mlp")
+    e = estimate(trace(spec.build(), spec.example_inputs(8)), dev, "fp32")
+    module_calls = [r for r in e.rows if r.op == "nn.Module calls"]
+    assert module_calls and module_calls[0].time_s == pytest.approx(2e-6 * 7)  # MLP, Sequential, 3 Linear, 2 ReLU
+    assert e.latency_s > 3 * 6e-6  # three matmuls' dispatch at least
+
+
+def test_half_dims_fit_recovers_a_known_curve() -> None:
+    peak, (m0, n0, k0), overhead = 1e11, (32, 16, 8), 5e-6
+    rows = []
+    for m, n, k in [
+        (2048, 2048, 2048),
+        (1, 4096, 4096),
+        (64, 1024, 1024),
+        (4096, 64, 256),
+        (128, 128, 128),
+        (8, 8, 512),
+    ]:
+        t = overhead + 2 * m * n * k / peak * (1 + m0 / m + n0 / n + k0 / k)
+        rows.append({"m": m, "n": n, "k": k, "seconds": t, "flops_per_s": 2 * m * n * k / t})
+    fit = _fit_half_dims(rows, overhead)
+    assert fit["half_dims"] == (m0, n0, k0) and fit["error"] < 1e-9
+    assert fit["peak"] == pytest.approx(peak, rel=0.05)
+
+
+def test_calibrate_cli_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "this.toml"
+    assert main(["calibrate", "--quick", "--output", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["peak_ops_per_s"]["float32"] > 1e9 and data["dram_bytes_per_s"] > 1e9
+    assert 0 < data["dispatch_overhead_s"] < 1e-3
+    assert (
+        main(["estimate", "mlp", "--device", "this-cpu", "--device-file", str(out), "--precision", "fp32", "--json"])
+        == 0
+    )
+    est = json.loads(capsys.readouterr().out)
+    assert est["device"] == "this-cpu" and est["latency_s"] > 0
