@@ -33,6 +33,8 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/formats.py
 	$(BIN)/python benchmarks/trace.py
+	$(BIN)/python benchmarks/fidelity_cpu.py
+	$(BIN)/python benchmarks/estimate_speed.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

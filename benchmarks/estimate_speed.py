@@ -51,7 +51,8 @@ def main() -> None:
         "",
         f"ResNet-50 inference, {len(devices)} catalog devices x {len(PRECISIONS)} precisions "
         f"({', '.join(PRECISIONS)}) "
-        f"x {len(BATCHES)} batch sizes ({', '.join(map(str, BATCHES))}) = {n} estimates of {len(traces[0].records)} ops each.",
+        f"x {len(BATCHES)} batch sizes ({', '.join(map(str, BATCHES))}) = {n} estimates "
+        f"of {len(traces[0].records)} ops each.",
         "",
         "| stage | seconds |",
         "|---|---:|",
