@@ -109,7 +109,8 @@ def decode_table(fmt: FloatFormat | IntFormat | BinaryFormat, profile: Profile) 
     else:
         val = normal
     val = np.where(sign == 1, -val, val)
-    out = val.astype(np.float32).view(np.uint32).astype(np.int64)
+    with np.errstate(over="ignore"):  # the all-ones exponent codes overflow here; they are replaced below
+        out = val.astype(np.float32).view(np.uint32).astype(np.int64)
     if fmt.inf:
         is_inf = (e_field == fmt.exp_all_ones) & (man == 0)
         out = np.where(is_inf, (sign << 31) | 0x7F800000, out)
