@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.common import console, emit_json
 from chipfit.cli.trace_cmd import _human, add_common_model_args, build_and_trace
 
 __all__ = ["add_parsers"]
@@ -20,17 +20,11 @@ def _money(v: float | None) -> str:
 def cmd_estimate(args: argparse.Namespace) -> int:
     from chipfit.cost import estimate
     from chipfit.hardware import get_device
-    from chipfit.trace import TraceError
 
     devices = args.device or ["h100-sxm"]
     for d in devices:
         get_device(d, args.device_file or ())  # fail fast, listing the known devices
-    if args.batch < 1:
-        raise CliError(f"--batch must be >= 1, got {args.batch}")
-    try:
-        tr = build_and_trace(args)
-    except TraceError as err:
-        raise CliError(str(err)) from None
+    tr = build_and_trace(args)
     ests = [estimate(tr, get_device(d, args.device_file or ()), args.precision) for d in devices]
     if args.json:
         out = []

@@ -33,12 +33,15 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def build_and_trace(args: argparse.Namespace) -> Any:
-    """Resolve MODEL (built-in or user factory), build it on fake tensors and trace it."""
+    """Resolve MODEL (built-in or user factory), build it on fake tensors and trace it;
+    bad arguments and untraceable models become CliErrors."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from chipfit.models import MODELS, get_model, load_user_model
-    from chipfit.trace import trace
+    from chipfit.trace import TraceError, trace
 
+    if args.batch < 1:
+        raise CliError(f"--batch must be >= 1, got {args.batch}")
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     if args.model in MODELS:
         spec = get_model(args.model)
@@ -68,18 +71,14 @@ def build_and_trace(args: argparse.Namespace) -> Any:
                 torch.randint(0, 2, s) if dtype == torch.int64 else torch.randn(s, dtype=dtype) for s in shapes
             )
     mode = "training" if args.train else "inference"
-    return trace(model, inputs, mode=mode, optimizer=args.optimizer, name=args.model)
+    try:
+        return trace(model, inputs, mode=mode, optimizer=args.optimizer, name=args.model)
+    except TraceError as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from chipfit.trace import TraceError
-
-    if args.batch < 1:
-        raise CliError(f"--batch must be >= 1, got {args.batch}")
-    try:
-        tr = build_and_trace(args)
-    except TraceError as e:
-        raise CliError(str(e)) from None
+    tr = build_and_trace(args)
     if args.save:
         tr.save(args.save)
     if args.json:

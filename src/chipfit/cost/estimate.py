@@ -241,82 +241,42 @@ def _op_on(
     return compute_s, memory_s, overhead, energy, unit, peak
 
 
+def _row(
+    rec: OpRecord,
+    unit: str,
+    parts: tuple[float, float, float, float],
+    bound: str,
+    energy: float,
+    nbytes: float,
+    peak: float,
+    fallback: bool,
+) -> OpCost:
+    """An OpCost for `rec`; parts = (compute, memory, overhead, transfer) seconds."""
+    c, m, o, transfer = parts
+    time_s = max(c, m) + o + transfer
+    util = rec.flops / (time_s * peak) if time_s and peak else 0.0
+    return OpCost(rec.index, rec.op, rec.module, rec.op_class, rec.phase, unit, time_s, c, m, o, transfer, bound,
+                  energy, nbytes, rec.flops, util, fallback)  # fmt: skip
+
+
 def _cost(
     device: Device, prec: Precision, rec: OpRecord, scale: float, host: Device | None, model_bytes: float
 ) -> OpCost:
     if rec.op_class == "view":
         o = device.compute.view_overhead_s
-        return OpCost(
-            rec.index,
-            rec.op,
-            rec.module,
-            rec.op_class,
-            rec.phase,
-            "none",
-            o,
-            0,
-            0,
-            o,
-            0,
-            "overhead" if o else "none",
-            device.power.idle_w * o,
-            0,
-            0,
-            0,
-            False,
-        )
+        return _row(rec, "none", (0, 0, o, 0), "overhead" if o else "none", device.power.idle_w * o, 0, 0, False)
     to_host = rec.op_class in device.support.host_op_classes or (prec.how == "host" and rec.op_class in MATRIX_CLASSES)
     if to_host and host is not None and device.host_link is not None:
-        host_prec = resolve_precision(host, "float32")
-        c, m, o, e, _unit, peak = _op_on(host, host_prec, rec, 1.0, model_bytes / scale)
+        c, m, o, e, _unit, peak = _op_on(host, resolve_precision(host, "float32"), rec, 1.0, model_bytes / scale)
         moved = rec.bytes * scale
         transfer = moved / device.host_link.bandwidth_bytes_per_s
-        time_s = max(c, m) + o + transfer
-        energy = e + moved * LINK_PJ_PER_BYTE * 1e-12 + device.power.idle_w * time_s
+        energy = e + moved * LINK_PJ_PER_BYTE * 1e-12 + device.power.idle_w * (max(c, m) + o + transfer)
         bound = "transfer" if transfer >= max(c, m, o) else ("compute" if c >= m else "memory")
-        util = rec.flops / (time_s * peak) if time_s and peak else 0.0
-        return OpCost(
-            rec.index,
-            rec.op,
-            rec.module,
-            rec.op_class,
-            rec.phase,
-            "host",
-            time_s,
-            c,
-            m,
-            o,
-            transfer,
-            bound,
-            energy,
-            moved,
-            rec.flops,
-            util,
-            True,
-        )
+        return _row(rec, "host", (c, m, o, transfer), bound, energy, moved, peak, True)
     c, m, o, e, unit, peak = _op_on(device, prec, rec, scale, model_bytes)
-    time_s = max(c, m) + o
     bound = "overhead" if o > max(c, m) else ("compute" if c >= m else "memory")
-    util = rec.flops / (time_s * peak) if time_s and peak else 0.0
-    return OpCost(
-        rec.index,
-        rec.op,
-        rec.module,
-        rec.op_class,
-        rec.phase,
-        unit,
-        time_s,
-        c,
-        m,
-        o,
-        0.0,
-        bound,
-        e,
-        rec.bytes * scale,
-        rec.flops,
-        util,
-        prec.how == "vector" and rec.op_class in MATRIX_CLASSES,
-    )
+    fallback = prec.how == "vector" and rec.op_class in MATRIX_CLASSES
+    return _row(rec, unit, (c, m, o, 0.0), bound, e, rec.bytes * scale, peak, fallback)
 
 
 def estimate(trace: Trace, device: str | Device, precision: str = "bf16", *, items: int | None = None) -> Estimate:
