@@ -67,8 +67,8 @@ def median_seconds(fn: Callable[[], object], repeats: int = 7, warmup: int = 2) 
 def write_result(name: str, text: str) -> Path:
     """Write benchmarks/results/<name> atomically (temp file + rename)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name
-    fd, tmp = tempfile.mkstemp(dir=RESULTS, suffix=".tmp")
+    path = RESULTS / name  # an absolute `name` is used as is
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.replace(tmp, path)
