@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.module_tracker import ModuleTracker
 
-from chipfit.trace.classify import classify, gemm_shape, is_view, op_flops
+from chipfit.trace.classify import classify, gemm_shape, op_flops
 from chipfit.trace.records import Footprint, OpRecord, Trace
 
 __all__ = ["TraceError", "trace"]
@@ -92,7 +92,7 @@ class _Recorder(TorchDispatchMode):
         out_shapes = [tuple(int(d) for d in t.shape) for t in outs]
         op_class = classify(func, self.phase)
         flops, source = op_flops(func, op_class, args, kwargs, out, in_shapes, out_shapes)
-        view = is_view(func)
+        view = op_class == "view"
         seen: set[int] = set()
         read = param_read = 0
         for t in ins:

@@ -48,10 +48,12 @@ _REDUCE = {"sum", "mean", "amax", "amin", "max", "min", "argmax", "argmin", "var
            "nll_loss2d_forward", "mse_loss", "mse_loss_backward", "max_pool2d_with_indices",
            "max_pool2d_with_indices_backward", "avg_pool2d", "avg_pool2d_backward", "_adaptive_avg_pool2d",
            "_adaptive_avg_pool2d_backward", "adaptive_max_pool2d", "all", "any", "topk", "sort"}  # fmt: skip
+# reshapes whose schema carries no alias annotation but that never copy (matmul's decomposition uses them)
+_FREE_RESHAPES = {"_unsafe_view"}
 # copies, allocations and fills: bytes, no arithmetic
 _MOVE = {"clone", "copy_", "_to_copy", "cat", "stack", "contiguous", "constant_pad_nd", "repeat", "new_zeros",
          "new_ones", "new_empty", "new_full", "zeros", "ones", "empty", "full", "zeros_like", "ones_like",
-         "empty_like", "full_like", "fill_", "zero_", "arange", "lift_fresh", "lift_fresh_copy", "_unsafe_view",
+         "empty_like", "full_like", "fill_", "zero_", "arange", "lift_fresh", "lift_fresh_copy",
          "where", "masked_fill", "masked_fill_", "tril", "triu", "flip", "roll", "repeat_interleave",
          "empty_strided", "scalar_tensor", "randn", "rand", "randint", "normal_", "uniform_", "bernoulli_",
          "native_dropout", "native_dropout_backward", "_local_scalar_dense", "resize_", "set_",
@@ -85,7 +87,7 @@ def is_view(func: Any) -> bool:
 def classify(func: Any, phase: str) -> str:
     """The op class; optimizer-phase ops are `optimizer` whatever they compute."""
     name = _name(func)
-    if is_view(func):
+    if is_view(func) or name in _FREE_RESHAPES:
         return "view"
     if name in _MATMUL:
         return "matmul"
