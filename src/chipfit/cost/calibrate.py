@@ -11,6 +11,7 @@ What is measured (torch eager, this process's thread count, float32 and bfloat16
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import math
@@ -65,12 +66,10 @@ def _cache_bytes() -> float:
 
 
 def _cpu_name() -> str:
-    try:
+    with contextlib.suppress(OSError):  # no /proc on this OS: fall back to platform
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or "unknown CPU"
 
 

@@ -116,19 +116,17 @@ def tiled_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int,
     tm_max, tn_max, _tk = device.compute.kernel_tile_mnk
     units = device.compute.units
     per_unit = device.peak(fmt) / units
-    best: tuple[float, float] | None = None
+    candidates = []  # (seconds, flops spent) per tiling; split 1 is always a candidate
     for tm in [t for t in TILE_CANDIDATES if t <= tm_max] or [tm_max]:
         for tn in [t for t in TILE_CANDIDATES if t <= tn_max] or [tn_max]:
             for split in SPLIT_K:
                 if split > 1 and k // split < 256:
                     break
-                tiles = math.ceil(m / tm) * math.ceil(n / tn) * batch * split
-                waves = math.ceil(tiles / units)
-                seconds = waves * 2.0 * tm * tn * math.ceil(k / split) / per_unit
-                if best is None or seconds < best[0]:
-                    best = (seconds, float(waves * units * 2 * tm * tn * math.ceil(k / split)))
-    assert best is not None
-    return GemmTime(best[0] / device.compute.matmul_efficiency, best[1])
+                waves = math.ceil(math.ceil(m / tm) * math.ceil(n / tn) * batch * split / units)
+                spent = waves * units * 2.0 * tm * tn * math.ceil(k / split)
+                candidates.append((spent / units / per_unit, spent))
+    seconds, spent = min(candidates)
+    return GemmTime(seconds / device.compute.matmul_efficiency, spent)
 
 
 def half_dims_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int]) -> GemmTime:
