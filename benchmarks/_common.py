@@ -19,22 +19,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def machine() -> str:
     """One paragraph describing where a benchmark ran."""
     cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    with contextlib.suppress(OSError, StopIteration):  # no /proc or no model name: keep the placeholder
+        cpu = next(x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
+                   if x.startswith("model name"))  # fmt: skip
     import numpy
     import torch
 
     mem = ""
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         kb = int(next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemTotal")).split()[1])
         mem = f", {kb / 2**20:.0f} GiB RAM"
-    except (OSError, StopIteration):
-        pass
     versions = [f"python {platform.python_version()}", f"torch {torch.__version__}", f"numpy {numpy.__version__}"]
     for mod in ("ml_dtypes", "numba"):
         with contextlib.suppress(ImportError):

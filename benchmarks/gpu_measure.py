@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import median_seconds, write_result
 
 GEMMS = [
     (8192, 8192, 8192), (4096, 4096, 4096), (2048, 2048, 2048), (1000, 1000, 1000), (4095, 4097, 4096),
@@ -45,13 +47,7 @@ def _timer(device: str) -> Callable[[Callable[[], Any], int], float]:
         return statistics.median(times)
 
     def cpu_time(fn: Callable[[], Any], repeats: int) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-        return statistics.median(times)
+        return median_seconds(fn, repeats, warmup=1)
 
     return cuda_time if device == "cuda" else cpu_time
 
@@ -131,13 +127,10 @@ def main() -> None:
     rows = measure(args.device, args.quick)
     meta = {"device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "torch": torch.__version__,
             "date": time.strftime("%Y-%m-%d", time.gmtime())}  # fmt: skip
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({"meta": meta, "rows": rows}, fh, indent=1)
-    os.replace(tmp, out / "measure.json")
-    print(f"wrote {out / 'measure.json'} ({len(rows)} measurements)")
+    path = write_result(str(out / "measure.json"), json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"wrote {path} ({len(rows)} measurements)")
 
 
 if __name__ == "__main__":
