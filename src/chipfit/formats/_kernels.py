@@ -33,6 +33,7 @@ from typing import Any
 from chipfit.formats.profiles import EXP_ONES, QNAN, SIGN, Profile
 from chipfit.formats.reference import f32_bits, int_bounds_f32
 from chipfit.formats.spec import FloatFormat, IntFormat, NanEncoding, Overflow, Rounding
+from chipfit.paths import cache_dir
 
 __all__ = ["PARALLEL_THRESHOLD", "binary_kernel", "float_kernel", "int_kernel", "kernel_cache_dir"]
 
@@ -73,20 +74,9 @@ from numba import prange
 
 def kernel_cache_dir() -> Path:
     """Where generated kernels and numba's compiled objects live."""
-    env = os.environ.get("CHIPFIT_CACHE_DIR")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "chipfit"
     import numba
 
-    d = base / f"kernels-numba{numba.__version__}-py{sys.version_info[0]}{sys.version_info[1]}"
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-        probe = d / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError:
-        d = Path(tempfile.gettempdir()) / "chipfit-kernels"
-        d.mkdir(parents=True, exist_ok=True)
-    return d
+    return cache_dir(f"kernels-numba{numba.__version__}-py{sys.version_info[0]}{sys.version_info[1]}")
 
 
 _lock = threading.Lock()

