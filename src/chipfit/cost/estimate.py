@@ -65,12 +65,12 @@ def resolve_precision(device: Device, precision: str) -> Precision:
     if names[0] not in FORMATS:
         known = ", ".join([*PRECISION_ALIASES, *FORMATS])
         raise ValueError(f"unknown precision {precision!r}; known: {known}")
+    first = names[0]
+    if first in device.support.autocast:  # the compiler's default cast wins (Neuron casts FP32 matmuls to BF16)
+        return Precision(precision, device.support.autocast[first], "autocast")
     for name in names:
         if device.peak(name):
             return Precision(precision, name, "native")
-    first = names[0]
-    if first in device.support.autocast:
-        return Precision(precision, device.support.autocast[first], "autocast")
     return Precision(precision, first, device.support.unsupported_format)
 
 

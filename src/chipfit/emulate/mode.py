@@ -36,13 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_map
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from chipfit.emulate.accumulate import chunked_matmul
 from chipfit.emulate.policy import NumericsPolicy, Operand, Scaling, policy_for
-from chipfit.emulate.scaling import Inv, ScaleState, prepare
-from chipfit.formats import quantize
+from chipfit.emulate.scaling import Inv, ScaleState, prepare, round_to
 from chipfit.trace.classify import classify
 
 __all__ = ["OpStat", "Run", "emulate"]
@@ -148,7 +147,20 @@ class Run:
 
 
 def _tensors(x: Any) -> list[torch.Tensor]:
-    return [t for t in tree_flatten(x)[0] if isinstance(t, torch.Tensor)]
+    """The tensors in (nested tuples, lists and dicts of) op arguments or results."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    out: list[torch.Tensor] = []
+    stack = [x]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, torch.Tensor):
+            out.append(v)
+        elif isinstance(v, (tuple, list)):
+            stack.extend(reversed(v))
+        elif isinstance(v, dict):
+            stack.extend(reversed(list(v.values())))
+    return out
 
 
 def _is_f32(t: Any) -> bool:
@@ -168,6 +180,7 @@ class _EmulationMode(TorchDispatchMode):
         self.tags: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # tensor -> storage format
         self.grads: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # tensors made in backward
         self.shadows: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
+        self.wcache: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # parameter -> rounded views
         self.states: dict[tuple[Any, ...], ScaleState] = {}
         self.classes: dict[Any, str] = {}
         self.frames: list[tuple[str, Counter[str]]] = [("", Counter())]
@@ -235,7 +248,7 @@ class _EmulationMode(TorchDispatchMode):
     def _store(self, t: torch.Tensor, fmt: str) -> torch.Tensor:
         """Round t (in place) to its storage format and tag it."""
         if fmt != _FP32 and t.dtype == torch.float32 and t.numel():
-            quantize(t, fmt, out=t)
+            round_to(t, fmt, out=t)
             self.tags[t] = fmt
         return t
 
@@ -251,11 +264,27 @@ class _EmulationMode(TorchDispatchMode):
         return p.b if role == "b" else p.a
 
     # ------------------------------------------------------------ matrix ops
+    def _prepare(self, t: torch.Tensor, op: Operand, site: tuple[Any, ...], which: str, **dims: int) -> Any:
+        """prepare(), with parameters' rounded values cached until the parameter changes (its version)."""
+        base = t if isinstance(t, nn.Parameter) else t._base
+        if not isinstance(base, nn.Parameter) or op.scaling.kind == "delayed":
+            return prepare(t, op, state=self._state(site, which, op), **dims)  # type: ignore[arg-type]
+        entry = self.wcache.get(base)
+        if entry is None:
+            entry = self.wcache[base] = {}
+        key = (tuple(t.shape), t.stride(), t.storage_offset(), op, tuple(sorted(dims.items())))
+        hit = entry.get(key)
+        if hit is not None and hit[0] == base._version:
+            return hit[1]
+        res = prepare(t, op, **dims)  # type: ignore[arg-type]
+        entry[key] = (base._version, res)
+        return res
+
     def _gemm(self, a: torch.Tensor, b: torch.Tensor, site: tuple[Any, ...], b_role: str = "b") -> torch.Tensor:
         """a (..., M, K) @ b (..., K, N) under the policy, FP32 result before output rounding."""
         oa, ob = self._operand(a, "a"), self._operand(b, b_role)
-        qa, ia = prepare(a, oa, row_dim=-2, k_dim=-1, state=self._state(site, "a", oa))
-        qb, ib = prepare(b, ob, channel_dim=-1, k_dim=-2, state=self._state(site, "b", ob))
+        qa, ia = self._prepare(a, oa, site, "a", row_dim=-2, k_dim=-1)
+        qb, ib = self._prepare(b, ob, site, "b", channel_dim=-1, k_dim=-2)
         if oa.integer and ob.integer:
             out = _exact_integer(lambda x, y: torch.matmul(x, y), qa, qb, a.shape[-1], self.run)
         else:
@@ -280,15 +309,15 @@ class _EmulationMode(TorchDispatchMode):
     def _bias(self, bias: torch.Tensor) -> torch.Tensor:
         """Autocast casts the bias with the other inputs; integer GEMMs keep an FP32 (INT32-scaled) bias."""
         fmt = self.policy.output
-        return quantize(bias.detach(), fmt) if fmt != _FP32 and self._fmt(bias) != fmt else bias
+        return round_to(bias.detach(), fmt) if fmt != _FP32 and self._fmt(bias) != fmt else bias
 
     def _conv(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
         x, w, bias, stride, padding, dilation, transposed, output_padding, groups = args
         site = self._site("convolution")
         ox, ow = self._operand(x, "a"), self._operand(w, "b")
-        qx, ix = prepare(x, ox, k_dim=1, state=self._state(site, "a", ox))
+        qx, ix = self._prepare(x, ox, site, "a", k_dim=1)
         ch, kd = (1, 0) if transposed else (0, 1)
-        qw, iw = prepare(w, ow, channel_dim=ch, k_dim=kd, state=self._state(site, "b", ow))
+        qw, iw = self._prepare(w, ow, site, "b", channel_dim=ch, k_dim=kd)
 
         def conv(xx: torch.Tensor, ww: torch.Tensor) -> torch.Tensor:
             res: torch.Tensor = aten.convolution(
@@ -532,7 +561,7 @@ def emulate(
     policy: NumericsPolicy | None = None,
     accumulate: str | None = None,
     tf32_rounding: str = "nearest-even",
-    fp8_scaling: str = "delayed",
+    fp8_scaling: str = "dynamic",
     shadow: bool = False,
 ) -> Iterator[Run]:
     """Run the PyTorch code inside the block with `device`'s numerics at `precision`.

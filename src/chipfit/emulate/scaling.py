@@ -22,9 +22,25 @@ import torch
 from chipfit.emulate.policy import Operand
 from chipfit.formats import BlockFormat, IntFormat, get_format, quantize
 
-__all__ = ["ScaleState", "prepare"]
+__all__ = ["ScaleState", "prepare", "round_to"]
 
 Inv = float | torch.Tensor
+# torch's own casts are the `torch` profile bit for bit (tests/formats) and cost less per call
+# on the small tensors of an op-by-op emulation
+_TORCH_CASTS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def round_to(
+    x: torch.Tensor, fmt: str, rounding: str = "nearest-even", out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """quantize(x, fmt) under the default (torch) profile, via torch's cast where it is the same."""
+    dtype = _TORCH_CASTS.get(fmt)
+    if dtype is None or rounding != "nearest-even":
+        return quantize(x, fmt, rounding=rounding, out=out)
+    y = x.to(dtype).to(torch.float32)
+    if out is None:
+        return y
+    return out.copy_(y)
 
 
 @dataclass
@@ -73,7 +89,7 @@ def prepare(
         return quantize(xf, fmt, rounding=op.rounding, axis=k_dim), 1.0
     s = op.scaling
     if s.kind == "none":
-        return quantize(xf, fmt, rounding=op.rounding), 1.0
+        return round_to(xf, op.format, op.rounding), 1.0
     integer = isinstance(fmt, IntFormat)
     fmt_max = float(fmt.max)
     if s.kind == "delayed":

@@ -1,0 +1,140 @@
+"""Emulation: speed against plain FP32 eager, and accuracy per device x precision on real data.
+
+Run: .venv/bin/python benchmarks/emulate.py [--quick]
+Writes benchmarks/results/emulate.md.
+
+Speed: median wall time of one forward pass at batch 32 (digits-cnn on 8x8 digits; minilm on
+the built-in sentences, padded to the longest of the first 32), FP32 eager vs the same pass
+inside one `chipfit.emulate` context held across passes, as `evaluate` runs it. Target: <= 3x.
+Accuracy: digits-cnn top-1 on the 450-image held-out split, minilm mean cosine similarity to
+FP32 over 240 sentences, for every catalog device x every precision it runs (natively or by its
+compiler's cast; one row per distinct format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import command_line, machine, median_seconds, write_result
+from chipfit.cli.emulate_cmd import grid
+from chipfit.emulate import emulate, evaluate, policy_for
+from chipfit.models import get_model
+
+TARGET = 3.0
+SPEED_CASES = [
+    ("a100-sxm", "tf32", None),
+    ("a100-sxm", "bf16", None),
+    ("tpu-v5e", "bf16", None),
+    ("h100-sxm", "fp8", None),
+    ("h100-sxm", "fp8", "fp8-promote-128"),
+    ("t4", "int8", None),
+    ("b200", "fp4", None),
+]
+
+
+def speed(name: str, repeats: int) -> list[str]:
+    spec = get_model(name)
+    assert spec.pretrained is not None and spec.eval_data is not None
+    model = spec.pretrained().eval()
+    inputs = spec.eval_data(32)[0][0]
+    rows = []
+    with torch.no_grad():
+        for dev, prec, acc in SPEED_CASES:
+            base = median_seconds(lambda: model(*inputs), repeats=repeats)
+            with emulate(device=dev, precision=prec, accumulate=acc):
+                emu = median_seconds(lambda: model(*inputs), repeats=repeats)
+            ratio = emu / base
+            ok = "yes" if ratio <= TARGET else f"no ({ratio / TARGET:.2f}x over)"
+            rows.append(
+                f"| {name} | {dev} {prec}{' + ' + acc if acc else ''} | {base * 1e3:.2f} | {emu * 1e3:.2f} "
+                f"| {ratio:.2f} | {ok} |"
+            )
+    return rows
+
+
+def accuracy(name: str, limit: int | None) -> tuple[str, list[str]]:
+    spec = get_model(name)
+    assert spec.pretrained is not None and spec.eval_data is not None
+    model = spec.pretrained()
+    data = spec.eval_data(32)
+    if limit:
+        data = data[:limit]
+    policies = grid(["all"], ["all"], [])
+    ev = evaluate(model, data, spec.metric, policies=policies)
+    rows = []
+    for r, p in zip(ev.rows, policies, strict=True):
+        d = p.describe()
+        ins = f"FP32 ({p.matrix_fallback})" if p.matrix_fallback else str(d["a"])
+        if spec.metric == "top1":
+            value, delta = f"{100 * r.value:.2f} %", f"{100 * r.delta:+.2f} pt"
+        else:
+            value, delta = f"{r.value:.6f}", f"{r.delta:+.2e}"
+        rows.append(f"| {r.device} | {r.precision} | {ins} | {p.output} | {value} | {delta} | {r.fallback_ops} |")
+    fp32 = f"{100 * ev.fp32:.2f} %" if spec.metric == "top1" else f"{ev.fp32:.6f}"
+    return f"FP32: {fp32} over {ev.items} items", rows
+
+
+def accumulation_rows(limit: int | None) -> list[str]:
+    spec = get_model("minilm")
+    assert spec.pretrained is not None and spec.eval_data is not None
+    model = spec.pretrained()
+    data = spec.eval_data(32)[: limit or None]
+    pols = [policy_for("h100-sxm", "fp8", accumulate=a) for a in ("fp32", "fp8-promote-128", "fp8-fast-accum")]
+    pols.append(policy_for("v100-sxm", "fp16", accumulate="fp16"))
+    ev = evaluate(model, data, "cosine", policies=pols)
+    return [
+        f"| {p.name} | {p.accumulate.describe()} | {r.value:.6f} | {r.delta:+.2e} |"
+        for r, p in zip(ev.rows, pols, strict=True)
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repeats and batches (for the tests)")
+    ap.add_argument("--results-name", default="emulate.md")
+    args = ap.parse_args()
+    repeats = 3 if args.quick else 11
+    limit = 1 if args.quick else None
+    lines = [
+        "# Emulation: speed and accuracy",
+        "",
+        f"Command: `{command_line()}`",
+        "",
+        f"Machine: {machine()}",
+        "",
+        "## Speed: emulated forward vs FP32 eager, batch 32",
+        "",
+        "Median of the pass, one emulate context held across passes (as `evaluate` runs), measured "
+        f"side by side in one run. Target: <= {TARGET:g}x.",
+        "",
+        "| model | policy | FP32 ms | emulated ms | ratio | within target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("digits-cnn", "minilm"):
+        lines += speed(name, repeats)
+    head = "| device | precision | matrix inputs | output | {m} | vs FP32 | fallback op calls |"
+    for name, title in (("digits-cnn", "digits-cnn: top-1 on the held-out split"),
+                        ("minilm", "minilm: mean cosine similarity to FP32, 240 sentences")):  # fmt: skip
+        summary, rows = accuracy(name, limit)
+        metric = "top-1" if name == "digits-cnn" else "cosine"
+        lines += ["", f"## {title}", "", summary, "", head.format(m=metric), "|---|---|---|---|---|---|---|", *rows]
+    lines += [
+        "",
+        "## minilm: accumulation precision",
+        "",
+        "| policy | accumulation | cosine | vs FP32 |",
+        "|---|---|---|---|",
+        *accumulation_rows(limit),
+        "",
+    ]
+    path = write_result(args.results_name, "\n".join(lines))
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    main()
