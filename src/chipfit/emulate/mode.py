@@ -268,7 +268,7 @@ class _EmulationMode(TorchDispatchMode):
         """prepare(), with parameters' rounded values cached until the parameter changes (its version)."""
         base = t if isinstance(t, nn.Parameter) else t._base
         if not isinstance(base, nn.Parameter) or op.scaling.kind == "delayed":
-            return prepare(t, op, state=self._state(site, which, op), **dims)  # type: ignore[arg-type]
+            return prepare(t, op, state=self._state(site, which, op), **dims)
         entry = self.wcache.get(base)
         if entry is None:
             entry = self.wcache[base] = {}
