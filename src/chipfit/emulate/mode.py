@@ -136,7 +136,7 @@ class Run:
         return Report(self.policy, rows, self.shadow and sqnr is not False)
 
     def fallbacks(self) -> list[OpStat]:
-        return self.report(sqnr=False).fallbacks
+        return [r for r in sorted(self.stats.values(), key=lambda r: r.order) if r.fallback]
 
     def shadow_of(self, t: torch.Tensor) -> torch.Tensor:
         """The FP32 shadow value of a tensor produced under emulation (needs shadow=True)."""
@@ -399,11 +399,11 @@ class _EmulationMode(TorchDispatchMode):
 
     def _execute(self, func: Any, name: str, cls: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         p = self.policy
+        if cls in p.host_classes:
+            return func(*args, **kwargs), "float32", "host"
         if cls in MATRIX_CLASSES:
             if p.matrix_fallback:
                 return func(*args, **kwargs), "float32", p.matrix_fallback
-            if cls in p.host_classes:
-                return func(*args, **kwargs), "float32", "host"
             if p.exact:
                 return func(*args, **kwargs), "float32", ""
             handler = self.handlers.get(func)
@@ -416,8 +416,6 @@ class _EmulationMode(TorchDispatchMode):
             if func is aten._scaled_dot_product_flash_attention_for_cpu.default:
                 return (self._store(out[0], p.output), out[1]), numerics, ""  # logsumexp stays FP32
             return tree_map(lambda o: self._store(o, p.output) if _is_f32(o) else o, out), numerics, ""
-        if cls in p.host_classes:
-            return func(*args, **kwargs), "float32", "host"
         out = func(*args, **kwargs)
         if cls in p.fp32_classes:
             return out, "float32", ""

@@ -15,7 +15,6 @@ the format that is priced is the format that is emulated.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 from chipfit.cost.estimate import PRECISION_ALIASES, resolve_precision
 from chipfit.emulate.accumulate import Accumulation, get_accumulation
@@ -96,9 +95,6 @@ class Operand:
         return isinstance(get_format(self.format), IntFormat)
 
 
-ActivationRule = Literal["promote"] | str
-
-
 @dataclass(frozen=True)
 class NumericsPolicy:
     """What one chip at one precision does to the numbers of every op class.
@@ -123,7 +119,7 @@ class NumericsPolicy:
     grad: Operand | None = None
     accumulate: Accumulation = field(default_factory=Accumulation)
     output: str = "float32"
-    activations: ActivationRule = "promote"
+    activations: str = "promote"  # "promote" or a float format name
     fp32_classes: tuple[str, ...] = FP32_CLASSES
     host_classes: tuple[str, ...] = ()
     matrix_fallback: str = ""
@@ -255,7 +251,8 @@ def policy_for(
             accumulate=acc_i,
             notes=tuple(notes),
         )
-    assert isinstance(f, FloatFormat)
+    if not isinstance(f, FloatFormat):  # e.g. a device file whose autocast names a binary format
+        raise ValueError(f"{dev.name}: precision {precision!r} resolves to {fmt}, which has no matrix-unit numerics")
     if f.bits < 8:  # FP4/FP6 tensor cores always run block-scaled (NVFP4 or MX); else per-tensor scales
         block = next((b for b in ("nvfp4", "mxfp4") if dev.peak(b)), None)
         op = Operand(block) if block else Operand(fmt, Scaling("dynamic"))

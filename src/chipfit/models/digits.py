@@ -10,6 +10,7 @@ or by deleting the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -81,11 +82,9 @@ def digits_cnn_pretrained(retrain: bool = False) -> DigitsCNN:
     path = cache_dir("models") / WEIGHTS_FILE
     model = DigitsCNN()
     if path.exists() and not retrain:
-        try:
+        with contextlib.suppress(RuntimeError, OSError, EOFError):  # a damaged or stale file: train again
             model.load_state_dict(torch.load(path, weights_only=True))
             return model.eval()
-        except (RuntimeError, OSError, EOFError):
-            pass  # a damaged or stale cache file: train again
     model = train_digits_cnn()
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(model.state_dict(), tmp)
