@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/trace.py
 	$(BIN)/python benchmarks/fidelity_cpu.py
 	$(BIN)/python benchmarks/estimate_speed.py
+	$(BIN)/python benchmarks/emulate.py
+	$(BIN)/python benchmarks/bf16_order.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
