@@ -119,7 +119,7 @@ def test_integer_matmul_is_exact_int32(fmt: str) -> None:
     assert ia.max() <= qmax and iw.min() >= f.min  # type: ignore[union-attr]
     acc = ia @ iw.T  # the integer reference
     assert np.abs(acc).max() < 2**31
-    ref = torch.from_numpy(acc.astype(np.float32)) * step_a * step_w[None, :] + bias
+    ref = torch.from_numpy(acc.astype(np.float32)) * (step_a * step_w[None, :]) + bias  # scales fused in FP32
     assert _bits_equal(out, ref)
 
 
@@ -131,7 +131,7 @@ def test_integer_accumulation_beyond_fp32_integers_stays_exact() -> None:
     with emulate(policy=pol):
         out = a @ b
     ia = quantize(a / (a.abs().max() / 127), "int8").double()
-    ref = (ia @ torch.full((k, 3), 127.0, dtype=torch.float64)).float() * (a.abs().max() / 127) * (1 / 127)
+    ref = (ia @ torch.full((k, 3), 127.0, dtype=torch.float64)).float() * ((a.abs().max() / 127) * (1 / 127))
     assert _bits_equal(out, ref)
 
 

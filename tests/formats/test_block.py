@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from chipfit.formats import quantize
+from chipfit.formats import BlockFormat, Rounding, block, get_format, get_profile, quantize
 from chipfit.formats.block import decode_block, encode_block, quantize_block
 
 
@@ -127,3 +127,35 @@ def test_scale_exponents_match_reference(name: str, rule: str) -> None:
     expected = mx_scale_exponents(amax.tolist(), fmt.element.max, fmt.element_emax, man, rule)
     codes = encode_block(x, fmt, scale_rule=rule).scales.reshape(-1).tolist()
     assert codes == [0xFF if k is None else k + 127 for k in expected]
+
+
+def _eager_block(x: torch.Tensor, name: str, axis: int, profile: str) -> torch.Tensor:
+    """The eager torch path of quantize_block, step by step (the oracle of the fused pass)."""
+    f = get_format(name)
+    assert isinstance(f, BlockFormat)
+    q, sc, ts, n, _k = block._parts(x, f, axis, Rounding.NEAREST_EVEN, get_profile(profile), None, None)
+    out = (q.double() * (sc.double() * (ts or 1.0)).unsqueeze(-1)).float()
+    return block._from_blocks(out, n, axis).reshape(x.shape)
+
+
+@pytest.mark.parametrize("profile", ["torch", "ml_dtypes", "ocp-nonsat", "ocp-satfinite"])
+@pytest.mark.parametrize("magnitude", [1e-30, 1e-3, 1.0, 2688.0 * 2, 1e30])
+@pytest.mark.parametrize("shape", [(3, 37), (4, 16, 5), (2, 33, 7), (1, 1)])
+def test_fused_nvfp4_pass_equals_the_eager_path(shape: tuple[int, ...], magnitude: float, profile: str) -> None:
+    g = torch.Generator().manual_seed(sum(shape) + int(math.log10(magnitude) + 40))
+    x = torch.randn(*shape, generator=g) * magnitude
+    flat = x.view(-1)
+    if flat.numel() > 4:  # zeros of both signs and a value far below its block's scale
+        flat[0], flat[1], flat[2] = 0.0, -0.0, -float(flat[3]) * 1e-9
+    for axis in range(-x.dim(), x.dim()):
+        got = quantize(x, "nvfp4", axis=axis, profile=profile)
+        ref = _eager_block(x, "nvfp4", axis, profile)
+        assert torch.equal(got.contiguous().view(torch.int32), ref.contiguous().view(torch.int32))
+
+
+def test_fused_nvfp4_leaves_non_finite_and_empty_input_to_the_eager_rules() -> None:
+    x = torch.tensor([[1.0, float("nan"), 3.0] + [0.5] * 13 + [2.0] * 16])
+    got = quantize(x, "nvfp4")
+    ref = _eager_block(x, "nvfp4", -1, "torch")
+    assert torch.isnan(got[0, :16]).all() and torch.equal(got.view(torch.int32), ref.view(torch.int32))
+    assert quantize(torch.zeros(5, 0, 3), "nvfp4", axis=1).shape == (5, 0, 3)

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,7 +42,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from chipfit.emulate.accumulate import chunked_matmul
 from chipfit.emulate.policy import NumericsPolicy, Operand, Scaling, policy_for
-from chipfit.emulate.scaling import Inv, ScaleState, prepare, round_to
+from chipfit.emulate.scaling import Inv, ScaleState, format_max, prepare, round_to
 from chipfit.trace.classify import classify
 
 __all__ = ["OpStat", "Run", "emulate"]
@@ -147,19 +148,24 @@ class Run:
 
 
 def _tensors(x: Any) -> list[torch.Tensor]:
-    """The tensors in (nested tuples, lists and dicts of) op arguments or results."""
+    """The tensors in (nested tuples, lists and dicts of) op arguments or results.
+
+    An aten list argument is homogeneous (int[], Tensor[], Tensor?[]): one whose first non-None
+    item is a number is skipped whole, which keeps conv's stride/padding lists cheap."""
     if isinstance(x, torch.Tensor):
         return [x]
+    if not isinstance(x, (tuple, list, dict)):
+        return []
     out: list[torch.Tensor] = []
-    stack = [x]
-    while stack:
-        v = stack.pop()
+    for v in x.values() if isinstance(x, dict) else x:
         if isinstance(v, torch.Tensor):
             out.append(v)
-        elif isinstance(v, (tuple, list)):
-            stack.extend(reversed(v))
         elif isinstance(v, dict):
-            stack.extend(reversed(list(v.values())))
+            out.extend(_tensors(v))
+        elif isinstance(v, (tuple, list)):
+            first = next((u for u in v if u is not None), None)
+            if first is not None and not isinstance(first, (int, float, bool)):
+                out.extend(_tensors(v))
     return out
 
 
@@ -182,7 +188,9 @@ class _EmulationMode(TorchDispatchMode):
         self.shadows: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
         self.wcache: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # parameter -> rounded views
         self.states: dict[tuple[Any, ...], ScaleState] = {}
-        self.classes: dict[Any, str] = {}
+        self.classes: dict[Any, tuple[str, str]] = {}  # op -> (op class, short name)
+        self.numerics: dict[tuple[str, bool], str] = {}  # (phase, handled) -> matrix numerics text
+        self.writes_first: dict[Any, bool] = {}  # op -> writes its first argument (in place)
         self.frames: list[tuple[str, Counter[str]]] = [("", Counter())]
         self.names: dict[int, str] = {}
         self.phase = "forward"
@@ -286,7 +294,7 @@ class _EmulationMode(TorchDispatchMode):
         qa, ia = self._prepare(a, oa, site, "a", row_dim=-2, k_dim=-1)
         qb, ib = self._prepare(b, ob, site, "b", channel_dim=-1, k_dim=-2)
         if oa.integer and ob.integer:
-            out = _exact_integer(lambda x, y: torch.matmul(x, y), qa, qb, a.shape[-1], self.run)
+            out = _exact_integer(torch.matmul, qa, qb, a.shape[-1], self.run, _int_max(oa) * _int_max(ob))
         else:
             out = chunked_matmul(qa, qb, self.policy.accumulate)
         return _epilogue(out, ia, ib)
@@ -327,7 +335,7 @@ class _EmulationMode(TorchDispatchMode):
 
         k = int(w[0].numel()) if not transposed else int(w.shape[0] // groups * math.prod(w.shape[2:]))
         if ox.integer and ow.integer:
-            out = _exact_integer(conv, qx, qw, k, self.run)
+            out = _exact_integer(conv, qx, qw, k, self.run, _int_max(ox) * _int_max(ow))
         elif self.policy.accumulate.default:
             out = conv(qx, qw)
         else:
@@ -370,9 +378,10 @@ class _EmulationMode(TorchDispatchMode):
                 self.bw_counter = Counter()
             else:
                 self.frames[0] = ("", Counter())
-        cls = self.classes.get(func)
-        if cls is None:
-            cls = self.classes[func] = classify(func, "forward")
+        known = self.classes.get(func)
+        if known is None:
+            known = self.classes[func] = (classify(func, "forward"), _short(func))
+        cls, name = known
         if cls == "view":
             out = func(*args, **kwargs)
             src = next((t for t in _tensors(args) if t.dtype == torch.float32), None)
@@ -381,14 +390,13 @@ class _EmulationMode(TorchDispatchMode):
             if self.shadow:
                 self._shadow_view(func, args, kwargs, out)
             return out
-        name = _short(func)
-        ins = _tensors((args, kwargs))
+        ins = _tensors(args) + _tensors(kwargs) if kwargs else _tensors(args)
         floats = [t for t in ins if t.is_floating_point()]
         if any(t.dtype != torch.float32 for t in floats):  # native low-precision tensors run as they are
             self._stat(name, cls, "native dtype (not emulated)", "")
             return func(*args, **kwargs)
         shadow_out = self._shadow_compute(func, args, kwargs) if self.shadow else None
-        out, numerics, fallback = self._execute(func, name, cls, args, kwargs)
+        out, numerics, fallback = self._execute(func, name, cls, args, kwargs, ins)
         st = self._stat(name, cls, numerics, fallback)
         if phase == "backward":
             for t in _tensors(out):
@@ -397,7 +405,9 @@ class _EmulationMode(TorchDispatchMode):
             self._shadow_record(st, out, shadow_out)
         return out
 
-    def _execute(self, func: Any, name: str, cls: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _execute(
+        self, func: Any, name: str, cls: str, args: tuple[Any, ...], kwargs: dict[str, Any], ins: list[torch.Tensor]
+    ) -> Any:
         p = self.policy
         if cls in p.host_classes:
             return func(*args, **kwargs), "float32", "host"
@@ -412,14 +422,19 @@ class _EmulationMode(TorchDispatchMode):
                 out = handler(func, args, kwargs)
             else:  # other matrix kernels: round the float inputs, compute in FP32
                 out = func(*self._fake_quant(args), **self._fake_quant(kwargs))
-            numerics = self._matrix_numerics(handler is not None)
+            numerics = self.numerics.get((self.phase, handler is not None))
+            if numerics is None:
+                numerics = self.numerics[(self.phase, handler is not None)] = self._matrix_numerics(handler is not None)
             if func is aten._scaled_dot_product_flash_attention_for_cpu.default:
                 return (self._store(out[0], p.output), out[1]), numerics, ""  # logsumexp stays FP32
-            return tree_map(lambda o: self._store(o, p.output) if _is_f32(o) else o, out), numerics, ""
+            for o in _tensors(out) if isinstance(out, (tuple, list)) else [out]:
+                if _is_f32(o):
+                    self._store(o, p.output)
+            return out, numerics, ""
         out = func(*args, **kwargs)
         if cls in p.fp32_classes:
             return out, "float32", ""
-        fmt = self._storage(func, args, kwargs)
+        fmt = self._storage(func, args, kwargs, ins)
         for o in _tensors(out):
             if o.is_floating_point():
                 self._store(o, fmt)
@@ -435,20 +450,23 @@ class _EmulationMode(TorchDispatchMode):
         text = f"{ins} -> acc {acc} -> {p.output}"
         return text if handled else text + " (inputs rounded, FP32 kernel)"
 
-    def _storage(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    def _storage(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], ins: list[torch.Tensor]) -> str:
         """The format an op's result is stored in."""
-        schema = func._schema
-        first = schema.arguments[0] if schema.arguments else None
-        if first is not None and first.alias_info is not None and first.alias_info.is_write and args:
+        writes_first = self.writes_first.get(func)
+        if writes_first is None:
+            first = func._schema.arguments[0] if func._schema.arguments else None
+            writes_first = self.writes_first[func] = bool(first is not None and first.alias_info is not None
+                                                         and first.alias_info.is_write)  # fmt: skip
+        if writes_first and args:
             dst = args[0]
             return self._fmt(dst) if isinstance(dst, torch.Tensor) else _FP32  # in place: the destination's
         if "out" in kwargs and isinstance(kwargs["out"], torch.Tensor):
             return self._fmt(kwargs["out"])
         if self.policy.activations != "promote":
             return self.policy.activations
-        fmts = {self._fmt(t) for t in _tensors(args) if t.dtype == torch.float32 and t.dim()}
+        fmts = {self._fmt(t) for t in ins if t.dtype == torch.float32 and t.dim()}
         if not fmts:
-            fmts = {self._fmt(t) for t in _tensors(args) if t.dtype == torch.float32}
+            fmts = {self._fmt(t) for t in ins if t.dtype == torch.float32}
         return fmts.pop() if len(fmts) == 1 else _FP32
 
     def _fake_quant(self, x: Any) -> Any:
@@ -499,17 +517,27 @@ def _short(func: Any) -> str:
 
 
 def _epilogue(out: torch.Tensor, ia: Inv, ib: Inv) -> torch.Tensor:
+    """D = acc * (scale_inv_a * scale_inv_b), the product of per-tensor scales taken once in FP32
+    as scaled GEMMs (cuBLASLt's alpha, `_scaled_mm`, TensorRT's fused per-channel scale) do;
+    per-channel/row scales broadcast."""
     if isinstance(ia, float) and isinstance(ib, float):
-        return out if ia == 1.0 and ib == 1.0 else out * (ia * ib)
-    return out * ia * ib
+        return out if ia == 1.0 and ib == 1.0 else out * float(np.float32(ia) * np.float32(ib))
+    return out * (ia * ib)
 
 
-def _exact_integer(op: Any, qa: torch.Tensor, qb: torch.Tensor, k: int, run: Run) -> torch.Tensor:
+def _int_max(op: Operand) -> float:
+    return format_max(op.format)
+
+
+def _exact_integer(op: Any, qa: torch.Tensor, qb: torch.Tensor, k: int, run: Run, code_prod: float) -> torch.Tensor:
     """Integer operands (as float32 integers): the INT32 accumulation, exactly, as float32.
 
     Every partial sum is an integer below K*max|a|*max|b|; under 2^24 FP32 holds it exactly in
     any order, else float64 does (below 2^53). The INT32 result is rounded once to FP32, as the
-    epilogue's conversion does."""
+    epilogue's conversion does. code_prod is the formats' largest product: when K times it is
+    under 2^24 the operands need not be measured."""
+    if k * code_prod < _EXACT_F32:
+        return op(qa, qb)  # type: ignore[no-any-return]
     bound = k * float(qa.abs().max()) * float(qb.abs().max()) if qa.numel() and qb.numel() else 0.0
     if bound >= 2**31:
         msg = f"INT32 accumulator may overflow: K={k}, bound {bound:.3g} >= 2^31 (not modelled: sums kept exact)"

@@ -14,15 +14,18 @@ clamped, and the step is the inverse scale.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from chipfit.emulate.policy import Operand
 from chipfit.formats import BlockFormat, IntFormat, get_format, quantize
+from chipfit.formats.quantize import quantizer
 
-__all__ = ["ScaleState", "prepare", "round_to"]
+__all__ = ["ScaleState", "format_max", "prepare", "round_to"]
 
 Inv = float | torch.Tensor
 # torch's own casts are the `torch` profile bit for bit (tests/formats) and cost less per call
@@ -36,7 +39,7 @@ def round_to(
     """quantize(x, fmt) under the default (torch) profile, via torch's cast where it is the same."""
     dtype = _TORCH_CASTS.get(fmt)
     if dtype is None or rounding != "nearest-even":
-        return quantize(x, fmt, rounding=rounding, out=out)
+        return quantizer(fmt, rounding)(x.contiguous(), out=out)
     y = x.to(dtype).to(torch.float32)
     if out is None:
         return y
@@ -62,6 +65,20 @@ class ScaleState:
             self.scale = (ref / fmt_max) if integer else (fmt_max / ref) / 2.0**margin
 
 
+def _f32(v: float) -> float:
+    """v rounded to the nearest FP32 value (ties to even)."""
+    return float(np.float32(v))
+
+
+@functools.lru_cache(maxsize=128)
+def format_max(name: str) -> float:
+    """The largest finite value of an elementwise format (a computed property: cached here)."""
+    f = get_format(name)
+    if isinstance(f, BlockFormat):
+        raise TypeError(f"{name} is a block format; its element format has the maximum")
+    return float(f.max)
+
+
 def _amax(x: torch.Tensor, dim: int | None) -> torch.Tensor:
     a = x.detach().abs()
     if dim is None:
@@ -80,7 +97,10 @@ def prepare(
     state: ScaleState | None = None,
 ) -> tuple[torch.Tensor, Inv]:
     """Round `x` as operand `op`; channel_dim/row_dim say where per-channel and per-row scales go,
-    k_dim is the reduction axis (block formats share their scale along it)."""
+    k_dim is the reduction axis (block formats share their scale along it).
+
+    Scales are computed in FP32 (as TransformerEngine and TensorRT do); a per-tensor scale
+    comes back as a Python float holding that FP32 value."""
     xf = x.detach().float()
     if op.exact:
         return xf, 1.0
@@ -91,7 +111,8 @@ def prepare(
     if s.kind == "none":
         return round_to(xf, op.format, op.rounding), 1.0
     integer = isinstance(fmt, IntFormat)
-    fmt_max = float(fmt.max)
+    fmt_max = format_max(op.format)
+    q_fn = quantizer(op.format, op.rounding, None if integer else "saturate")
     if s.kind == "delayed":
         if state is None:
             raise ValueError("delayed scaling needs a ScaleState")
@@ -99,18 +120,27 @@ def prepare(
         amax_now = float(_amax(xf, None))
         if integer:
             step = scale if state.steps else (amax_now / fmt_max if amax_now > 0 else 1.0)
-            q = quantize(xf / step, fmt, rounding=op.rounding)
+            q = q_fn(xf / step)
             inv: Inv = step
         else:
-            q = quantize(xf * scale, fmt, rounding=op.rounding, overflow="saturate")
+            q = q_fn(xf * scale)
             inv = 1.0 / scale
         state.update(amax_now, fmt_max, s.amax_algo, s.margin, integer)
         return q, inv
-    dim = {"dynamic": None, "per-channel": channel_dim, "per-row": row_dim}[s.kind]
-    amax = _amax(xf, dim)
-    safe = torch.where(amax > 0, amax, torch.ones_like(amax))
+    if s.kind == "dynamic":  # one scale, computed in FP32 without tensor ops: an FP32 quotient is
+        # the FP64 quotient rounded once to FP32 (53 >= 2 * 24 + 2 bits), so _f32(a / b) is it
+        amax = float(_amax(xf, None))
+        safe = amax if amax > 0 else 1.0
+        if integer:
+            step = _f32(safe / fmt_max)
+            return q_fn(xf / step), step
+        scale = _f32(fmt_max / safe / 2.0**s.margin)
+        return q_fn(xf * scale), _f32(1.0 / scale)
+    dim = {"per-channel": channel_dim, "per-row": row_dim}[s.kind]
+    amax_t = _amax(xf, dim)
+    safe_t = torch.where(amax_t > 0, amax_t, torch.ones_like(amax_t))
     if integer:
-        step_t = safe / fmt_max
-        return quantize(xf / step_t, fmt, rounding=op.rounding), step_t
-    scale_t = (fmt_max / safe) / 2.0**s.margin
-    return quantize(xf * scale_t, fmt, rounding=op.rounding, overflow="saturate"), 1.0 / scale_t
+        step_t = safe_t / fmt_max
+        return q_fn(xf / step_t), step_t
+    scale_t = (fmt_max / safe_t) / 2.0**s.margin
+    return q_fn(xf * scale_t), 1.0 / scale_t

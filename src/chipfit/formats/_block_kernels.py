@@ -67,3 +67,70 @@ def unscale_pass(q, kexp, out):  # type: ignore[no-untyped-def]
             s = math.ldexp(1.0, k)
             for t in range(bs):
                 out[j, t] = np.float32(np.float64(q[j, t]) * s)
+
+
+# ---------------------------------------------------------------- scales with mantissa bits (NVFP4)
+# For finite input, one pass per block: amax, the scale rounded to its float format (saturating,
+# nearest-even), y = x / effective scale in FP32, y rounded to the element format (saturating,
+# nearest-even), times scale * tensor scale. The operation order, and where FP32 and FP64 round,
+# are those of the eager path (`_parts` + `quantize_block`), which is the oracle in the tests.
+
+
+@nb.njit(inline="always")
+def _round_sat(v, man, emin, vmax):  # type: ignore[no-untyped-def]
+    """v >= 0 (a float64 holding a float32 value) rounded to nearest-even on a float format's
+    grid, subnormals kept, values above vmax saturated (for the per-block scale)."""
+    if v == 0.0:
+        return v
+    e = math.frexp(v)[1] - 1
+    q = max(e, emin) - man
+    return min(math.ldexp(np.rint(math.ldexp(v, -q)), q), vmax)
+
+
+@nb.njit(inline="always")
+def _round_elem(a, man_scale, first_top, vmax):  # type: ignore[no-untyped-def]
+    """a >= 0 on a narrow element grid (nearest-even, saturating): the binade is found by
+    doubling from the smallest normal, so no libm call (the per-element hot path).
+    man_scale = 2^-man; first_top = 2^(emin + 1)."""
+    if a >= vmax:
+        return vmax
+    top = first_top
+    while a >= top:
+        top *= 2.0
+    quantum = top * 0.5 * man_scale
+    return min(np.rint(a / quantum) * quantum, vmax)
+
+
+@nb.njit(inline="always")
+def _scaled_block(x, out, j, nblk, bs, ts, elem_max, man_scale, first_top, s_man, s_emin, s_max):  # type: ignore[no-untyped-def]
+    r = j // nblk
+    c0 = (j % nblk) * bs
+    c1 = min(c0 + bs, x.shape[1])
+    amax = 0.0
+    for t in range(c0, c1):
+        amax = max(amax, abs(np.float64(x[r, t])))
+    sc = _round_sat(np.float64(np.float32(amax / elem_max / ts)), s_man, s_emin, s_max)
+    eff = np.float64(np.float32(sc * ts))
+    back = sc * ts
+    if eff > 0:
+        for t in range(c0, c1):
+            v = np.float64(x[r, t])
+            y = abs(np.float64(np.float32(v / eff)))
+            out[r, t] = np.float32(math.copysign(_round_elem(y, man_scale, first_top, elem_max) * back, v))
+    else:  # the scale rounded to zero: the eager path's zeros (positive)
+        for t in range(c0, c1):
+            out[r, t] = np.float32(0.0)
+
+
+@nb.njit(cache=True, parallel=True, boundscheck=False, nogil=True, error_model="numpy")
+def scaled_par(x, out, bs, ts, elem_max, man_scale, first_top, s_man, s_emin, s_max):  # type: ignore[no-untyped-def]
+    nblk = (x.shape[1] + bs - 1) // bs
+    for j in prange(x.shape[0] * nblk):
+        _scaled_block(x, out, j, nblk, bs, ts, elem_max, man_scale, first_top, s_man, s_emin, s_max)
+
+
+@nb.njit(cache=True, boundscheck=False, nogil=True, error_model="numpy")
+def scaled_ser(x, out, bs, ts, elem_max, man_scale, first_top, s_man, s_emin, s_max):  # type: ignore[no-untyped-def]
+    nblk = (x.shape[1] + bs - 1) // bs
+    for j in range(x.shape[0] * nblk):
+        _scaled_block(x, out, j, nblk, bs, ts, elem_max, man_scale, first_top, s_man, s_emin, s_max)

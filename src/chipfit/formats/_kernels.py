@@ -30,6 +30,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from chipfit.formats.profiles import EXP_ONES, QNAN, SIGN, Profile
 from chipfit.formats.reference import f32_bits, int_bounds_f32
 from chipfit.formats.spec import FloatFormat, IntFormat, NanEncoding, Overflow, Rounding
@@ -130,10 +132,14 @@ class Kernel:
     int_view: bool  # True: arrays are passed as uint32 views
 
     def __call__(self, src: Any, dst: Any, seed_a: int = 0, seed_b: int = 0) -> None:
-        import numpy as np
-
         fn = self.par if src.shape[0] >= PARALLEL_THRESHOLD else self.ser
-        fn(src, dst, np.uint64(seed_a), np.uint64(seed_b))
+        if seed_a == 0 and seed_b == 0:
+            fn(src, dst, _ZERO_SEED, _ZERO_SEED)
+        else:
+            fn(src, dst, np.uint64(seed_a), np.uint64(seed_b))
+
+
+_ZERO_SEED = np.uint64(0)
 
 
 def float_kernel(fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: Overflow, flush: bool) -> Kernel:

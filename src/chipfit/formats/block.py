@@ -19,6 +19,8 @@ Scales with mantissa bits (NVFP4's E4M3) follow NVIDIA's two-level recipe:
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,8 +144,14 @@ def quantize_block(
     """Fake-quantize to a block format: float32 values after scale and element rounding."""
     f = _block(fmt)
     xf = as_float32(x)
+    mode = parse_rounding(rounding)
+    prof = get_profile(profile)
+    if mode is Rounding.NEAREST_EVEN and _fused_ok(f, prof):
+        fused = _quantize_fused(xf, f, axis)
+        if fused is not None:
+            return fused
     rule = ScaleRule(scale_rule) if scale_rule is not None else None
-    q, scale, ts, n, k = _parts(xf, f, axis, parse_rounding(rounding), get_profile(profile), generator, rule)
+    q, scale, ts, n, k = _parts(xf, f, axis, mode, prof, generator, rule)
     if k is not None:
         from chipfit.formats._block_kernels import unscale_pass
 
@@ -152,6 +160,56 @@ def quantize_block(
     else:
         out = (q.double() * (scale.double() * (ts or 1.0)).unsqueeze(-1)).float()
     return _from_blocks(out, n, axis).reshape(xf.shape)
+
+
+def _fused_ok(f: BlockFormat, prof: Profile) -> bool:
+    """The fused pass covers float scales with mantissa bits (NVFP4) over float elements with
+    subnormals and signed zeros, under profiles that saturate them alike (finite input only)."""
+    fmts = (f.element, f.scale)
+    return (
+        f.scale.man_bits > 0
+        and all(isinstance(g, FloatFormat) and g.subnormals and g.signed_zero and g.has_zero for g in fmts)
+        and prof.name in _FUSED_PROFILES
+    )
+
+
+_FUSED_PROFILES = ("torch", "ml_dtypes", "ocp-nonsat", "ocp-satfinite")  # each checked against the eager path
+
+
+@functools.lru_cache(maxsize=32)
+def _fused_consts(f: BlockFormat) -> tuple[float, tuple[float, float, float, int, int, float]]:
+    """(scale max * element max, the kernel's constants: element max, 2^-element mantissa bits,
+    2^(element min exponent + 1), scale mantissa bits, scale min exponent, scale max)."""
+    el, sc = f.element, f.scale
+    assert isinstance(el, FloatFormat)  # _fused_ok
+    el_max, sc_max = float(el.max), float(sc.max)
+    consts = (el_max, 2.0**-el.man_bits, 2.0 ** (el.min_exponent + 1), sc.man_bits, sc.min_exponent, sc_max)
+    return sc_max * el_max, consts
+
+
+def _quantize_fused(xf: torch.Tensor, f: BlockFormat, axis: int) -> torch.Tensor | None:
+    """quantize_block for NVFP4-style formats in one numba pass; None for input it does not
+    cover (non-finite values, 0-d), which then takes the eager path."""
+    from chipfit.formats import _block_kernels as bk
+    from chipfit.formats._kernels import PARALLEL_THRESHOLD
+
+    if xf.dim() == 0 or not -xf.dim() <= axis < xf.dim():
+        return None
+    t_amax = float(xf.abs().max()) if xf.numel() else 0.0
+    if not math.isfinite(t_amax):
+        return None
+    both_max, consts = _fused_consts(f)
+    ts = t_amax / both_max if f.tensor_scale and t_amax > 0 else 1.0
+    if ts == math.inf:
+        return None
+    xt = xf.movedim(axis, -1)
+    if xt.numel() == 0:
+        return torch.zeros_like(xf)
+    x2 = xt.reshape(-1, xt.shape[-1]).contiguous()
+    out = empty_f32(x2.shape)
+    kernel = bk.scaled_par if x2.numel() >= PARALLEL_THRESHOLD else bk.scaled_ser
+    kernel(x2.numpy(), out.numpy(), f.block_size, ts, *consts)
+    return out.reshape(xt.shape).movedim(-1, axis)
 
 
 def encode_block(

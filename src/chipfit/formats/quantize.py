@@ -8,6 +8,7 @@ sees what the chip's storage would give it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from chipfit.formats.spec import (
     Rounding,
 )
 
-__all__ = ["as_float32", "empty_f32", "parse_overflow", "parse_rounding", "quantize"]
+__all__ = ["as_float32", "empty_f32", "parse_overflow", "parse_rounding", "quantize", "quantizer"]
 
 _FLOAT_INPUTS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -141,6 +142,36 @@ def quantize(
     seeds = _seeds(generator, xf.device) if mode is Rounding.STOCHASTIC else (0, 0)
     kernel = kernel_for(f, prof, mode, ovf, subnormals == "flush")
     return _run(kernel, xf, out, seeds)
+
+
+Quantizer = Callable[..., torch.Tensor]
+
+
+@functools.lru_cache(maxsize=256)
+def quantizer(
+    fmt: str | Format,
+    rounding: str | Rounding = Rounding.NEAREST_EVEN,
+    overflow: str | Overflow | None = None,
+    profile: str | None = None,
+) -> Quantizer:
+    """`quantize` with the format and modes bound once, for hot loops over small tensors.
+
+    q = quantizer("float8_e4m3fn", overflow="saturate"); q(x) or q(x, out=x) equals
+    quantize(x, "float8_e4m3fn", overflow="saturate") bit for bit, without re-parsing the
+    arguments on every call (x must be a float32 tensor). Elementwise formats only (no
+    stochastic rounding: it draws seeds per call)."""
+    f = get_format(fmt)
+    mode = parse_rounding(rounding)
+    if isinstance(f, BlockFormat):
+        raise TypeError(f"quantizer() is for elementwise formats; use quantize(x, {f.name!r}, axis=...)")
+    if mode is Rounding.STOCHASTIC:
+        raise ValueError("quantizer() does not bind stochastic rounding; use quantize(..., generator=...)")
+    kernel = kernel_for(f, get_profile(profile), mode, parse_overflow(overflow), False)
+
+    def q(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return _run(kernel, x, out, (0, 0))
+
+    return q
 
 
 @functools.lru_cache(maxsize=512)
