@@ -50,3 +50,17 @@ def num(v: float) -> str:
     if e == int(e):
         return f"2^{int(e)}" if v > 0 else f"-2^{int(e)}"
     return f"{v:.4g}"
+
+
+def builtin_with_data(name: str, own_model_hint: str) -> Any:
+    """The ModelSpec of a built-in model that carries weights and data, or a CliError naming them."""
+    from chipfit.models import MODELS, get_model
+
+    spec = get_model(name)
+    if spec.eval_data is None or spec.pretrained is None:
+        with_data = ", ".join(n for n, s in MODELS.items() if s.eval_data is not None)
+        raise CliError(
+            f"{name} has no built-in weights and data; built-in models with both: {with_data}. "
+            f"For your own model use {own_model_hint} from Python."
+        )
+    return spec

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.common import CliError, builtin_with_data, console, emit_json
 
 __all__ = ["add_parsers", "grid"]
 
@@ -51,15 +51,8 @@ def _fmt(v: float, metric: str) -> str:
 
 def cmd_emulate(args: argparse.Namespace) -> int:
     from chipfit.emulate import emulate, evaluate
-    from chipfit.models import MODELS, get_model
 
-    spec = get_model(args.model)
-    if spec.eval_data is None or spec.pretrained is None:
-        with_data = ", ".join(n for n, s in MODELS.items() if s.eval_data is not None)
-        raise CliError(
-            f"{args.model} has no built-in weights and data; built-in models with both: {with_data}. "
-            "For your own model use chipfit.evaluate(model, data, metric, devices, precisions) from Python."
-        )
+    spec = builtin_with_data(args.model, "chipfit.evaluate(model, data, metric, devices, precisions)")
     if args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
     policies = grid(args.device or [], args.precision or [], args.device_file or [])

@@ -25,7 +25,7 @@ from chipfit.emulate.policy import Operand
 from chipfit.formats import BlockFormat, IntFormat, get_format, quantize
 from chipfit.formats.quantize import quantizer
 
-__all__ = ["ScaleState", "format_max", "prepare", "round_to"]
+__all__ = ["ScaleState", "amax_over", "format_max", "prepare", "round_to"]
 
 Inv = float | torch.Tensor
 # torch's own casts are the `torch` profile bit for bit (tests/formats) and cost less per call
@@ -79,7 +79,8 @@ def format_max(name: str) -> float:
     return float(f.max)
 
 
-def _amax(x: torch.Tensor, dim: int | None) -> torch.Tensor:
+def amax_over(x: torch.Tensor, dim: int | None) -> torch.Tensor:
+    """max |x| over every dim but `dim` (kept, the others size 1), or over all dims when dim is None."""
     a = x.detach().abs()
     if dim is None:
         return a.amax()
@@ -117,7 +118,7 @@ def prepare(
         if state is None:
             raise ValueError("delayed scaling needs a ScaleState")
         scale = state.scale
-        amax_now = float(_amax(xf, None))
+        amax_now = float(amax_over(xf, None))
         if integer:
             step = scale if state.steps else (amax_now / fmt_max if amax_now > 0 else 1.0)
             q = q_fn(xf / step)
@@ -129,7 +130,7 @@ def prepare(
         return q, inv
     if s.kind == "dynamic":  # one scale, computed in FP32 without tensor ops: an FP32 quotient is
         # the FP64 quotient rounded once to FP32 (53 >= 2 * 24 + 2 bits), so _f32(a / b) is it
-        amax = float(_amax(xf, None))
+        amax = float(amax_over(xf, None))
         safe = amax if amax > 0 else 1.0
         if integer:
             step = _f32(safe / fmt_max)
@@ -137,7 +138,7 @@ def prepare(
         scale = _f32(fmt_max / safe / 2.0**s.margin)
         return q_fn(xf * scale), _f32(1.0 / scale)
     dim = {"per-channel": channel_dim, "per-row": row_dim}[s.kind]
-    amax_t = _amax(xf, dim)
+    amax_t = amax_over(xf, dim)
     safe_t = torch.where(amax_t > 0, amax_t, torch.ones_like(amax_t))
     if integer:
         step_t = safe_t / fmt_max

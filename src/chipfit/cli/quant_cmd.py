@@ -1,0 +1,207 @@
+"""`chipfit quantize MODEL [--device D --budget B]`: PTQ, sensitivity, mixed precision, export."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from rich.table import Table
+
+from chipfit.cli.common import CliError, builtin_with_data, console, emit_json
+
+__all__ = ["add_parsers"]
+
+METHODS = {
+    "dynamic": "int8",
+    "minmax": "int8-minmax",
+    "percentile": "int8-percentile",
+    "entropy": "int8-entropy",
+    "mse": "int8-mse",
+    "smoothquant": "int8-smoothquant",
+}
+CALIB_SPLIT_BATCHES = 2  # models without separate calibration data: the first batches calibrate
+
+
+def _metric(name: str, data: list[Any], model: torch.nn.Module) -> Callable[[torch.nn.Module], float]:
+    """metric(model) over the evaluation batches: top-1 against targets, or mean cosine to FP32."""
+    with torch.no_grad():
+        refs = [model(*inputs) for inputs, _ in data]
+
+    def value(m: torch.nn.Module) -> float:
+        total, n = 0.0, 0
+        with torch.no_grad():
+            for (inputs, target), ref in zip(data, refs, strict=True):
+                out = m(*inputs)
+                if name == "top1":
+                    total += float((out.argmax(-1) == target).float().sum())
+                else:
+                    total += float(torch.nn.functional.cosine_similarity(out.double(), ref.double(), dim=1).sum())
+                n += out.shape[0]
+        return total / n
+
+    return value
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from chipfit.quant import QuantConfig, get_recipe
+
+    chosen = [x for x in (args.method, args.recipe, args.config) if x]
+    if len(chosen) > 1:
+        raise CliError("give one of --method, --recipe, --config")
+    if args.config:
+        try:
+            with open(args.config) as fh:
+                return QuantConfig.from_json(fh.read())
+        except OSError as e:
+            raise CliError(f"cannot read --config: {e}") from None
+    if args.recipe:
+        return get_recipe(args.recipe)
+    method = args.method or "entropy"
+    if method not in METHODS:
+        raise CliError(f"unknown --method {method!r}; known: {', '.join(METHODS)}")
+    return get_recipe(METHODS[method])
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from chipfit.quant import layers, quantize_
+    from chipfit.quant.search import search, sensitivity
+
+    spec = builtin_with_data(args.model, "chipfit.quant.quantize_(model, config, calibrate=...)")
+    if args.budget is not None and not args.device:
+        raise CliError("--budget needs --device (the chip whose cost model the search minimises)")
+    cfg = _config(args)
+    try:
+        base = spec.pretrained().eval()
+    except RuntimeError as e:
+        raise CliError(str(e)) from None
+    data = spec.eval_data(args.batch)
+    if spec.calib_data is not None:
+        calib_batches = spec.calib_data(args.batch)
+        split = "separate calibration split"
+    else:
+        calib_batches, data = data[:CALIB_SPLIT_BATCHES], data[CALIB_SPLIT_BATCHES:]
+        split = f"first {CALIB_SPLIT_BATCHES} batches calibrate, the rest evaluate"
+    if args.limit:
+        data = data[: max(1, math.ceil(args.limit / args.batch))]
+    calib = [inputs for inputs, _ in calib_batches]
+    metric = _metric(spec.metric, data, base)
+    fp32 = metric(base)
+    model = quantize_(copy.deepcopy(base), cfg, calibrate=calib)
+    value = metric(model)
+    qls = layers(model)
+    calib_rows = []
+    for name, ql in qls.items():
+        obs = ql.aq.observer if ql.aq is not None else None
+        seen = max(abs(obs.lo), abs(obs.hi)) if obs is not None and obs.lo is not None and obs.hi is not None else None
+        amax = float(ql.aq.amax) if ql.aq is not None and ql.aq.amax is not None else None
+        calib_rows.append({
+            "layer": name, "weights": ql.wq.spec.describe() if ql.wq else "float",
+            "inputs": ql.aq.spec.describe() if ql.aq else "float", "observed_absmax": seen, "amax": amax,
+        })  # fmt: skip
+    sens = sensitivity(model, metric, sample=calib[0]) if not args.no_sensitivity else []
+    result = None
+    if args.budget is not None:
+        levels = tuple(args.levels.split(",")) if args.levels else ("int4", "int8", "bf16")
+        result = search(base, metric, device=args.device, budget=args.budget, sample=calib[0], calibrate=calib,
+                        levels=levels)  # fmt: skip
+    exported = None
+    if args.export:
+        from chipfit.quant.export import export_onnx, run_onnx
+
+        path = export_onnx(model, calib[0], args.export)
+        got = run_onnx(path, calib[0])
+        with torch.no_grad():
+            ours = model(*calib[0])
+        exported = {"path": str(path), "max_abs_diff_vs_chipfit": float((got - ours).abs().max()),
+                    "max_abs_output": float(ours.abs().max())}  # fmt: skip
+    out: dict[str, Any] = {
+        "model": args.model, "config": cfg.to_dict(), "metric": spec.metric, "calibration": split,
+        "calibration_batches": len(calib), "eval_items": sum(int(i[0].shape[0]) for i, _ in data),
+        "fp32": fp32, "quantized": value, "layers": calib_rows, "sensitivity": [r.as_dict() for r in sens],
+        "search": result.as_dict() if result else None, "export": exported,
+    }  # fmt: skip
+    if args.json:
+        emit_json(out)
+        return 0
+    _print(out, spec.metric)
+    return 0
+
+
+def _fmt(v: float | None, metric: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{100 * v:.2f} %" if metric == "top1" else f"{v:.6f}"
+
+
+def _print(out: dict[str, Any], metric: str) -> None:
+    c = console()
+    cfg = out["config"]
+    c.print(f"[bold]{out['model']}[/bold] with recipe [bold]{cfg['name']}[/bold]: {metric} "
+            f"{_fmt(out['quantized'], metric)} vs FP32 {_fmt(out['fp32'], metric)} over {out['eval_items']} items "
+            f"({out['calibration']}; {out['calibration_batches']} calibration batches)")  # fmt: skip
+    t = Table(title="calibration")
+    for col in ("layer", "weights", "inputs", "observed max |x|", "amax (clip)"):
+        t.add_column(col)
+    for r in out["layers"]:
+        seen = "-" if r["observed_absmax"] is None else f"{r['observed_absmax']:.4g}"
+        amax = "-" if r["amax"] is None else f"{r['amax']:.4g}"
+        t.add_row(r["layer"], r["weights"], r["inputs"], seen, amax)
+    c.print(t)
+    if out["sensitivity"]:
+        s = Table(title="sensitivity: only this layer quantized (largest metric drop first)")
+        for col in ("layer", "output SQNR dB", metric, "drop"):
+            s.add_column(col)
+        for r in out["sensitivity"]:
+            s.add_row(r["layer"], f"{r['sqnr_db']:.1f}", _fmt(r["metric"], metric), f"{r['drop']:+.2e}")
+        c.print(s)
+    res = out["search"]
+    if res:
+        m = Table(title=f"mixed precision on {res['device']}: budget {metric} >= {res['budget']:.6g}")
+        for col in ("layer", "level"):
+            m.add_column(col)
+        for layer, level in res["choice"].items():
+            m.add_row(layer, level)
+        c.print(m)
+        refs = Table(title="result vs uniform precisions (cost model estimates)")
+        for col in ("configuration", metric, "latency ms", "energy mJ", "mixed speed-up", "mixed energy saving"):
+            refs.add_column(col)
+        refs.add_row("mixed", _fmt(res["metric"], metric), f"{res['latency_s'] * 1e3:.4f}",
+                     f"{res['energy_j'] * 1e3:.3f}", "-", "-")  # fmt: skip
+        for name, r in res["reference"].items():
+            speedup = f"{r['latency_s'] / res['latency_s']:.2f}x"
+            saving = f"{1 - res['energy_j'] / r['energy_j']:+.1%}"
+            lat, en = f"{r['latency_s'] * 1e3:.4f}", f"{r['energy_j'] * 1e3:.3f}"
+            refs.add_row(name, _fmt(r["metric"], metric), lat, en, speedup, saving)
+        c.print(refs)
+    if out["export"]:
+        e = out["export"]
+        diff = e["max_abs_diff_vs_chipfit"]
+        c.print(f"ONNX QDQ written to {e['path']}; onnxruntime vs chipfit max |diff| {diff:.3g} "
+                f"(outputs up to {e['max_abs_output']:.3g})")  # fmt: skip
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="quantize a built-in model: calibration, sensitivity, mixed precision, ONNX export",
+        description="Post-training quantization of digits-cnn or minilm with a calibrator or recipe, the "
+        "per-layer sensitivity table, and with --device/--budget a per-layer precision search that "
+        "minimises the cost model's latency on that chip.",
+    )
+    p.add_argument("model", help="digits-cnn or minilm")
+    p.add_argument("--method", help=f"INT8 calibration method: {', '.join(METHODS)} (default entropy)")
+    p.add_argument("--recipe", help="a named recipe (see chipfit.quant.RECIPES): int8, int8-entropy, w4a8, fp8, ...")
+    p.add_argument("--config", help="a QuantConfig JSON file")
+    p.add_argument("--device", help="catalog device for the precision search")
+    p.add_argument("--budget", type=float, help="least acceptable metric (top-1 fraction or mean cosine)")
+    p.add_argument("--levels", help="search levels, cheapest first (default int4,int8,bf16)")
+    p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate at most about this many items")
+    p.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity table")
+    p.add_argument("--export", help="write the quantized model as QDQ ONNX here (static int8 recipes)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_quantize)

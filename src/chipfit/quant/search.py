@@ -1,0 +1,227 @@
+"""Per-layer sensitivity and hardware-aware mixed precision.
+
+`sensitivity`: for each quantized layer, the SQNR of its output when only it is quantized (its
+input taken from the FP32 model) and the end-metric drop when only it is quantized; ranked.
+
+`search`: every target layer picks a level from `levels` (cheapest first, e.g. int4 -> int8 ->
+bf16). All layers start at the cheapest level the device runs; while the metric misses the
+budget, the layer whose quantization at its current level costs the most metric (its measured
+sensitivity) moves up one level. Latency and energy come from the cost model: the FP32 trace
+priced at each level's precision on the device, per layer (its module path), the rest of the
+model at the highest level. Assumed: a layer's cost at a level is that of the same ops at that
+precision (quantize/dequantize ops are not priced).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from chipfit.quant.api import Calibration, _set, layers, only, quantize_
+from chipfit.quant.spec import QuantConfig, get_recipe
+
+__all__ = ["LEVELS", "LayerSensitivity", "SearchResult", "search", "sensitivity"]
+
+# level name -> (recipe, cost-model precision); None recipe = left in floating point
+LEVELS: dict[str, tuple[str | None, str]] = {
+    "int4": ("int4", "int4"),
+    "int8": ("int8", "int8"),
+    "fp8": ("fp8", "fp8"),
+    "bf16": (None, "bf16"),
+    "fp16": (None, "fp16"),
+}
+
+Metric = Callable[[nn.Module], float]
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    name: str
+    sqnr_db: float
+    metric: float
+    drop: float  # reference metric - metric with only this layer quantized
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"layer": self.name, "sqnr_db": self.sqnr_db, "metric": self.metric, "drop": self.drop}
+
+
+def _sqnr(ref: torch.Tensor, out: torch.Tensor) -> float:
+    noise = float(((out.double() - ref.double()) ** 2).sum())
+    sig = float((ref.double() ** 2).sum())
+    return math.inf if noise == 0 else 10 * math.log10(sig / noise) if sig else -math.inf
+
+
+def sensitivity(model: nn.Module, metric: Metric, sample: Sequence[Any] | None = None) -> list[LayerSensitivity]:
+    """Rank a quantized model's layers by what quantizing each alone costs (largest drop first).
+
+    metric(model) -> float, higher is better (evaluated with no layer, then one layer, quantized).
+    sample: positional inputs of one batch for the SQNR (None: SQNR is not measured)."""
+    qls = layers(model)
+    if not qls:
+        raise ValueError("the model has no quantized layers: run quantize_ first")
+    with only(model, None):
+        ref_metric = metric(model)
+        inputs: dict[str, torch.Tensor] = {}
+        outputs: dict[str, torch.Tensor] = {}
+        if sample is not None:
+            hooks = [ql.register_forward_hook(_keep(name, inputs, outputs)) for name, ql in qls.items()]
+            try:
+                with torch.no_grad():
+                    model(*sample)
+            finally:
+                for h in hooks:
+                    h.remove()
+    rows = []
+    for name, ql in qls.items():
+        with only(model, [name]):
+            value = metric(model)
+            sq = math.nan
+            if name in inputs:
+                with torch.no_grad():
+                    sq = _sqnr(outputs[name], ql(inputs[name]))
+        rows.append(LayerSensitivity(name, sq, value, ref_metric - value))
+    return sorted(rows, key=lambda r: -r.drop)
+
+
+def _keep(name: str, ins: dict[str, torch.Tensor], outs: dict[str, torch.Tensor]) -> Callable[..., None]:
+    def hook(_m: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
+        ins[name], outs[name] = args[0].detach(), out.detach()
+
+    return hook
+
+
+@dataclass
+class SearchResult:
+    device: str
+    budget: float
+    choice: dict[str, str]  # layer -> level
+    metric: float
+    latency_s: float
+    energy_j: float
+    reference: dict[str, dict[str, float]]  # "all-<level>" -> {metric, latency_s, energy_j}
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    model: nn.Module | None = None
+
+    def speedup_vs(self, level: str) -> float:
+        return self.reference[f"all-{level}"]["latency_s"] / self.latency_s
+
+    def energy_saving_vs(self, level: str) -> float:
+        return 1 - self.energy_j / self.reference[f"all-{level}"]["energy_j"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "budget": self.budget,
+            "metric": self.metric,
+            "latency_s": self.latency_s,
+            "energy_j": self.energy_j,
+            "choice": self.choice,
+            "reference": self.reference,
+            "steps": self.steps,
+        }
+
+
+def _layer_costs(model: nn.Module, sample: Sequence[Any], device: str, precisions: list[str],
+                 names: list[str]) -> dict[str, tuple[float, float, dict[str, tuple[float, float]]]]:  # fmt: skip
+    """precision -> (model latency, model energy, layer -> (latency, energy))."""
+    from chipfit.cost import estimate
+    from chipfit.trace import trace
+
+    tr = trace(model, list(sample))
+    out = {}
+    for p in precisions:
+        est = estimate(tr, device, p)
+        per: dict[str, tuple[float, float]] = {}
+        for n in names:
+            rows = [r for r in est.rows if r.module == n or r.module.startswith(n + ".")]
+            per[n] = (sum(r.time_s for r in rows), sum(r.energy_j for r in rows))
+        out[p] = (est.latency_s, est.energy_j, per)
+    return out
+
+
+def search(model: nn.Module, metric: Metric, *, device: str, budget: float, sample: Sequence[Any],
+           calibrate: Calibration | None = None, levels: Sequence[str] = ("int4", "int8", "bf16"),
+           targets: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")) -> SearchResult:  # fmt: skip
+    """Choose per-layer levels meeting metric >= budget at the least estimated latency on `device`.
+
+    model: the FP32 model (left unchanged; the result carries the mixed model).
+    levels: cheapest first, from LEVELS; the last is the fallback every layer can take.
+    sample: one batch of positional inputs (for tracing the cost and for SQNR)."""
+    bad = [lv for lv in levels if lv not in LEVELS]
+    if bad or not levels:
+        raise ValueError(f"unknown levels {bad}; known: {', '.join(LEVELS)}")
+    from chipfit.cost import resolve_precision
+    from chipfit.hardware import get_device
+
+    dev = get_device(device)
+    usable = []
+    for lv in levels:
+        try:
+            resolve_precision(dev, LEVELS[lv][1])
+            usable.append(lv)
+        except ValueError:
+            continue
+    if not usable:
+        raise ValueError(f"{device} runs none of the levels {', '.join(levels)}")
+    top = usable[-1]
+    names = [n for n, m in model.named_modules() if type(m).__name__ in targets]
+    costs = _layer_costs(model, sample, device, [LEVELS[lv][1] for lv in usable], names)
+    variants: dict[str, nn.Module] = {}
+    for lv in usable:
+        recipe = LEVELS[lv][0]
+        if recipe is None:
+            variants[lv] = model
+            continue
+        m = copy.deepcopy(model)
+        cfg: QuantConfig = get_recipe(recipe).with_(targets=targets)
+        quantize_(m, cfg, calibrate=calibrate)
+        variants[lv] = m
+
+    def mixed(choice: dict[str, str]) -> nn.Module:
+        m = copy.deepcopy(model)
+        for n, lv in choice.items():
+            src = variants[lv]
+            layer = src.get_submodule(n)
+            _set(m, n, copy.deepcopy(layer))
+        return m
+
+    def priced(choice: dict[str, str]) -> tuple[float, float]:
+        lat, en, per = costs[LEVELS[top][1]]
+        for n, lv in choice.items():
+            t_top, e_top = per[n]
+            t, e = costs[LEVELS[lv][1]][2][n]
+            lat, en = lat - t_top + t, en - e_top + e
+        return lat, en
+
+    reference = {}
+    for lv in usable:
+        all_lv = {n: lv for n in names}
+        lat, en = priced(all_lv)
+        reference[f"all-{lv}"] = {"metric": metric(variants[lv]), "latency_s": lat, "energy_j": en}
+    # sensitivity of each layer at each quantized level: the metric drop when it alone is quantized
+    drops: dict[str, dict[str, float]] = {}
+    for lv in usable[:-1]:
+        rows = sensitivity(variants[lv], metric)
+        drops[lv] = {r.name: r.drop for r in rows}
+    choice = {n: usable[0] for n in names}
+    steps = []
+    current = mixed(choice)
+    value = metric(current)
+    steps.append({"moved": "", "metric": value, "latency_s": priced(choice)[0]})
+    while value < budget:
+        movable = [n for n in names if choice[n] != top]
+        if not movable:
+            break
+        worst = max(movable, key=lambda n: drops.get(choice[n], {}).get(n, 0.0))
+        choice[worst] = usable[usable.index(choice[worst]) + 1]
+        current = mixed(choice)
+        value = metric(current)
+        steps.append({"moved": f"{worst} -> {choice[worst]}", "metric": value, "latency_s": priced(choice)[0]})
+    lat, en = priced(choice)
+    return SearchResult(device, budget, choice, value, lat, en, reference, steps, current)

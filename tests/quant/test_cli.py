@@ -1,0 +1,44 @@
+"""`chipfit quantize`: tables, --json, the search, export, and errors naming the choices."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chipfit.cli import main
+
+
+def test_cli_quantize_digits_full(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    onnx_path = tmp_path / "digits.onnx"
+    argv = ["quantize", "digits-cnn", "--method", "entropy", "--device", "t4", "--budget", "0.98"]
+    assert main([*argv, "--export", str(onnx_path), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["config"]["name"] == "int8-entropy" and d["metric"] == "top1" and d["eval_items"] == 450
+    assert d["fp32"] - d["quantized"] <= 0.005
+    assert [r["layer"] for r in d["layers"]] == ["features.0", "features.2", "classifier.1", "classifier.3"]
+    assert all(r["amax"] <= r["observed_absmax"] for r in d["layers"])  # entropy clips, never widens
+    assert len(d["sensitivity"]) == 4 and d["search"]["metric"] >= 0.98
+    assert onnx_path.exists() and d["export"]["max_abs_diff_vs_chipfit"] <= 0.01 * d["export"]["max_abs_output"]
+    assert main(["quantize", "digits-cnn", "--recipe", "int4-weight-only", "--no-sensitivity"]) == 0
+    out = capsys.readouterr().out
+    assert "int4 group 32" in out and "calibration" in out
+
+
+def test_cli_quantize_minilm_split_and_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["quantize", "minilm", "--recipe", "int8", "--limit", "32", "--no-sensitivity", "--json"]
+    assert main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["metric"] == "cosine" and d["eval_items"] == 32 and d["quantized"] > 0.99
+    assert "first 2 batches calibrate" in d["calibration"]
+    assert main(["quantize", "digits-cnn", "--method", "kl"]) == 2
+    assert "known: dynamic, minmax, percentile, entropy, mse, smoothquant" in capsys.readouterr().err
+    assert main(["quantize", "digits-cnn", "--budget", "0.9"]) == 2
+    assert "--budget needs --device" in capsys.readouterr().err
+    assert main(["quantize", "resnet50"]) == 2
+    assert "digits-cnn, minilm" in capsys.readouterr().err
+    bad = tmp_path / "c.json"
+    bad.write_text('{"name": "x", "weights": {"format": "int8", "granularity": "row"}}')
+    assert main(["quantize", "digits-cnn", "--config", str(bad)]) == 2
+    assert "known: tensor, channel" in capsys.readouterr().err
