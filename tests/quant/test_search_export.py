@@ -95,6 +95,20 @@ def test_qdq_export_runs_in_onnxruntime_and_matches(digits: tuple, tmp_path: Pat
         assert float((got.argmax(-1) == ours.argmax(-1)).float().mean()) >= 0.99
 
 
+def test_torch_running_the_qdq_layers_equals_chipfit(digits: tuple) -> None:  # type: ignore[type-arg]
+    from chipfit.quant.api import _set
+    from chipfit.quant.export import _QdqLayer
+
+    base, x, _y, calib = digits
+    for recipe in ("int8-entropy", "int8-smoothquant"):
+        model = quantize_(copy.deepcopy(base), recipe, calibrate=calib)
+        qdq = copy.deepcopy(model)
+        for name, ql in layers(qdq).items():
+            _set(qdq, name, _QdqLayer(ql))
+        with torch.no_grad():
+            assert torch.equal(qdq(x), model(x))
+
+
 def test_export_refuses_what_qdq_cannot_express(digits: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
     base, x, _y, _calib = digits
     model = quantize_(copy.deepcopy(base), "int8")  # dynamic per-token inputs
