@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/estimate_speed.py
 	$(BIN)/python benchmarks/emulate.py
 	$(BIN)/python benchmarks/bf16_order.py
+	$(BIN)/python benchmarks/quant.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -8,10 +8,11 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from chipfit.paths import write_text_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -61,12 +62,7 @@ def median_seconds(fn: Callable[[], object], repeats: int = 7, warmup: int = 2) 
 def write_result(name: str, text: str) -> Path:
     """Write benchmarks/results/<name> atomically (temp file + rename)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name  # an absolute `name` is used as is
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(RESULTS / name, text)  # an absolute `name` is used as is
 
 
 def command_line() -> str:

@@ -18,13 +18,14 @@ import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from chipfit.paths import write_text_atomic
 
 __all__ = ["GEMM_SHAPES", "calibrate", "device_toml"]
 
@@ -263,9 +264,4 @@ source = "assumed: formats without a fast GEMM run at the vector rate"
 
 def write_device_file(text: str, path: str | Path) -> Path:
     """Atomic write: temp file in the same folder, then rename."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, p)
-    return p
+    return write_text_atomic(path, text)

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ import numpy as np
 from chipfit.formats.profiles import EXP_ONES, QNAN, SIGN, Profile
 from chipfit.formats.reference import f32_bits, int_bounds_f32
 from chipfit.formats.spec import FloatFormat, IntFormat, NanEncoding, Overflow, Rounding
-from chipfit.paths import cache_dir
+from chipfit.paths import cache_dir, write_text_atomic
 
 __all__ = ["PARALLEL_THRESHOLD", "binary_kernel", "float_kernel", "int_kernel", "kernel_cache_dir"]
 
@@ -94,10 +92,7 @@ def _load(source: str) -> ModuleType:
             return _loaded[name]
         path = kernel_cache_dir() / f"{name}.py"
         if not path.exists() or path.read_text() != source:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                fh.write(source)
-            os.replace(tmp, path)
+            write_text_atomic(path, source)
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot load generated kernel {path}")

@@ -11,14 +11,13 @@ or by deleting the file.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from chipfit.models.vision import DigitsCNN
-from chipfit.paths import cache_dir
+from chipfit.paths import atomic_path, cache_dir
 
 __all__ = ["DigitsData", "digits_cnn_pretrained", "load_digits_data", "train_digits_cnn"]
 
@@ -86,7 +85,6 @@ def digits_cnn_pretrained(retrain: bool = False) -> DigitsCNN:
             model.load_state_dict(torch.load(path, weights_only=True))
             return model.eval()
     model = train_digits_cnn()
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
     return model

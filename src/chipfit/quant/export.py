@@ -15,8 +15,6 @@ QDQ form for them at the opsets onnxruntime runs on CPU.
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chipfit.paths import atomic_path
 from chipfit.quant.api import _set, layers
 from chipfit.quant.modules import QuantLayer, TensorQuant
 
@@ -115,20 +114,12 @@ def export_onnx(model: nn.Module, sample: Sequence[Any], path: str | Path, *, op
     for name, ql in layers(m).items():
         _set(m, name, _QdqLayer(ql))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-    os.close(fd)
     names = list(input_names) if input_names else [f"input_{i}" for i in range(len(sample))]
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-            torch.onnx.export(m, tuple(sample), tmp, dynamo=False, opset_version=opset, input_names=names,
-                              output_names=["output"],
-                              dynamic_axes={n: {0: "batch"} for n in names} | {"output": {0: "batch"}})  # fmt: skip
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(m, tuple(sample), str(tmp), dynamo=False, opset_version=opset, input_names=names,
+                          output_names=["output"],
+                          dynamic_axes={n: {0: "batch"} for n in names} | {"output": {0: "batch"}})  # fmt: skip
     return path
 
 

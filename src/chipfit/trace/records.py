@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from chipfit.paths import write_text_atomic
 
 __all__ = ["Footprint", "OpRecord", "Trace"]
 
@@ -165,12 +165,7 @@ class Trace:
 
     def save(self, path: str | Path) -> Path:
         """Write JSON atomically (temp file + rename)."""
-        p = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(self.to_dict(), fh)
-        os.replace(tmp, p)
-        return p
+        return write_text_atomic(path, json.dumps(self.to_dict()))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trace:
