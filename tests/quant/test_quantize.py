@@ -141,3 +141,42 @@ def test_qat_recovers_what_ptq_loses(digits: tuple, learnable: bool) -> None:  #
     assert before < 0.7 < 0.9 < after
     if learnable:
         assert any(not torch.equal(b, s.detach()) for b, s in zip(before_scales, scales, strict=True) if s is not None)
+
+
+def test_affine_int8_equals_the_zero_point_formula_by_hand() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(64, 16, generator=g) * 5 + 1  # all positive: a symmetric range would waste half the codes
+    lin = nn.Linear(16, 4)
+    spec = QuantSpec("int8", "tensor", symmetric=False, calibrator="minmax")
+    model = quantize_(nn.Sequential(lin), QuantConfig("affine", None, spec), calibrate=[x])
+    with torch.no_grad():
+        out = model(x)
+    lo, hi = 0.0, float(x.max())  # the range is widened to hold zero exactly
+    s = (hi - lo) / 255
+    zp = round(-lo / s) - 128
+    q = (torch.clamp(torch.round(x / s) + zp, -128, 127) - zp) * s
+    with torch.no_grad():
+        assert torch.allclose(out, F.linear(q, lin.weight, lin.bias), atol=1e-6)
+    assert float((q - x).abs().max()) <= s / 2 + 1e-6
+
+
+def test_calibration_can_be_a_callable_that_runs_the_model() -> None:
+    g = torch.Generator().manual_seed(4)
+    data = [torch.randn(32, 8, generator=g) for _ in range(3)]
+    seen: list[int] = []
+
+    def runner(m: nn.Module) -> None:  # e.g. a sentence-transformers encode() over a corpus
+        for b in data:
+            seen.append(b.shape[0])
+            m(b)
+
+    a = quantize_(nn.Sequential(nn.Linear(8, 8)), "int8-minmax", calibrate=runner)
+    b = quantize_(nn.Sequential(nn.Linear(8, 8)), "int8-minmax", calibrate=data)
+    assert seen == [32, 32, 32]
+    amax_a = layers(a)["0"].aq.amax  # type: ignore[union-attr]
+    amax_b = layers(b)["0"].aq.amax  # type: ignore[union-attr]
+    assert (
+        amax_a is not None
+        and amax_b is not None
+        and float(amax_a) == float(amax_b) == max(float(t.abs().max()) for t in data)
+    )

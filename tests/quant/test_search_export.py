@@ -81,7 +81,7 @@ def test_qdq_export_runs_in_onnxruntime_and_matches(digits: tuple, tmp_path: Pat
     import onnx
 
     base, x, _y, calib = digits
-    for recipe in ("int8-entropy", "int8-smoothquant", "int8-weight-only"):
+    for recipe in ("int8-entropy", "int8-smoothquant", "int8-weight-only", "fp8"):
         model = quantize_(copy.deepcopy(base), recipe, calibrate=calib)
         path = export_onnx(model, (x[:8],), tmp_path / f"{recipe}.onnx")
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(recipe)) == [f"{recipe}.onnx"]
@@ -93,6 +93,24 @@ def test_qdq_export_runs_in_onnxruntime_and_matches(digits: tuple, tmp_path: Pat
         # stated tolerance: rounding-boundary flips from FP32 summation order (docs/quant.md)
         assert float((got - ours).abs().max()) <= 0.01 * float(ours.abs().max())
         assert float((got.argmax(-1) == ours.argmax(-1)).float().mean()) >= 0.99
+
+
+def test_fp8_export_is_fp8_qdq_and_exact_without_ort_optimizations(digits: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    import onnx
+
+    base, x, _y, calib = digits
+    for w, a in (("float8_e4m3fn", "float8_e4m3fn"), ("float8_e5m2", "float8_e5m2"), ("int8", "float8_e4m3fn")):
+        cfg = QuantConfig("mixed", QuantSpec(w, "channel"), QuantSpec(a, "tensor", calibrator="percentile"))
+        model = quantize_(copy.deepcopy(base), cfg, calibrate=calib)
+        path = export_onnx(model, (x[:8],), tmp_path / "m.onnx")
+        g = onnx.load(str(path))
+        assert max(o.version for o in g.opset_import if o.domain in ("", "ai.onnx")) >= 19
+        types = {t.data_type for t in g.graph.initializer}
+        assert onnx.TensorProto.FLOAT8E4M3FN in types or onnx.TensorProto.FLOAT8E5M2 in types
+        got = run_onnx(path, (x,))  # FP8 graphs run with onnxruntime's graph optimizations off
+        with torch.no_grad():
+            ours = model(x)
+        assert float((got - ours).abs().max()) <= 1e-4 * float(ours.abs().max()), (w, a)
 
 
 def test_torch_running_the_qdq_layers_equals_chipfit(digits: tuple) -> None:  # type: ignore[type-arg]
@@ -112,6 +130,9 @@ def test_torch_running_the_qdq_layers_equals_chipfit(digits: tuple) -> None:  # 
 def test_export_refuses_what_qdq_cannot_express(digits: tuple, tmp_path: Path) -> None:  # type: ignore[type-arg]
     base, x, _y, _calib = digits
     model = quantize_(copy.deepcopy(base), "int8")  # dynamic per-token inputs
-    with pytest.raises(ValueError, match="no QDQ export; supported: symmetric int8"):
+    with pytest.raises(ValueError, match="no QDQ export; supported: symmetric int8 / float8_e4m3fn"):
+        export_onnx(model, (x[:8],), tmp_path / "m.onnx")
+    model = quantize_(copy.deepcopy(base), "int4-weight-only")
+    with pytest.raises(ValueError, match="weight spec 'int4 group 32 minmax' has no QDQ export"):
         export_onnx(model, (x[:8],), tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())

@@ -157,26 +157,29 @@ def quantize_(model: nn.Module, config: QuantConfig | str | None = None, *,
         )
     if calibrate is not None and not callable(calibrate):
         calibrate = list(calibrate)  # it is read more than once
+    smooth = cfg.smoothquant_alpha is not None
     for ql in qls.values():
-        ql.collect_stats = calibrate is not None
-        if ql.aq is not None:
-            ql.aq.enabled = False
-        if ql.wq is not None:
-            ql.wq.enabled = False
+        ql.collect_stats = calibrate is not None and (smooth or cfg.bias_correction)
+        for tq in (ql.wq, ql.aq):
+            if tq is not None:
+                tq.enabled = False
     if calibrate is not None:
-        run_calibration(model, calibrate)  # channel statistics on the FP32 model
-        for ql in qls.values():
-            ql.collect_stats = False
-        if cfg.smoothquant_alpha is not None:
-            _smoothquant(qls, cfg.smoothquant_alpha)
-        if static:
+        if smooth:  # a first pass for the channel maxima the smoothing factors need
+            run_calibration(model, calibrate)
+            for ql in qls.values():
+                ql.collect_stats = False
+            _smoothquant(qls, cfg.smoothquant_alpha or 0.0)
+        if static or not smooth:
             for ql in static:
                 assert ql.aq is not None
                 ql.aq.observing = True
-            run_calibration(model, calibrate)
+            if static or cfg.bias_correction:
+                run_calibration(model, calibrate)  # FP32 model: observers and input statistics
             for ql in static:
                 assert ql.aq is not None
                 ql.aq.finish_calibration()
+        for ql in qls.values():
+            ql.collect_stats = False
     for ql in qls.values():
         if ql.wq is not None:
             w = ql.layer.weight.detach()
