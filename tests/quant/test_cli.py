@@ -42,3 +42,18 @@ def test_cli_quantize_minilm_split_and_errors(capsys: pytest.CaptureFixture[str]
     bad.write_text('{"name": "x", "weights": {"format": "int8", "granularity": "row"}}')
     assert main(["quantize", "digits-cnn", "--config", str(bad)]) == 2
     assert "known: tensor, channel" in capsys.readouterr().err
+
+
+def test_qat_example_runs_and_recovers() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, str(root / "examples" / "qat_digits.py"), "--epochs", "1"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    lines = out.strip().splitlines()
+    ptq = float(lines[0].split("top-1 ")[1].split(" %")[0])
+    qat = float(lines[-1].split("top-1 ")[1].split(" %")[0])
+    assert ptq < 70 < 80 < qat  # 42.00 % -> 85.56 % after one epoch here

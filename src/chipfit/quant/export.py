@@ -197,8 +197,8 @@ def run_onnx(path: str | Path, sample: Sequence[Any], *, optimize: bool | None =
     """Run an exported model in onnxruntime (CPU) on one batch of positional inputs.
 
     optimize: onnxruntime's graph optimizations; None = on, except for FP8 graphs, where
-    onnxruntime 1.32's optimizers change the results (digits-cnn, FP8 inputs: max |diff| to
-    chipfit 23.4 with all optimizations, 1.53 with basic ones, 7.6e-6 with none)."""
+    onnxruntime 1.32's optimizers change the results (digits-cnn fp8 recipe: max |diff| to
+    chipfit 23.6 with them, 9.5e-6 without; benchmarks/results/quant.md)."""
     try:
         import onnxruntime as ort
     except ImportError:
