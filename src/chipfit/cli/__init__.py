@@ -13,7 +13,7 @@ __all__ = ["build_parser", "entry", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     from chipfit import __version__
-    from chipfit.cli import devices_cmd, emulate_cmd, estimate_cmd, formats_cmd, quant_cmd, trace_cmd
+    from chipfit.cli import devices_cmd, emulate_cmd, estimate_cmd, formats_cmd, quant_cmd, trace_cmd, train_cmd
 
     p = argparse.ArgumentParser(prog="chipfit", description="Run any PyTorch model on accelerators you do not own.")
     p.add_argument("--version", action="version", version=f"chipfit {__version__}")
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     estimate_cmd.add_calibrate_parser(sub)
     emulate_cmd.add_parsers(sub)
     quant_cmd.add_parsers(sub)
+    train_cmd.add_parsers(sub)
     return p
 
 

@@ -45,7 +45,7 @@ from chipfit.emulate.policy import NumericsPolicy, Operand, Scaling, policy_for
 from chipfit.emulate.scaling import Inv, ScaleState, format_max, prepare, round_to
 from chipfit.trace.classify import classify
 
-__all__ = ["OpStat", "Run", "emulate"]
+__all__ = ["OpStat", "RoundingCount", "RoundingWatch", "Run", "emulate"]
 
 aten = torch.ops.aten
 MATRIX_CLASSES = ("matmul", "conv", "attention")
@@ -118,6 +118,64 @@ class Report:
 
 
 @dataclass
+class RoundingCount:
+    """What rounding to a storage format did to a set of values."""
+
+    values: int = 0
+    nonzero: int = 0  # values that were not zero before rounding
+    underflow: int = 0  # nonzero values that became zero
+    overflow: int = 0  # finite values that became inf (or NaN)
+
+    def add(self, other: RoundingCount) -> None:
+        self.values += other.values
+        self.nonzero += other.nonzero
+        self.underflow += other.underflow
+        self.overflow += other.overflow
+
+    @property
+    def underflow_fraction(self) -> float:
+        return self.underflow / self.values if self.values else 0.0
+
+    @property
+    def overflow_fraction(self) -> float:
+        return self.overflow / self.values if self.values else 0.0
+
+    @staticmethod
+    def of(before: torch.Tensor, after: torch.Tensor) -> RoundingCount:
+        b, a = before.detach(), after.detach()
+        nz = b != 0
+        return RoundingCount(
+            int(b.numel()),
+            int(nz.sum()),
+            int((nz & (a == 0)).sum()),
+            int((torch.isfinite(b) & ~torch.isfinite(a)).sum()),
+        )
+
+
+@dataclass
+class RoundingWatch:
+    """Counts, during backward, what storing each op's output in its format flushes to zero
+    or overflows: per op and per output tensor (so a gradient can be traced to its parameter)."""
+
+    by_op: dict[str, RoundingCount] = field(default_factory=dict)
+    by_tensor: WeakTensorKeyDictionary = field(default_factory=WeakTensorKeyDictionary)
+
+    def record(self, op: str, before: torch.Tensor, after: torch.Tensor) -> None:
+        c = RoundingCount.of(before, after)
+        self.by_op.setdefault(op, RoundingCount()).add(c)
+        self.by_tensor[after] = c
+
+    def total(self) -> RoundingCount:
+        t = RoundingCount()
+        for c in self.by_op.values():
+            t.add(c)
+        return t
+
+    def reset(self) -> None:
+        self.by_op.clear()
+
+
+@dataclass
 class Run:
     """What `emulate` yields: the policy in force and what happened to each op."""
 
@@ -138,6 +196,11 @@ class Run:
 
     def fallbacks(self) -> list[OpStat]:
         return [r for r in sorted(self.stats.values(), key=lambda r: r.order) if r.fallback]
+
+    @property
+    def watch(self) -> RoundingWatch | None:
+        """Backward rounding counts (emulate(..., watch=True))."""
+        return self._mode.watch if self._mode is not None else None
 
     def shadow_of(self, t: torch.Tensor) -> torch.Tensor:
         """The FP32 shadow value of a tensor produced under emulation (needs shadow=True)."""
@@ -189,6 +252,8 @@ class _EmulationMode(TorchDispatchMode):
         self.wcache: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # parameter -> rounded views
         self.states: dict[tuple[Any, ...], ScaleState] = {}
         self.classes: dict[Any, tuple[str, str]] = {}  # op -> (op class, short name)
+        self.watch: RoundingWatch | None = None  # set to count backward underflow/overflow
+        self.current = ""  # the op being run (for the watch)
         self.numerics: dict[tuple[str, bool], str] = {}  # (phase, handled) -> matrix numerics text
         self.writes_first: dict[Any, bool] = {}  # op -> writes its first argument (in place)
         self.frames: list[tuple[str, Counter[str]]] = [("", Counter())]
@@ -256,7 +321,12 @@ class _EmulationMode(TorchDispatchMode):
     def _store(self, t: torch.Tensor, fmt: str) -> torch.Tensor:
         """Round t (in place) to its storage format and tag it."""
         if fmt != _FP32 and t.dtype == torch.float32 and t.numel():
-            round_to(t, fmt, out=t)
+            if self.watch is not None and self.phase == "backward":
+                before = t.detach().clone()
+                round_to(t, fmt, out=t)
+                self.watch.record(self.current, before, t)
+            else:
+                round_to(t, fmt, out=t)
             self.tags[t] = fmt
         return t
 
@@ -293,11 +363,21 @@ class _EmulationMode(TorchDispatchMode):
         oa, ob = self._operand(a, "a"), self._operand(b, b_role)
         qa, ia = self._prepare(a, oa, site, "a", row_dim=-2, k_dim=-1)
         qb, ib = self._prepare(b, ob, site, "b", channel_dim=-1, k_dim=-2)
+        self._watch_operands((a, qa, ia), (b, qb, ib))
         if oa.integer and ob.integer:
             out = _exact_integer(torch.matmul, qa, qb, a.shape[-1], self.run, _int_max(oa) * _int_max(ob))
         else:
             out = chunked_matmul(qa, qb, self.policy.accumulate)
         return _epilogue(out, ia, ib)
+
+    def _watch_operands(self, *ops: tuple[torch.Tensor, torch.Tensor, Inv]) -> None:
+        """Backward: count what rounding gradient operands to the matrix format flushes or overflows
+        (a gradient made by an FP32 op is cast here, as autocast casts it)."""
+        if self.watch is None or self.phase != "backward":
+            return
+        for t, q, inv in ops:
+            if t in self.grads:
+                self.watch.record(f"{self.current} (input cast)", t, _epilogue(q, inv, 1.0))
 
     def _mm(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
         a, b = args[0], args[1]
@@ -326,6 +406,7 @@ class _EmulationMode(TorchDispatchMode):
         qx, ix = self._prepare(x, ox, site, "a", k_dim=1)
         ch, kd = (1, 0) if transposed else (0, 1)
         qw, iw = self._prepare(w, ow, site, "b", channel_dim=ch, k_dim=kd)
+        self._watch_operands((x, qx, ix), (w, qw, iw))
 
         def conv(xx: torch.Tensor, ww: torch.Tensor) -> torch.Tensor:
             res: torch.Tensor = aten.convolution(
@@ -382,11 +463,18 @@ class _EmulationMode(TorchDispatchMode):
         if known is None:
             known = self.classes[func] = (classify(func, "forward"), _short(func))
         cls, name = known
+        self.current = name
         if cls == "view":
             out = func(*args, **kwargs)
             src = next((t for t in _tensors(args) if t.dtype == torch.float32), None)
             if src is not None and src in self.tags and isinstance(out, torch.Tensor):
                 self.tags[out] = self.tags[src]
+            if src is not None and isinstance(out, torch.Tensor) and src in self.grads:
+                self.grads[out] = True  # a view of a gradient is a gradient (e.g. its transpose)
+            if self.watch is not None and src is not None and isinstance(out, torch.Tensor):
+                got = self.watch.by_tensor.get(src)
+                if got is not None:
+                    self.watch.by_tensor[out] = got
             if self.shadow:
                 self._shadow_view(func, args, kwargs, out)
             return out
@@ -589,6 +677,7 @@ def emulate(
     tf32_rounding: str = "nearest-even",
     fp8_scaling: str = "dynamic",
     shadow: bool = False,
+    watch: bool = False,
 ) -> Iterator[Run]:
     """Run the PyTorch code inside the block with `device`'s numerics at `precision`.
 
@@ -601,6 +690,8 @@ def emulate(
     fp8_scaling are passed to `policy_for`.
     shadow: also run every op in FP32 on FP32 inputs, so report(sqnr=True) gives each
     op's SQNR against the FP32 model and run.shadow_of(out) its FP32 output.
+    watch: count, in backward, the values each op's output storage flushes to zero or
+    overflows (run.watch; chipfit.amp's gradient diagnostics).
     Works for inference and training: backward ops are emulated too.
     """
     if policy is None:
@@ -613,6 +704,8 @@ def emulate(
         raise ValueError("pass either policy= or device=/precision=/accumulate=, not both")
     run = Run(policy, shadow)
     mode = _EmulationMode(policy, run, shadow)
+    if watch:
+        mode.watch = RoundingWatch()
     run._mode = mode
     pre = nn.modules.module.register_module_forward_pre_hook(mode.enter_module)
     post = nn.modules.module.register_module_forward_hook(mode.exit_module)
