@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/emulate.py
 	$(BIN)/python benchmarks/bf16_order.py
 	$(BIN)/python benchmarks/quant.py
+	$(BIN)/python benchmarks/amp.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
