@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# the main job: plan digits-cnn (real data, accuracy by emulation) over the catalog; writes plan-report.html
 run: $(STAMP)
-	$(BIN)/chipfit demo
+	$(BIN)/chipfit plan digits-cnn --max-accuracy-drop 0.5 --chips 1,2,4 --html plan-report.html
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
@@ -39,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bf16_order.py
 	$(BIN)/python benchmarks/quant.py
 	$(BIN)/python benchmarks/amp.py
+	$(BIN)/python benchmarks/plan.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

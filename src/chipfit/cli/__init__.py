@@ -13,7 +13,16 @@ __all__ = ["build_parser", "entry", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     from chipfit import __version__
-    from chipfit.cli import devices_cmd, emulate_cmd, estimate_cmd, formats_cmd, quant_cmd, trace_cmd, train_cmd
+    from chipfit.cli import (
+        devices_cmd,
+        emulate_cmd,
+        estimate_cmd,
+        formats_cmd,
+        plan_cmd,
+        quant_cmd,
+        trace_cmd,
+        train_cmd,
+    )
 
     p = argparse.ArgumentParser(prog="chipfit", description="Run any PyTorch model on accelerators you do not own.")
     p.add_argument("--version", action="version", version=f"chipfit {__version__}")
@@ -26,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     emulate_cmd.add_parsers(sub)
     quant_cmd.add_parsers(sub)
     train_cmd.add_parsers(sub)
+    plan_cmd.add_parsers(sub)
     return p
 
 

@@ -64,3 +64,21 @@ def builtin_with_data(name: str, own_model_hint: str) -> Any:
             f"For your own model use {own_model_hint} from Python."
         )
     return spec
+
+
+def build_user_model(ref: str, fake: Any) -> Any:
+    """Call the factory `path/to/file.py:factory` (or `module:factory`) inside `fake` (a
+    FakeTensorMode); CliErrors for a factory that raises or returns something else."""
+    import torch
+
+    from chipfit.models import load_user_model
+
+    factory = load_user_model(ref)
+    with fake:
+        try:
+            model = factory()
+        except Exception as e:
+            raise CliError(f"the model factory {ref} raised {type(e).__name__}: {e}") from e
+    if not isinstance(model, torch.nn.Module):
+        raise CliError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module")
+    return model

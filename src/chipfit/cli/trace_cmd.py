@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.common import CliError, build_user_model, console, emit_json
 
 __all__ = ["add_parsers", "build_and_trace"]
 
@@ -37,7 +37,7 @@ def build_and_trace(args: argparse.Namespace) -> Any:
     bad arguments and untraceable models become CliErrors."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from chipfit.models import MODELS, get_model, load_user_model
+    from chipfit.models import MODELS, get_model
     from chipfit.trace import TraceError, trace
 
     if args.batch < 1:
@@ -55,17 +55,11 @@ def build_and_trace(args: argparse.Namespace) -> Any:
     else:
         if ":" not in args.model:
             get_model(args.model)  # raises the error that lists the built-ins
-        factory = load_user_model(args.model)
         if not args.input_shape:
             raise CliError("a user model needs --input-shape (repeatable, one per positional input), e.g. 8,3,224,224")
         dtype = DTYPES[args.dtype]
+        model = build_user_model(args.model, fake)
         with fake:
-            try:
-                model = factory()
-            except Exception as e:
-                raise CliError(f"the model factory {args.model} raised {type(e).__name__}: {e}") from e
-            if not isinstance(model, torch.nn.Module):
-                raise CliError(f"{args.model} returned {type(model).__name__}, not a torch.nn.Module")
             shapes = [_shape(s) for s in args.input_shape]
             inputs = tuple(
                 torch.randint(0, 2, s) if dtype == torch.int64 else torch.randn(s, dtype=dtype) for s in shapes

@@ -1,0 +1,197 @@
+"""`chipfit plan MODEL`: which chip, precision, batch size and chip count, with reasons."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.progress import Progress
+from rich.table import Table
+
+from chipfit.cli.common import CliError, build_user_model, console, emit_json
+from chipfit.plan.html import drop_text
+
+__all__ = ["add_parsers"]
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CliError(f"{what} {text!r} must be comma-separated positive integers, e.g. 1,8,32") from None
+    if not vals or any(v < 1 for v in vals):
+        raise CliError(f"{what} {text!r} must be comma-separated positive integers, e.g. 1,8,32")
+    return vals
+
+
+def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, str]:
+    """(model, inputs(batch), name, eval data or None, metric)."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from chipfit.models import MODELS, get_model
+
+    if args.model in MODELS:
+        spec = get_model(args.model)
+        data, metric = None, ""
+        if spec.pretrained is not None and not args.no_accuracy:
+            try:
+                model = spec.pretrained()
+            except RuntimeError as e:
+                raise CliError(str(e)) from None
+            if spec.eval_data is not None:
+                data, metric = spec.eval_data(args.eval_batch), spec.metric
+                if args.eval_limit:
+                    data = data[: max(1, -(-args.eval_limit // args.eval_batch))]
+            return model, (lambda b: spec.example_inputs(b)), args.model, data, metric
+        fake = FakeTensorMode(allow_non_fake_inputs=True)  # shapes only: a 70B model costs no memory
+        with fake:
+            model = spec.build()
+
+        def inputs(b: int) -> Any:
+            with fake:
+                return spec.example_inputs(b)
+
+        return model, inputs, args.model, data, metric
+    if not args.input_shape:
+        known = ", ".join(MODELS)
+        raise CliError(
+            f"unknown model {args.model!r}: a built-in ({known}) or path/to/file.py:factory with "
+            "--input-shape (one per positional input, without the batch dimension)"
+        )
+    try:
+        shapes = [[int(v) for v in s.split(",")] for s in args.input_shape]
+    except ValueError:
+        raise CliError("--input-shape must be integers like 3,224,224 (without the batch dimension)") from None
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    model = build_user_model(args.model, fake)
+
+    def user_inputs(b: int) -> Any:
+        with fake:
+            return tuple(torch.randn(b, *s) for s in shapes)
+
+    return model, user_inputs, args.model, None, ""
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from chipfit.hardware import list_devices
+    from chipfit.plan import DEFAULT_BATCHES, DEFAULT_PRECISIONS, OBJECTIVES, Constraints, PlanError, plan
+    from chipfit.plan.html import render_html
+
+    if args.objective not in OBJECTIVES:
+        raise CliError(f"unknown --objective {args.objective!r}; known: {', '.join(OBJECTIVES)}")
+    devices = args.devices.split(",") if args.devices else [d.name for d in list_devices()]
+    precisions = args.precisions.split(",") if args.precisions else list(DEFAULT_PRECISIONS)
+    batches = _ints(args.batch_sizes, "--batch-sizes") if args.batch_sizes else list(DEFAULT_BATCHES)
+    chips = _ints(args.chips, "--chips") if args.chips else [1]
+    drop = args.max_accuracy_drop
+    model, inputs, name, data, metric = _model(args)
+    if drop is not None and data is None:
+        raise CliError("--max-accuracy-drop needs accuracy: a built-in model with data (digits-cnn, minilm)")
+    if drop is not None and metric in ("top1", "agreement"):
+        drop = drop / 100  # given in points
+    cons = Constraints(args.max_latency_ms, drop, args.max_usd_per_hour)
+    quiet = args.json or args.csv_only
+    with Progress(console=console(), disable=quiet, transient=True) as bar:
+        task = bar.add_task("sweeping", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            p = plan(
+                model,
+                inputs,
+                name=name,
+                objective=args.objective,
+                devices=devices,
+                precisions=precisions,
+                batches=batches,
+                chips=chips,
+                training=args.train,
+                constraints=cons,
+                eval_data=data,
+                metric=metric,
+                progress=progress,
+            )
+        except PlanError as e:
+            raise CliError(str(e)) from None
+    if args.csv:
+        from chipfit.paths import write_text_atomic
+
+        write_text_atomic(args.csv, p.to_csv())
+    if args.html:
+        from chipfit.paths import write_text_atomic
+
+        write_text_atomic(args.html, render_html(p, model, inputs))
+    if args.json:
+        emit_json(p.as_dict())
+        return 0
+    if args.csv_only:
+        return 0
+    _print(p, args)
+    return 0
+
+
+def _print(p: Any, args: argparse.Namespace) -> None:
+    c = console()
+    best = p.best
+    c.print(
+        f"[bold]Recommendation[/bold] for {p.model} ({'training' if p.training else 'inference'}, "
+        f"objective {p.objective}): [bold green]{best.label()}[/bold green]"
+    )
+    for r in p.reasons:
+        c.print(f"  - {r}")
+    t = Table(title=f"Pareto front: {len(p.front)} of {len(p.rows)} configurations (first {args.top})")
+    cols = ["configuration", "ms/step", "items/s", "$/M items", "mJ/item", "GiB/chip"]
+    if p.fp32_metric is not None:
+        cols.append(f"{p.metric} drop" + (" (points)" if p.metric in ("top1", "agreement") else ""))
+    for col in cols:
+        t.add_column(col, justify="left" if col == "configuration" else "right")
+    for r in p.front[: args.top]:
+        cells = [
+            r.label(),
+            f"{r.latency_ms:.4g}",
+            f"{r.throughput:.4g}",
+            "-" if r.usd_per_million is None else f"{r.usd_per_million:.3g}",
+            f"{r.energy_per_item_j * 1e3:.3g}",
+            f"{r.memory_per_chip_bytes / 2**30:.3g}",
+        ]
+        if p.fp32_metric is not None:
+            cells.append(drop_text(r.accuracy_drop, p.metric))
+        t.add_row(*cells)
+    c.print(t)
+    unfit = sum(not r.fits for r in p.rows)
+    if unfit:
+        c.print(f"{unfit} configurations do not fit in memory (marked fits=false in --json/--csv).")
+    if args.html:
+        c.print(f"HTML report: {args.html}")
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="which chip, precision, batch size and chip count for a model",
+        description="Sweep devices x precisions x batch sizes x chip counts with the cost model (accuracy by "
+        "emulation where the model has data), and recommend one configuration with its reasons.",
+    )
+    p.add_argument("model", help="a built-in model (see `chipfit models`) or path/to/file.py:factory")
+    p.add_argument("--input-shape", action="append", help="user models: one per positional input, no batch dim")
+    p.add_argument("--objective", default="cost", help="latency, throughput, cost (default) or energy")
+    p.add_argument("--max-latency-ms", type=float, help="longest acceptable step")
+    p.add_argument("--max-accuracy-drop", type=float, help="top-1 points (or cosine units) you accept to lose")
+    p.add_argument("--max-usd-per-hour", type=float, help="the most you pay per hour for all chips")
+    p.add_argument("--devices", help="comma-separated catalog devices (default: all)")
+    p.add_argument("--precisions", help="comma-separated (default fp32,bf16,fp16,fp8,int8)")
+    p.add_argument("--batch-sizes", help="comma-separated (default 1,8,32,128)")
+    p.add_argument("--chips", help="comma-separated chip counts (default 1), e.g. 1,2,4,8")
+    p.add_argument("--train", action="store_true", help="plan a training step (forward, backward, Adam)")
+    p.add_argument("--eval-batch", type=int, default=64, help="batch size of the accuracy measurement")
+    p.add_argument("--eval-limit", type=int, default=0, help="measure accuracy on about this many items")
+    p.add_argument("--no-accuracy", action="store_true", help="skip the accuracy measurement")
+    p.add_argument("--top", type=int, default=15, help="Pareto rows shown")
+    p.add_argument("--html", help="write a self-contained HTML report here")
+    p.add_argument("--csv", help="write every configuration as CSV here")
+    p.add_argument("--csv-only", action="store_true", help="print nothing (with --csv or --html)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plan)

@@ -1,0 +1,169 @@
+"""The planner's self-contained HTML report: inline SVG charts, no scripts, no network.
+
+Charts: cost vs latency (every configuration that fits, coloured by device; the Pareto front
+and the recommendation marked), a roofline with the recommended configuration's ops placed on
+it, the per-layer time breakdown, accuracy per precision (when measured) and scaling with chip
+count. Every text that comes from the model or the catalog is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from html import escape
+from typing import Any
+
+from torch import nn
+
+from chipfit.plan.plan import Plan
+from chipfit.report.plot import bar_chart, xy_chart
+
+__all__ = ["drop_text", "render_html"]
+
+CSS = """body{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}
+table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.reason{margin:.3em 0}
+figure{margin:1.5em 0}"""
+
+
+def drop_text(d: float | None, metric: str) -> str:
+    if d is None:
+        return "-"
+    d = round(d, 6) or 0.0  # no "-0" from float noise
+    return f"{100 * d:.2f}" if metric in ("top1", "agreement") else f"{d:.3g}"
+
+
+def _money(v: float | None) -> str:
+    return "-" if v is None else f"${v:.3g}"
+
+
+def render_html(p: Plan, model: nn.Module, inputs: Callable[[int], Sequence[Any]]) -> str:
+    from chipfit.cost import estimate
+    from chipfit.hardware import get_device
+    from chipfit.trace import trace
+
+    best = p.best
+    charts: list[str] = []
+    fits = [r for r in p.rows if r.fits and r.usd_per_million is not None]
+    by_dev: dict[str, list[tuple[float, float]]] = {}
+    for r in fits:
+        by_dev.setdefault(r.device, []).append((float(r.usd_per_million or 0), r.latency_ms))
+    marks: list[tuple[float, float, str]] = []
+    if best is not None and best.usd_per_million is not None:
+        marks.append((best.usd_per_million, best.latency_ms, f"recommended: {best.label()}"))
+    charts.append(
+        xy_chart(
+            "Cost vs latency (each dot a configuration that fits; Pareto-optimal ones listed below)",
+            "USD per million items",
+            "latency per step (ms)",
+            by_dev,
+            logx=True,
+            logy=True,
+            highlight=marks,
+        )
+    )
+    if best is not None:
+        dev = get_device(best.device)
+        tr = trace(
+            model,
+            list(inputs(best.batch if best.strategy != "data" else best.batch // best.chips)),
+            mode="training" if p.training else "inference",
+            optimizer="adam",
+        )
+        est = estimate(tr, dev, best.precision)
+        ops = [
+            (r.flops / r.bytes, r.flops / r.time_s) for r in est.rows if r.flops > 0 and r.bytes > 0 and r.time_s > 0
+        ]
+        peak = est.peak_ops_per_s
+        bw = dev.main_memory.bandwidth_bytes_per_s
+        xs = [x for x, _ in ops] or [1.0]
+        lo, hi = min(xs) / 2, max(max(xs) * 2, peak / bw * 4)
+        roof = [(x, min(peak, bw * x)) for x in (lo, peak / bw, hi)]
+        charts.append(
+            xy_chart(
+                f"Roofline: {best.device} at {best.precision}, batch {best.batch} (each dot an op)",
+                "arithmetic intensity (FLOP per byte)",
+                "achieved FLOP/s",
+                {"ops": ops},
+                logx=True,
+                logy=True,
+                guides={"roofline": roof},
+            )
+        )
+        layers = list(est.by("module").items())[:15]
+        charts.append(
+            bar_chart(
+                f"Time per top-level module, {best.label()} (cost model)",
+                "microseconds per step",
+                [(k or "(model)", v["time_s"] * 1e6) for k, v in layers],
+            )
+        )
+        scal: dict[str, list[tuple[float, float]]] = {}
+        for r in p.rows:
+            if (
+                (r.device, r.precision) == (best.device, best.precision)
+                and r.fits
+                and (r.batch == best.batch or (r.strategy == "data" and r.batch == best.batch // best.chips * r.chips))
+            ):
+                scal.setdefault(r.strategy if r.chips > 1 else "single chip", []).append((r.chips, r.throughput))
+        if any(len(v) > 0 for k, v in scal.items() if k != "single chip"):
+            single = scal.pop("single chip", [])
+            series = {k: sorted(single + v) for k, v in scal.items()}
+            charts.append(
+                xy_chart(
+                    f"Scaling with chip count: {best.device} {best.precision}",
+                    "chips",
+                    "items per second",
+                    series,
+                    lines=True,
+                )
+            )
+    if p.fp32_metric is not None:
+        acc: dict[str, float] = {}
+        for r in p.rows:
+            if r.accuracy is not None:
+                acc[r.precision] = min(acc.get(r.precision, 1e9), r.accuracy)
+        charts.append(
+            bar_chart(
+                f"{p.metric} per precision (worst device; FP32 {p.fp32_metric:.4g})",
+                p.metric,
+                [(k, v) for k, v in acc.items()],
+            )
+        )
+    head = ["configuration", "ms/step", "items/s", "$/M items", "J/item", "GiB/chip", "fits"]
+    if p.fp32_metric is not None:
+        head.append(f"{p.metric} drop" + (" (points)" if p.metric in ("top1", "agreement") else ""))
+    rows_html = []
+    for r in p.front[:40]:
+        cells = [
+            r.label(),
+            f"{r.latency_ms:.4g}",
+            f"{r.throughput:.4g}",
+            _money(r.usd_per_million),
+            f"{r.energy_per_item_j:.3g}",
+            f"{r.memory_per_chip_bytes / 2**30:.3g}",
+            "yes" if r.fits else "no",
+        ]
+        if p.fp32_metric is not None:
+            cells.append(drop_text(r.accuracy_drop, p.metric))
+        rows_html.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
+    cons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in p.constraints.__dict__.items() if v is not None) or "none"
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>chipfit plan: {escape(p.model)}</title><style>{CSS}</style></head><body>",
+        f"<h1>chipfit plan: {escape(p.model)}</h1>",
+        f"<p>Objective: <b>{escape(p.objective)}</b>; constraints: {escape(cons)}; "
+        f"{'training' if p.training else 'inference'}; {len(p.rows)} configurations swept.</p>",
+    ]
+    if best is not None:
+        parts.append(f"<h2>Recommendation: {escape(best.label())}</h2>")
+        parts += [f"<p class='reason'>{escape(x)}</p>" for x in p.reasons]
+    parts += [f"<figure>{c}</figure>" for c in charts]
+    parts.append(
+        f"<h2>Pareto front ({len(p.front)} configurations)</h2><table><tr>"
+        + "".join(f"<th>{escape(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join(rows_html)
+        + "</table>"
+    )
+    parts.append("<p>Estimates from chipfit's cost model (see docs/cost.md); accuracy by emulation.</p></body></html>")
+    return "\n".join(parts)

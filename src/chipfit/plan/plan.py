@@ -1,0 +1,184 @@
+"""`Plan`: every swept configuration, the Pareto front, and one recommendation with its reasons."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from chipfit.plan.sweep import PlanRow
+
+__all__ = ["OBJECTIVES", "Constraints", "Plan", "PlanError", "pareto_front", "recommend"]
+
+# objective -> (row attribute, sign): the recommendation minimises sign * value
+OBJECTIVES = {
+    "latency": ("step_s", 1.0),
+    "throughput": ("throughput", -1.0),
+    "cost": ("usd_per_million", 1.0),
+    "energy": ("energy_per_item_j", 1.0),
+}
+FRONT_KEYS = (("step_s", 1.0), ("usd_per_million", 1.0), ("energy_per_item_j", 1.0), ("accuracy_drop", 1.0))
+
+
+class PlanError(ValueError):
+    """No configuration satisfies the constraints (the message says which one bit)."""
+
+
+@dataclass(frozen=True)
+class Constraints:
+    max_latency_ms: float | None = None
+    max_accuracy_drop: float | None = None  # in the metric's units (top-1: fraction; shown as points)
+    max_usd_per_hour: float | None = None
+
+    def violation(self, r: PlanRow) -> str:
+        """'' when r satisfies every constraint, else the first it breaks, in words."""
+        if not r.fits:
+            return f"needs {r.memory_per_chip_bytes / 2**30:.3g} GiB per chip, has {r.capacity_bytes / 2**30:.3g}"
+        if self.max_latency_ms is not None and r.latency_ms > self.max_latency_ms:
+            return f"{r.latency_ms:.3g} ms per step, over your {self.max_latency_ms:g} ms"
+        if (
+            self.max_accuracy_drop is not None
+            and r.accuracy_drop is not None
+            and (r.accuracy_drop > self.max_accuracy_drop)
+        ):
+            return f"loses {_acc(r.accuracy_drop)}, over your budget of {_acc(self.max_accuracy_drop)}"
+        if self.max_usd_per_hour is not None and r.usd_per_hour is not None and r.usd_per_hour > self.max_usd_per_hour:
+            return f"${r.usd_per_hour:.3g}/h, over your ${self.max_usd_per_hour:g}/h"
+        if self.max_usd_per_hour is not None and r.usd_per_hour is None:
+            return "has no price in the catalog"
+        return ""
+
+
+def _acc(drop: float) -> str:
+    return f"{100 * drop:.2f} points" if abs(drop) < 1 else f"{drop:.3g}"
+
+
+def _value(r: PlanRow, key: str) -> float:
+    v = getattr(r, key)
+    return math.inf if v is None else float(v)
+
+
+def pareto_front(rows: list[PlanRow]) -> list[PlanRow]:
+    """Rows no other row beats on every one of latency, cost per item, energy per item and accuracy
+    drop (missing values count as worst). Only rows that fit."""
+    pts = [(r, tuple(sign * _value(r, k) for k, sign in FRONT_KEYS)) for r in rows if r.fits]
+    front = []
+    for r, p in pts:
+        dominated = any(all(a <= b for a, b in zip(q, p, strict=True)) and q != p for _, q in pts)
+        if not dominated:
+            front.append(r)
+    return sorted(front, key=lambda r: r.step_s)
+
+
+def recommend(rows: list[PlanRow], objective: str, constraints: Constraints) -> tuple[PlanRow, list[str]]:
+    """The best row for `objective` under `constraints`, and the reasons in plain words."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+    key, sign = OBJECTIVES[objective]
+    if not rows:
+        raise PlanError("nothing was swept: give at least one device, precision, batch size and chip count")
+
+    def score(r: PlanRow) -> float:
+        return sign * _value(r, key)
+
+    ranked = sorted(rows, key=score)
+    ok = [r for r in ranked if not constraints.violation(r)]
+    if not ok:
+        best = ranked[0]
+        fits = [r for r in ranked if r.fits]
+        why = constraints.violation(fits[0]) if fits else constraints.violation(best)
+        lead = fits[0] if fits else best
+        raise PlanError(
+            f"no configuration meets your constraints: the best by {objective}, {lead.label()}, {why}. "
+            "Relax a constraint or widen --devices/--precisions/--batch-sizes/--chips."
+        )
+    best = ok[0]
+    reasons = [
+        f"{best.label()}: the best {objective} among {len(ok)} configurations that meet your constraints "
+        f"({len(rows)} swept)."
+    ]
+    other = next((r for r in ok if r.device != best.device), None)
+    if other is not None:
+        reasons.append(_compare(best, other, objective))
+    beaten_by = [r for r in ranked if score(r) < score(best) and constraints.violation(r)]
+    if beaten_by:
+        r = beaten_by[0]
+        better = _ratio_words(r, best, objective)
+        reasons.append(f"{r.label()} is {better} but {constraints.violation(r)}.")
+    if best.how not in ("native", "autocast"):
+        reasons.append(f"note: {best.device} has no {best.precision} matrix unit; it is priced on its {best.how} path.")
+    return best, reasons
+
+
+WORDS = {
+    "latency": "faster",
+    "throughput": "more throughput",
+    "cost": "cheaper per million items",
+    "energy": "less energy per item",
+}
+
+
+def _times(better: PlanRow, ref: PlanRow, objective: str) -> str:
+    """'2.8x cheaper per million items' (how much better `better` is than `ref` on the objective)."""
+    key, sign = OBJECTIVES[objective]
+    vb, vr = _value(better, key), _value(ref, key)
+    if vb <= 0 or vr <= 0 or not math.isfinite(vb) or not math.isfinite(vr):
+        return WORDS[objective]
+    return f"{(vr / vb if sign > 0 else vb / vr):.2g}x {WORDS[objective]}"
+
+
+def _ratio_words(a: PlanRow, b: PlanRow, objective: str) -> str:
+    return f"{_times(a, b, objective)} still"
+
+
+def _compare(best: PlanRow, other: PlanRow, objective: str) -> str:
+    text = f"{_times(best, other, objective)} than the best other device, {other.label()}"
+    if best.accuracy_drop is not None and other.accuracy_drop is not None:
+        d = best.accuracy_drop - other.accuracy_drop
+        if abs(d) > 1e-12:
+            text += f", with {_acc(abs(d))} {'less' if d > 0 else 'more'} accuracy"
+        else:
+            text += ", at the same accuracy"
+    return text + "."
+
+
+@dataclass
+class Plan:
+    model: str
+    objective: str
+    constraints: Constraints
+    rows: list[PlanRow]
+    metric: str = ""
+    fp32_metric: float | None = None
+    best: PlanRow | None = None
+    reasons: list[str] = field(default_factory=list)
+    front: list[PlanRow] = field(default_factory=list)
+    training: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "objective": self.objective,
+            "training": self.training,
+            "constraints": self.constraints.__dict__,
+            "metric": self.metric,
+            "fp32_metric": self.fp32_metric,
+            "recommendation": self.best.as_dict() if self.best else None,
+            "reasons": self.reasons,
+            "pareto_front": [r.as_dict() for r in self.front],
+            "rows": [r.as_dict() for r in self.rows],
+        }
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        if not self.rows:
+            return ""
+        fields = list(self.rows[0].as_dict())
+        w = csv.DictWriter(buf, fieldnames=[*fields, "pareto", "recommended"])
+        w.writeheader()
+        front = {id(r) for r in self.front}
+        for r in self.rows:
+            w.writerow({**r.as_dict(), "pareto": id(r) in front, "recommended": r is self.best})
+        return buf.getvalue()

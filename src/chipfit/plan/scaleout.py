@@ -1,0 +1,98 @@
+"""Scale-out over a chip's interconnect: data, tensor and pipeline parallel step times.
+
+- data parallel (training): each chip runs the per-chip batch; gradients are all-reduced as a
+  ring: 2 (n - 1) / n x gradient bytes / link bandwidth, plus 2 (n - 1) link latencies. With
+  overlap the all-reduce hides behind the backward pass and only its excess adds. Inference:
+  independent replicas (no communication).
+- tensor parallel: matrix ops' work split n ways (their per-op launch overheads are not);
+  assumed Megatron-style pairs (column- then row-parallel), so every second matrix op's output
+  is all-reduced (same ring formula); vector ops are not split.
+- pipeline parallel (GPipe): n stages, m = min(8, batch) microbatches; a microbatch takes
+  work / (n m) + overheads / n per stage plus a hand-off of an average op output (assumed), and
+  the step takes (m + n - 1) of those: the bubble is (n - 1) / (m + n - 1). At batch 1 it is
+  no faster than one chip.
+Traced bytes are FP32; they are scaled to the estimate's format.
+The link is the catalog's chip-to-chip interconnect (bandwidth per chip, per direction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chipfit.cost import Estimate
+from chipfit.hardware.device import Link
+from chipfit.trace import Trace
+
+__all__ = ["STRATEGIES", "ScaleOut", "ring_allreduce_s", "scale_out"]
+
+STRATEGIES = ("data", "tensor", "pipeline")
+
+
+@dataclass(frozen=True)
+class ScaleOut:
+    strategy: str
+    chips: int
+    step_s: float  # wall time of one step of the whole (global) batch
+    comm_s: float  # communication time not hidden
+    note: str = ""
+
+
+def est_scale(est: Estimate, trace: Trace) -> float:
+    """Bytes at the estimate's precision per traced (FP32) byte."""
+    from chipfit.formats import get_format
+
+    return float(get_format(est.precision.format).bits) / 32.0
+
+
+def ring_allreduce_s(nbytes: float, n: int, link: Link) -> float:
+    if n <= 1 or nbytes <= 0:
+        return 0.0
+    return 2 * (n - 1) / n * nbytes / link.bandwidth_bytes_per_s + 2 * (n - 1) * link.latency_s
+
+
+def scale_out(
+    est: Estimate,
+    trace: Trace,
+    strategy: str,
+    n: int,
+    link: Link | None,
+    *,
+    training: bool,
+    batch: int = 1,
+    overlap: bool = True,
+    microbatches: int = 8,
+) -> ScaleOut:
+    """The step time of `est` (one chip's step) spread over n chips with `strategy`."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    step = est.latency_s
+    if n == 1:
+        return ScaleOut(strategy, 1, step, 0.0)
+    if strategy == "data":
+        if not training:
+            return ScaleOut("data", n, step, 0.0, "independent replicas")
+        if link is None:
+            raise ValueError("no chip-to-chip interconnect in the catalog for data-parallel training")
+        comm = ring_allreduce_s(trace.footprint.grads_bytes * est_scale(est, trace), n, link)
+        backward = sum(r.time_s for r in est.rows if r.phase == "backward")
+        exposed = max(0.0, comm - backward) if overlap else comm
+        return ScaleOut("data", n, step + exposed, exposed, f"ring all-reduce {comm * 1e3:.3g} ms")
+    if link is None:
+        raise ValueError(f"no chip-to-chip interconnect in the catalog for {strategy}-parallel")
+    if strategy == "tensor":
+        matrix = [r for r in est.rows if r.unit == "matrix"]
+        work = sum(r.time_s - r.overhead_s for r in matrix)  # per-op launch overheads are not split
+        split = work / n + sum(r.overhead_s for r in matrix) + sum(r.time_s for r in est.rows if r.unit != "matrix")
+        out_bytes = sum(trace.records[r.index].bytes_written for r in matrix[1::2]) * est_scale(est, trace)
+        comm = ring_allreduce_s(out_bytes, n, link)
+        return ScaleOut("tensor", n, split + comm, comm, f"{len(matrix) // 2} all-reduces")
+    m = max(1, min(microbatches, batch))
+    bubble = (n - 1) / (m + n - 1)
+    work = sum(r.time_s - r.overhead_s for r in est.rows)
+    overhead = sum(r.overhead_s for r in est.rows)
+    stage = work / (n * m) + overhead / n  # one microbatch through one stage
+    written = [r.bytes_written for r in trace.records]
+    boundary = sum(written) / max(len(written), 1) * est_scale(est, trace) / m  # assumed: an average op output
+    handoff = boundary / link.bandwidth_bytes_per_s + link.latency_s
+    step_s = (m + n - 1) * (stage + handoff)
+    return ScaleOut("pipeline", n, step_s, (m + n - 1) * handoff, f"{m} microbatches, bubble {bubble:.0%}")

@@ -1,0 +1,229 @@
+"""The planner: scale-out formulas, the Pareto front, recommendations and their reasons, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from chipfit.cli import main
+from chipfit.cost import estimate
+from chipfit.hardware import get_device
+from chipfit.models import get_model
+from chipfit.plan import Constraints, PlanError, PlanRow, pareto_front, plan, recommend
+from chipfit.plan.scaleout import ring_allreduce_s, scale_out
+from chipfit.trace import trace
+
+
+def _row(
+    device: str,
+    step_s: float,
+    usd: float | None,
+    drop: float | None = 0.0,
+    fits: bool = True,
+    energy: float = 1.0,
+    precision: str = "bf16",
+) -> PlanRow:
+    thr = 32 / step_s
+    return PlanRow(
+        device,
+        precision,
+        "bfloat16",
+        "native",
+        32,
+        1,
+        "single",
+        step_s,
+        thr,
+        usd,
+        None if usd is None else usd / 3600 / thr * 1e6,
+        energy,
+        1e9,
+        8e10 if fits else 1e8,
+        fits,
+        0.0,
+        None if drop is None else 0.98 - drop,
+        drop,
+    )
+
+
+def test_ring_allreduce_is_2_n_minus_1_over_n_bytes_over_bandwidth() -> None:
+    link = get_device("h100-sxm").interconnect
+    assert link is not None
+    nbytes = 1e9
+    # 2 (n-1)/n x bytes / bw + 2 (n-1) latencies, n = 8
+    expect = 2 * 7 / 8 * nbytes / link.bandwidth_bytes_per_s + 14 * link.latency_s
+    assert ring_allreduce_s(nbytes, 8, link) == pytest.approx(expect)
+    assert ring_allreduce_s(nbytes, 1, link) == 0.0
+
+
+def test_scale_out_strategies() -> None:
+    spec = get_model("mlp")
+    dev = get_device("h100-sxm")
+    tr = trace(spec.build(), list(spec.example_inputs(256)), mode="training", optimizer="adam")
+    est = estimate(tr, dev, "bf16")
+    one = est.latency_s
+    dp = scale_out(est, tr, "data", 4, dev.interconnect, training=True, batch=256)
+    assert dp.step_s >= one and dp.comm_s >= 0  # same per-chip work plus any exposed all-reduce
+    no_overlap = scale_out(est, tr, "data", 4, dev.interconnect, training=True, batch=256, overlap=False)
+    assert no_overlap.step_s >= dp.step_s
+    inf = trace(spec.build(), list(spec.example_inputs(1)))
+    e1 = estimate(inf, dev, "bf16")
+    pp1 = scale_out(e1, inf, "pipeline", 4, dev.interconnect, training=False, batch=1)
+    assert pp1.step_s >= e1.latency_s  # one microbatch: a pipeline cannot beat one chip
+    assert scale_out(e1, inf, "data", 4, None, training=False).comm_s == 0.0  # replicas need no link
+    with pytest.raises(ValueError, match="no chip-to-chip interconnect"):
+        scale_out(e1, inf, "tensor", 2, None, training=False)
+    with pytest.raises(ValueError, match="known: data, tensor, pipeline"):
+        scale_out(e1, inf, "expert", 2, dev.interconnect, training=False)
+
+
+def test_pareto_front_keeps_exactly_the_undominated() -> None:
+    a = _row("a", 1.0, 10.0, 0.0)
+    b = _row("b", 2.0, 4.0, 0.0)  # slower but cheaper per item (8 vs 10): on the front
+    c = _row("c", 2.0, 12.0, 0.0)  # slower and dearer than a: dominated
+    d = _row("d", 0.5, 20.0, 0.0, fits=False)  # fastest but does not fit: excluded
+    e = _row("e", 3.0, 2.0, 0.02)  # cheapest (6) but loses accuracy: on the front
+    assert [r.device for r in pareto_front([a, b, c, d, e])] == ["a", "b", "e"]
+
+
+def test_recommend_reasons_and_constraints() -> None:
+    a = _row("a100-sxm", 1.0, 10.0, 0.002)
+    h = _row("h100-sxm", 0.5, 4.0, 0.004)
+    i = _row("inferentia2", 0.8, 1.0, 0.019)
+    best, why = recommend([a, h, i], "cost", Constraints(max_accuracy_drop=0.01))
+    assert best is h
+    assert "5x cheaper per million items than the best other device, a100-sxm" in why[1]  # 10 x 1 vs 4 x 0.5
+    assert "0.20 points less accuracy" in why[1]
+    assert "inferentia2 bf16, batch 32 is 2.5x cheaper per million items still but loses 1.90 points" in why[2]
+    best, _ = recommend([a, h, i], "latency", Constraints())
+    assert best is h
+    with pytest.raises(PlanError, match=r"the best by cost, inferentia2 .* loses 1.90 points"):
+        recommend([a, h, i], "cost", Constraints(max_accuracy_drop=0.001))
+    with pytest.raises(PlanError, match=r"over your 0\.1 ms"):
+        recommend([a, h, i], "cost", Constraints(max_latency_ms=0.1))
+    with pytest.raises(ValueError, match="known: latency, throughput, cost, energy"):
+        recommend([a], "speed", Constraints())
+
+
+def test_plan_measures_accuracy_once_per_policy_and_marks_unfit() -> None:
+    spec = get_model("digits-cnn")
+    assert spec.pretrained is not None and spec.eval_data is not None
+    model = spec.pretrained()
+    p = plan(
+        model,
+        spec.example_inputs,
+        name="digits-cnn",
+        devices=["a100-sxm", "h100-sxm", "edge-tpu"],
+        precisions=["bf16", "int8"],
+        batches=[1, 64],
+        chips=[1, 2],
+        eval_data=spec.eval_data(150)[:1],
+        metric="top1",
+    )
+    assert p.fp32_metric is not None and p.best is not None
+    a = {(r.device, r.precision): r.accuracy for r in p.rows}
+    assert a[("a100-sxm", "bf16")] == a[("h100-sxm", "bf16")]  # the same policy, measured once
+    assert all(r.fits for r in p.rows)  # a 30k-parameter CNN fits everywhere
+    assert {r.strategy for r in p.rows} >= {"single", "data"}
+    assert p.best in p.rows and p.front
+
+
+def test_a_model_too_large_for_one_chip_needs_several() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    spec = get_model("decoder-70b")
+    with FakeTensorMode(allow_non_fake_inputs=True):  # shapes only: no 280 GB of parameters
+        model = spec.build()
+    p = plan(
+        model,
+        lambda b: spec.example_inputs(b, seq_len=128),
+        devices=["h100-sxm"],
+        precisions=["bf16"],
+        batches=[1],
+        chips=[1, 2, 4],
+        objective="latency",
+    )
+    single = next(r for r in p.rows if r.chips == 1)
+    assert not single.fits  # 70B parameters x 2 bytes = 140 GB > 80 GB
+    assert p.best is not None and p.best.chips >= 2 and p.best.strategy in ("tensor", "pipeline")
+
+
+def test_cli_plan_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = [
+        "plan",
+        "digits-cnn",
+        "--devices",
+        "a100-sxm,t4,tpu-v5e",
+        "--precisions",
+        "bf16,int8",
+        "--batch-sizes",
+        "1,32",
+        "--chips",
+        "1,2",
+        "--eval-limit",
+        "64",
+        "--max-accuracy-drop",
+        "1",
+    ]
+    html, csv = tmp_path / "r.html", tmp_path / "r.csv"
+    assert main([*argv, "--json", "--html", str(html), "--csv", str(csv)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["recommendation"]["device"] in ("a100-sxm", "t4", "tpu-v5e") and d["reasons"]
+    assert len(d["rows"]) == len(csv.read_text().strip().splitlines()) - 1
+    assert html.read_text().count("<svg") >= 4
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Recommendation" in out and "Pareto front" in out
+
+
+def test_cli_plan_infeasible_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["plan", "digits-cnn", "--devices", "t4", "--precisions", "bf16", "--batch-sizes", "8", "--no-accuracy"]
+    assert main([*base, "--max-latency-ms", "0.000001"]) == 2
+    err = capsys.readouterr().err
+    assert "no configuration meets your constraints" in err and "over your 1e-06 ms" in err
+    assert main([*base, "--objective", "speed"]) == 2
+    assert "known: latency, throughput, cost, energy" in capsys.readouterr().err
+    assert main(["plan", "digits-cnn", "--batch-sizes", "8,x"]) == 2
+    assert "comma-separated positive integers" in capsys.readouterr().err
+    assert main([*base, "--max-accuracy-drop", "1"]) == 2
+    assert "needs accuracy" in capsys.readouterr().err
+    assert main(["plan", "no-such-model"]) == 2
+    assert "a built-in" in capsys.readouterr().err
+
+
+def test_html_escapes_model_text(tmp_path: Path) -> None:
+    src = tmp_path / "evil.py"
+    src.write_text(
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.add_module('<script>alert(1)</script>', torch.nn.Linear(4, 4))\n"
+        "    def forward(self, x):\n"
+        "        return getattr(self, '<script>alert(1)</script>')(x)\n"
+        "def make():\n"
+        "    return M()\n"
+    )
+    out = tmp_path / "r.html"
+    argv = [
+        "plan",
+        f"{src}:make",
+        "--input-shape",
+        "4",
+        "--devices",
+        "t4",
+        "--precisions",
+        "fp16",
+        "--batch-sizes",
+        "2",
+        "--html",
+        str(out),
+        "--csv-only",
+    ]
+    assert main(argv) == 0
+    text = out.read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert not math.isnan(float(len(text)))
