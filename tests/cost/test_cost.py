@@ -161,3 +161,21 @@ def test_footprint_decides_fit() -> None:
     tr = _trace("decoder-70b", 1, seq=128)
     assert not estimate(tr, "h100-sxm", "bf16").fits  # 69e9 params x 2 bytes > 80 GB
     assert estimate(tr, "b200", "fp8").fits  # 69e9 x 1 byte < 180 GB
+
+
+def test_repeated_ops_priced_once_equal_pricing_each_op() -> None:
+    """estimate() prices each distinct op once (repeated layers); every row equals pricing its record."""
+    from chipfit.cost.estimate import _cost, resolve_precision
+    from chipfit.hardware import get_device
+    from chipfit.models import get_model
+    from chipfit.trace import trace
+
+    spec = get_model("decoder-125m")
+    tr = trace(spec.build(), list(spec.example_inputs(2, seq_len=16)), mode="training", optimizer="adam")
+    dev = get_device("h100-sxm")
+    est = estimate(tr, dev, "bf16")
+    prec = resolve_precision(dev, "bf16")
+    scale = 16 / 32
+    host = get_device(dev.support.host) if dev.support.host else None
+    for rec, row in zip(tr.records, est.rows, strict=False):
+        assert row == _cost(dev, prec, rec, scale, host, tr.footprint.params_bytes * scale)

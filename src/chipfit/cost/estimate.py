@@ -20,6 +20,7 @@ Per op (all from shapes):
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -289,7 +290,15 @@ def estimate(trace: Trace, device: str | Device, precision: str = "bf16", *, ite
     scale = _bits(prec.format) / 32.0
     host = get_device(dev.support.host) if dev.support.host else None
     model_bytes = trace.footprint.params_bytes * scale
-    rows = [_cost(dev, prec, r, scale, host, model_bytes) for r in trace.records]
+    rows = []
+    memo: dict[tuple[Any, ...], OpCost] = {}  # repeated layers repeat their ops: price each kind once
+    for r in trace.records:
+        key = (r.op, r.module_type, r.phase, r.op_class, r.input_shapes, r.input_dtypes, r.output_shapes,
+               r.output_dtypes, r.flops, r.bytes_read, r.bytes_written, r.gemm, r.param_bytes)  # fmt: skip
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = _cost(dev, prec, r, scale, host, model_bytes)
+        rows.append(got if got.index == r.index else dataclasses.replace(got, index=r.index, module=r.module))
     if dev.compute.module_overhead_s and trace.module_calls:
         o = dev.compute.module_overhead_s * trace.module_calls
         rows.append(
