@@ -136,3 +136,14 @@ def test_export_refuses_what_qdq_cannot_express(digits: tuple, tmp_path: Path) -
     with pytest.raises(ValueError, match="weight spec 'int4 group 32 minmax' has no QDQ export"):
         export_onnx(model, (x[:8],), tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_search_minimises_energy_too(digits: tuple) -> None:  # type: ignore[type-arg]
+    base, x, y, calib = digits
+    metric = _metric(x, y)
+    budget = metric(base) - 0.01
+    res = search(base, metric, device="t4", budget=budget, sample=(x[:32],), calibrate=calib, objective="energy")
+    assert res.objective == "energy" and res.metric >= budget
+    assert res.energy_j <= res.reference["all-bf16"]["energy_j"]
+    with pytest.raises(ValueError, match="known: latency, energy"):
+        search(base, metric, device="t4", budget=budget, sample=(x[:4],), objective="cost")

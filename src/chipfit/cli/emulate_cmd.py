@@ -11,7 +11,7 @@ from rich.table import Table
 
 from chipfit.cli.common import CliError, builtin_with_data, console, emit_json
 
-__all__ = ["add_parsers", "grid"]
+__all__ = ["add_parsers", "grid", "metric_text"]
 
 
 def grid(device_names: list[str], precisions: list[str], files: list[str]) -> list[Any]:
@@ -43,7 +43,7 @@ def grid(device_names: list[str], precisions: list[str], files: list[str]) -> li
     return out
 
 
-def _fmt(v: float, metric: str) -> str:
+def metric_text(v: float, metric: str) -> str:
     if math.isnan(v):
         return "nan"
     return f"{100 * v:.2f} %" if metric in ("top1", "agreement") else f"{v:.6f}"
@@ -89,7 +89,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         return 0
     c = console()
     what = "top-1 accuracy on the held-out split" if spec.metric == "top1" else "cosine similarity to FP32"
-    c.print(f"[bold]{args.model}[/bold]: {what}, {ev.items} items, FP32 {_fmt(ev.fp32, spec.metric)}")
+    c.print(f"[bold]{args.model}[/bold]: {what}, {ev.items} items, FP32 {metric_text(ev.fp32, spec.metric)}")
     t = Table(title=f"{spec.metric} per device x precision")
     for col in ("device", "precision", "matrix inputs", "accumulate", "out", spec.metric, "vs FP32", "fallback ops"):
         t.add_column(col, justify="right" if col in (spec.metric, "vs FP32", "fallback ops") else "left")
@@ -98,7 +98,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         ins = "FP32 (" + pol.matrix_fallback + ")" if pol.matrix_fallback else str(d["a"])
         delta = row.delta * (100 if spec.metric in ("top1", "agreement") else 1)
         t.add_row(
-            row.device, row.precision, ins, str(d["accumulate"]), pol.output, _fmt(row.value, spec.metric),
+            row.device, row.precision, ins, str(d["accumulate"]), pol.output, metric_text(row.value, spec.metric),
             f"{delta:+.2f} pt" if spec.metric in ("top1", "agreement") else f"{delta:+.2e}", str(row.fallback_ops),
         )  # fmt: skip
     c.print(t)

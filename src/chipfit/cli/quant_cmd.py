@@ -12,6 +12,7 @@ import torch
 from rich.table import Table
 
 from chipfit.cli.common import CliError, builtin_with_data, console, emit_json
+from chipfit.cli.emulate_cmd import metric_text
 
 __all__ = ["add_parsers"]
 
@@ -107,7 +108,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.budget is not None:
         levels = tuple(args.levels.split(",")) if args.levels else ("int4", "int8", "bf16")
         result = search(base, metric, device=args.device, budget=args.budget, sample=calib[0], calibrate=calib,
-                        levels=levels)  # fmt: skip
+                        levels=levels, objective=args.search_objective)  # fmt: skip
     exported = None
     if args.export:
         from chipfit.quant.export import export_onnx, run_onnx
@@ -134,7 +135,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def _fmt(v: float | None, metric: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    return f"{100 * v:.2f} %" if metric == "top1" else f"{v:.6f}"
+    return metric_text(v, metric)
 
 
 def _print(out: dict[str, Any], metric: str) -> None:
@@ -199,6 +200,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--device", help="catalog device for the precision search")
     p.add_argument("--budget", type=float, help="least acceptable metric (top-1 fraction or mean cosine)")
     p.add_argument("--levels", help="search levels, cheapest first (default int4,int8,bf16)")
+    p.add_argument("--search-objective", default="latency", help="what the search minimises: latency or energy")
     p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
     p.add_argument("--limit", type=int, default=0, help="evaluate at most about this many items")
     p.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity table")

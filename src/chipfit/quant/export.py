@@ -87,7 +87,8 @@ class _QdqLayer(nn.Module):
         self.a_scale: float | None = None
         self.a_format = ql.aq.spec.format if ql.aq is not None else ""
         if ql.aq is not None:
-            assert ql.aq.amax is not None
+            if ql.aq.amax is None:
+                raise ValueError("a quantized layer has no calibrated input range: quantize_(..., calibrate=...)")
             a = ql.aq.amax.float()
             self.a_scale = float(torch.where(a > 0, a, torch.ones_like(a)) / _qmax(self.a_format))
 

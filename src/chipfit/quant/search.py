@@ -5,11 +5,12 @@ input taken from the FP32 model) and the end-metric drop when only it is quantiz
 
 `search`: every target layer picks a level from `levels` (cheapest first, e.g. int4 -> int8 ->
 bf16). All layers start at the cheapest level the device runs; while the metric misses the
-budget, the layer whose quantization at its current level costs the most metric (its measured
-sensitivity) moves up one level. Latency and energy come from the cost model: the FP32 trace
-priced at each level's precision on the device, per layer (its module path), the rest of the
-model at the highest level. Assumed: a layer's cost at a level is that of the same ops at that
-precision (quantize/dequantize ops are not priced).
+budget, the layer that recovers the most metric (its measured sensitivity at its current level)
+per unit of added latency (or energy) moves up one level; a move that adds nothing goes first.
+Latency and energy come from the cost model: the FP32 trace priced at each level's precision on
+the device, per layer (its module path), the rest of the model at the highest level. Assumed: a
+layer's cost at a level is that of the same ops at that precision (quantize/dequantize ops are
+not priced).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from chipfit.quant.spec import QuantConfig, get_recipe
 __all__ = ["LEVELS", "LayerSensitivity", "SearchResult", "search", "sensitivity"]
 
 # level name -> (recipe, cost-model precision); None recipe = left in floating point
+SEARCH_OBJECTIVES = ("latency", "energy")
+
 LEVELS: dict[str, tuple[str | None, str]] = {
     "int4": ("int4", "int4"),
     "int8": ("int8", "int8"),
@@ -107,6 +110,7 @@ class SearchResult:
     reference: dict[str, dict[str, float]]  # "all-<level>" -> {metric, latency_s, energy_j}
     steps: list[dict[str, Any]] = field(default_factory=list)
     model: nn.Module | None = None
+    objective: str = "latency"
 
     def speedup_vs(self, level: str) -> float:
         return self.reference[f"all-{level}"]["latency_s"] / self.latency_s
@@ -117,6 +121,7 @@ class SearchResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "device": self.device,
+            "objective": self.objective,
             "budget": self.budget,
             "metric": self.metric,
             "latency_s": self.latency_s,
@@ -127,8 +132,9 @@ class SearchResult:
         }
 
 
-def _layer_costs(model: nn.Module, sample: Sequence[Any], device: str, precisions: list[str],
-                 names: list[str]) -> dict[str, tuple[float, float, dict[str, tuple[float, float]]]]:  # fmt: skip
+def _layer_costs(
+    model: nn.Module, sample: Sequence[Any], device: str, precisions: list[str], names: list[str]
+) -> dict[str, tuple[float, float, dict[str, tuple[float, float]]]]:
     """precision -> (model latency, model energy, layer -> (latency, energy))."""
     from chipfit.cost import estimate
     from chipfit.trace import trace
@@ -145,14 +151,27 @@ def _layer_costs(model: nn.Module, sample: Sequence[Any], device: str, precision
     return out
 
 
-def search(model: nn.Module, metric: Metric, *, device: str, budget: float, sample: Sequence[Any],
-           calibrate: Calibration | None = None, levels: Sequence[str] = ("int4", "int8", "bf16"),
-           targets: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d")) -> SearchResult:  # fmt: skip
-    """Choose per-layer levels meeting metric >= budget at the least estimated latency on `device`.
+def search(
+    model: nn.Module,
+    metric: Metric,
+    *,
+    device: str,
+    budget: float,
+    sample: Sequence[Any],
+    calibrate: Calibration | None = None,
+    levels: Sequence[str] = ("int4", "int8", "bf16"),
+    targets: tuple[str, ...] = ("Linear", "Conv1d", "Conv2d"),
+    objective: str = "latency",
+) -> SearchResult:
+    """Choose per-layer levels meeting metric >= budget at the least estimated latency (or energy,
+    objective="energy") on `device`.
 
     model: the FP32 model (left unchanged; the result carries the mixed model).
     levels: cheapest first, from LEVELS; the last is the fallback every layer can take.
     sample: one batch of positional inputs (for tracing the cost and for SQNR)."""
+    if objective not in SEARCH_OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(SEARCH_OBJECTIVES)}")
+    which = SEARCH_OBJECTIVES.index(objective)
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad or not levels:
         raise ValueError(f"unknown levels {bad}; known: {', '.join(LEVELS)}")
@@ -218,10 +237,18 @@ def search(model: nn.Module, metric: Metric, *, device: str, budget: float, samp
         movable = [n for n in names if choice[n] != top]
         if not movable:
             break
-        worst = max(movable, key=lambda n: drops.get(choice[n], {}).get(n, 0.0))
+
+        def gain(n: str) -> float:
+            """Metric recovered per unit of added cost when layer n moves up one level."""
+            cur, nxt = choice[n], usable[usable.index(choice[n]) + 1]
+            added = costs[LEVELS[nxt][1]][2][n][which] - costs[LEVELS[cur][1]][2][n][which]
+            drop = drops.get(cur, {}).get(n, 0.0)
+            return math.inf if added <= 0 else drop / added
+
+        worst = max(movable, key=gain)
         choice[worst] = usable[usable.index(choice[worst]) + 1]
         current = mixed(choice)
         value = metric(current)
         steps.append({"moved": f"{worst} -> {choice[worst]}", "metric": value, "latency_s": priced(choice)[0]})
     lat, en = priced(choice)
-    return SearchResult(device, budget, choice, value, lat, en, reference, steps, current)
+    return SearchResult(device, budget, choice, value, lat, en, reference, steps, current, objective)
