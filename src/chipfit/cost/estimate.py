@@ -111,13 +111,22 @@ class Estimate:
     peak_ops_per_s: float
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def _totals(self) -> tuple[float, float]:
+        """(seconds, joules) over the rows, summed once and kept until `rows` changes: the planner
+        asks a 7,000-op estimate for them many times."""
+        got = self.__dict__.get("_sums")
+        if got is None or got[0] is not self.rows or got[1] != len(self.rows):
+            got = (self.rows, len(self.rows), sum(r.time_s for r in self.rows), sum(r.energy_j for r in self.rows))
+            self.__dict__["_sums"] = got
+        return got[2], got[3]
+
     @property
     def latency_s(self) -> float:
-        return sum(r.time_s for r in self.rows)
+        return self._totals()[0]
 
     @property
     def energy_j(self) -> float:
-        return sum(r.energy_j for r in self.rows)
+        return self._totals()[1]
 
     @property
     def throughput(self) -> float:
@@ -290,15 +299,15 @@ def estimate(trace: Trace, device: str | Device, precision: str = "bf16", *, ite
     scale = _bits(prec.format) / 32.0
     host = get_device(dev.support.host) if dev.support.host else None
     model_bytes = trace.footprint.params_bytes * scale
+    # repeated layers repeat their ops: price each distinct op once, then copy the priced fields after
+    # (index, op, module) positionally (dataclasses.replace was most of a 70B decoder's estimate)
+    reps, where = trace.distinct_ops()
+    priced = [_cost(dev, prec, r, scale, host, model_bytes) for r in reps]
+    tails = [dataclasses.astuple(c)[3:] for c in priced]
     rows = []
-    memo: dict[tuple[Any, ...], OpCost] = {}  # repeated layers repeat their ops: price each kind once
-    for r in trace.records:
-        key = (r.op, r.module_type, r.phase, r.op_class, r.input_shapes, r.input_dtypes, r.output_shapes,
-               r.output_dtypes, r.flops, r.bytes_read, r.bytes_written, r.gemm, r.param_bytes)  # fmt: skip
-        got = memo.get(key)
-        if got is None:
-            got = memo[key] = _cost(dev, prec, r, scale, host, model_bytes)
-        rows.append(got if got.index == r.index else dataclasses.replace(got, index=r.index, module=r.module))
+    for r, pos in zip(trace.records, where, strict=True):
+        c = priced[pos]
+        rows.append(c if c.index == r.index else OpCost(r.index, r.op, r.module, *tails[pos]))
     if dev.compute.module_overhead_s and trace.module_calls:
         o = dev.compute.module_overhead_s * trace.module_calls
         rows.append(

@@ -23,7 +23,7 @@ from chipfit.cost import Estimate
 from chipfit.hardware.device import Link
 from chipfit.trace import Trace
 
-__all__ = ["STRATEGIES", "ScaleOut", "ring_allreduce_s", "scale_out"]
+__all__ = ["STRATEGIES", "ScaleOut", "StepParts", "ring_allreduce_s", "scale_out"]
 
 STRATEGIES = ("data", "tensor", "pipeline")
 
@@ -44,6 +44,43 @@ def est_scale(est: Estimate, trace: Trace) -> float:
     return float(get_format(est.precision.format).bits) / 32.0
 
 
+@dataclass(frozen=True)
+class StepParts:
+    """The sums of one chip's step that every strategy and chip count needs, taken once per
+    estimate (a 70B decoder's step has 7,000 ops; the sweep scales each estimate a dozen ways)."""
+
+    step_s: float
+    backward_s: float
+    matrix_work_s: float  # matrix ops' time less their launch overheads
+    matrix_overhead_s: float
+    other_s: float  # all non-matrix ops' time
+    matrix_ops: int
+    pair_output_bytes: float  # every second matrix op's output, at the estimate's precision
+    work_s: float  # all ops' time less overheads
+    overhead_s: float
+    mean_output_bytes: float  # an average op's output, at the estimate's precision
+    grads_bytes: float  # at the estimate's precision
+
+    @classmethod
+    def of(cls, est: Estimate, trace: Trace) -> StepParts:
+        scale = est_scale(est, trace)
+        matrix = [r for r in est.rows if r.unit == "matrix"]
+        written = [r.bytes_written for r in trace.records]
+        return cls(
+            step_s=est.latency_s,
+            backward_s=sum(r.time_s for r in est.rows if r.phase == "backward"),
+            matrix_work_s=sum(r.time_s - r.overhead_s for r in matrix),
+            matrix_overhead_s=sum(r.overhead_s for r in matrix),
+            other_s=sum(r.time_s for r in est.rows if r.unit != "matrix"),
+            matrix_ops=len(matrix),
+            pair_output_bytes=sum(trace.records[r.index].bytes_written for r in matrix[1::2]) * scale,
+            work_s=sum(r.time_s - r.overhead_s for r in est.rows),
+            overhead_s=sum(r.overhead_s for r in est.rows),
+            mean_output_bytes=sum(written) / max(len(written), 1) * scale,
+            grads_bytes=trace.footprint.grads_bytes * scale,
+        )
+
+
 def ring_allreduce_s(nbytes: float, n: int, link: Link) -> float:
     if n <= 1 or nbytes <= 0:
         return 0.0
@@ -51,8 +88,8 @@ def ring_allreduce_s(nbytes: float, n: int, link: Link) -> float:
 
 
 def scale_out(
-    est: Estimate,
-    trace: Trace,
+    step: Estimate | StepParts,
+    trace: Trace | None,
     strategy: str,
     n: int,
     link: Link | None,
@@ -62,37 +99,36 @@ def scale_out(
     overlap: bool = True,
     microbatches: int = 8,
 ) -> ScaleOut:
-    """The step time of `est` (one chip's step) spread over n chips with `strategy`."""
+    """The step time of one chip's step (an Estimate with its trace, or its StepParts) spread over
+    n chips with `strategy`."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-    step = est.latency_s
+    if isinstance(step, StepParts):
+        parts = step
+    elif trace is None:
+        raise ValueError("scale_out needs the trace of an Estimate")
+    else:
+        parts = StepParts.of(step, trace)
     if n == 1:
-        return ScaleOut(strategy, 1, step, 0.0)
+        return ScaleOut(strategy, 1, parts.step_s, 0.0)
     if strategy == "data":
         if not training:
-            return ScaleOut("data", n, step, 0.0, "independent replicas")
+            return ScaleOut("data", n, parts.step_s, 0.0, "independent replicas")
         if link is None:
             raise ValueError("no chip-to-chip interconnect in the catalog for data-parallel training")
-        comm = ring_allreduce_s(trace.footprint.grads_bytes * est_scale(est, trace), n, link)
-        backward = sum(r.time_s for r in est.rows if r.phase == "backward")
-        exposed = max(0.0, comm - backward) if overlap else comm
-        return ScaleOut("data", n, step + exposed, exposed, f"ring all-reduce {comm * 1e3:.3g} ms")
+        comm = ring_allreduce_s(parts.grads_bytes, n, link)
+        exposed = max(0.0, comm - parts.backward_s) if overlap else comm
+        return ScaleOut("data", n, parts.step_s + exposed, exposed, f"ring all-reduce {comm * 1e3:.3g} ms")
     if link is None:
         raise ValueError(f"no chip-to-chip interconnect in the catalog for {strategy}-parallel")
-    if strategy == "tensor":
-        matrix = [r for r in est.rows if r.unit == "matrix"]
-        work = sum(r.time_s - r.overhead_s for r in matrix)  # per-op launch overheads are not split
-        split = work / n + sum(r.overhead_s for r in matrix) + sum(r.time_s for r in est.rows if r.unit != "matrix")
-        out_bytes = sum(trace.records[r.index].bytes_written for r in matrix[1::2]) * est_scale(est, trace)
-        comm = ring_allreduce_s(out_bytes, n, link)
-        return ScaleOut("tensor", n, split + comm, comm, f"{len(matrix) // 2} all-reduces")
+    if strategy == "tensor":  # per-op launch overheads are not split
+        split = parts.matrix_work_s / n + parts.matrix_overhead_s + parts.other_s
+        comm = ring_allreduce_s(parts.pair_output_bytes, n, link)
+        return ScaleOut("tensor", n, split + comm, comm, f"{parts.matrix_ops // 2} all-reduces")
     m = max(1, min(microbatches, batch))
     bubble = (n - 1) / (m + n - 1)
-    work = sum(r.time_s - r.overhead_s for r in est.rows)
-    overhead = sum(r.overhead_s for r in est.rows)
-    stage = work / (n * m) + overhead / n  # one microbatch through one stage
-    written = [r.bytes_written for r in trace.records]
-    boundary = sum(written) / max(len(written), 1) * est_scale(est, trace) / m  # assumed: an average op output
+    stage = parts.work_s / (n * m) + parts.overhead_s / n  # one microbatch through one stage
+    boundary = parts.mean_output_bytes / m  # assumed: an average op output
     handoff = boundary / link.bandwidth_bytes_per_s + link.latency_s
     step_s = (m + n - 1) * (stage + handoff)
     return ScaleOut("pipeline", n, step_s, (m + n - 1) * handoff, f"{m} microbatches, bubble {bubble:.0%}")

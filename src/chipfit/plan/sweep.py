@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from chipfit.plan.scaleout import STRATEGIES, est_scale, scale_out
+from chipfit.plan.scaleout import STRATEGIES, StepParts, est_scale, scale_out
 from chipfit.trace import Trace
 
 __all__ = ["PlanRow", "sweep"]
@@ -98,6 +98,7 @@ def sweep(
                 prec = resolve_precision(dev, p)
                 est = estimate(tr, dev, p)
                 scale = est_scale(est, tr)
+                parts = StepParts.of(est, tr)
                 price = dev.price.usd_per_hour if dev.price is not None else None
                 acc = accuracy.get((dev.name, p)) if accuracy else None
                 cap = float(dev.main_memory.capacity_bytes)
@@ -106,8 +107,8 @@ def sweep(
                 for strategy, n in options:
                     try:
                         so = scale_out(
-                            est,
-                            tr,
+                            parts,
+                            None,
                             "data" if strategy == "single" else strategy,
                             n,
                             dev.interconnect,

@@ -98,6 +98,32 @@ class Trace:
     def phase_flops(self, phase: str) -> int:
         return sum(r.flops for r in self.records if r.phase == phase)
 
+    def distinct_ops(self) -> tuple[list[OpRecord], list[int]]:
+        """(one record per distinct op, the position in that list of every record's twin).
+
+        Twins differ only in index and module (a repeated layer repeats its ops), so they cost the
+        same on any device: the cost model prices each distinct op once. Cached until `records` changes.
+        """
+        cached = self.__dict__.get("_distinct")
+        if cached is not None and cached[0] is self.records and cached[1] == len(self.records):
+            return cached[2], cached[3]
+        first: dict[tuple[Any, ...], int] = {}
+        reps: list[OpRecord] = []
+        where: list[int] = []
+        for r in self.records:
+            key = (r.op, r.module_type, r.phase, r.op_class, r.input_shapes, r.input_dtypes, r.output_shapes,
+                   r.output_dtypes, r.flops, r.bytes_read, r.bytes_written, r.gemm, r.param_bytes)  # fmt: skip
+            pos = first.get(key)
+            if pos is None:
+                pos = first[key] = len(reps)
+                reps.append(r)
+            where.append(pos)
+        self.__dict__["_distinct"] = (self.records, len(self.records), reps, where)
+        return reps, where
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_distinct"}
+
     # ------------------------------------------------------------ summaries
     def by_class(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = defaultdict(lambda: {"ops": 0, "flops": 0, "bytes": 0, "uncosted": 0})
