@@ -75,11 +75,17 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, s
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from chipfit.hardware import list_devices
-    from chipfit.plan import DEFAULT_BATCHES, DEFAULT_PRECISIONS, OBJECTIVES, Constraints, PlanError, plan
+    from chipfit.plan import BACKENDS, DEFAULT_BATCHES, DEFAULT_PRECISIONS, OBJECTIVES, Constraints, PlanError, plan
     from chipfit.plan.html import render_html
 
     if args.objective not in OBJECTIVES:
         raise CliError(f"unknown --objective {args.objective!r}; known: {', '.join(OBJECTIVES)}")
+    if args.backend not in BACKENDS:
+        raise CliError(f"unknown --backend {args.backend!r}; known: {', '.join(BACKENDS)}")
+    if args.ray_address and args.backend != "ray":
+        raise CliError("--ray-address goes with --backend ray")
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be a positive integer, got {args.workers}")
     devices = args.devices.split(",") if args.devices else [d.name for d in list_devices()]
     precisions = args.precisions.split(",") if args.precisions else list(DEFAULT_PRECISIONS)
     batches = _ints(args.batch_sizes, "--batch-sizes") if args.batch_sizes else list(DEFAULT_BATCHES)
@@ -113,6 +119,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 eval_data=data,
                 metric=metric,
                 progress=progress,
+                backend=args.backend,
+                workers=args.workers,
+                ray_address=args.ray_address,
             )
         except PlanError as e:
             raise CliError(str(e)) from None
@@ -190,6 +199,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--eval-limit", type=int, default=0, help="measure accuracy on about this many items")
     p.add_argument("--no-accuracy", action="store_true", help="skip the accuracy measurement")
     p.add_argument("--top", type=int, default=15, help="Pareto rows shown")
+    p.add_argument(
+        "--backend",
+        default="local",
+        help="where the sweep runs: local (a process pool, default), ray (a Ray cluster) or serial",
+    )
+    p.add_argument("--workers", type=int, help="local: worker processes (default one per core); ray: CPUs")
+    p.add_argument("--ray-address", help="ray: the cluster to join (default: start a local instance; 'auto')")
     p.add_argument("--html", help="write a self-contained HTML report here")
     p.add_argument("--csv", help="write every configuration as CSV here")
     p.add_argument("--csv-only", action="store_true", help="print nothing (with --csv or --html)")

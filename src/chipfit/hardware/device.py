@@ -6,9 +6,9 @@ typed as B/s, GB typed as bytes) fails at load time, not in a report.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from typing import Any, TypeVar
 
 from chipfit.formats import get_format
 from chipfit.hardware import energy
@@ -141,9 +141,9 @@ class Compute:
     matmul_efficiency: float = 0.75  # achievable fraction of peak on large GEMMs
     view_overhead_s: float = 0.0  # eager frameworks pay dispatch even for views; compiled stacks do not
     module_overhead_s: float = 0.0  # per nn.Module call in eager frameworks
-    class_overhead_s: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # per op class
+    class_overhead_s: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))  # per op class
     gemm_half_dims: tuple[float, float, float] | None = None  # Hockney n1/2 of (M, N, K) for the simd model
-    class_efficiency: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))  # e.g. conv vs GEMM
+    class_efficiency: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))  # e.g. conv vs GEMM
     fresh_alloc_bytes_per_s: float = 0.0  # eager CPU: first touch of outputs >= 32 MB (glibc mmap threshold)
     efficiency_source: Source = Source("assumed", "default")
 
@@ -232,5 +232,37 @@ class Device:
         return out
 
 
-def frozen_map(d: Mapping[str, object]) -> Mapping[str, object]:
-    return MappingProxyType(dict(d))
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FrozenMap(Mapping[K, V]):
+    """A read-only mapping that pickles (types.MappingProxyType does not), so a Device travels to
+    the planner's worker processes and Ray tasks."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: Mapping[K, V]) -> None:
+        self._d = dict(d)
+
+    def __getitem__(self, key: K) -> V:
+        return self._d[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._d.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._d!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenMap, (self._d,))
+
+
+def frozen_map(d: Mapping[K, V]) -> Mapping[K, V]:
+    return FrozenMap(d)

@@ -299,8 +299,8 @@ def _build(name: str, d: dict[str, Any]) -> Device:
     if not (isinstance(tile, list) and len(tile) == 3 and all(isinstance(t, int) and t >= 1 for t in tile)):
         raise ctx.fail("compute.kernel_tile_mnk", f"must be three positive integers [M, N, K], got {tile!r}")
     compute = Compute(
-        peak_ops_per_s=frozen_map(peaks),  # type: ignore[arg-type]
-        accumulate=frozen_map(acc),  # type: ignore[arg-type]
+        peak_ops_per_s=frozen_map(peaks),
+        accumulate=frozen_map(acc),
         source=_source(ctx, c, "source", "compute."),
         vector_ops_per_s=_num(ctx, c, "vector_ops_per_s", "compute."),
         vector_source=_source(ctx, c, "vector_source", "compute."),
@@ -310,9 +310,9 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         kernel_tile_mnk=(tile[0], tile[1], tile[2]),
         view_overhead_s=_num(ctx, c, "view_overhead_s", "compute.") if "view_overhead_s" in c else 0.0,
         module_overhead_s=_num(ctx, c, "module_overhead_s", "compute.") if "module_overhead_s" in c else 0.0,
-        class_overhead_s=frozen_map(_class_table(ctx, c, "class_overhead_s")),  # type: ignore[arg-type]
+        class_overhead_s=frozen_map(_class_table(ctx, c, "class_overhead_s")),
         gemm_half_dims=_half_dims(ctx, c),
-        class_efficiency=frozen_map(_class_table(ctx, c, "class_efficiency")),  # type: ignore[arg-type]
+        class_efficiency=frozen_map(_class_table(ctx, c, "class_efficiency")),
         fresh_alloc_bytes_per_s=(
             _num(ctx, c, "fresh_alloc_bytes_per_s", "compute.") if "fresh_alloc_bytes_per_s" in c else 0.0
         ),
@@ -409,7 +409,7 @@ def _build(name: str, d: dict[str, Any]) -> Device:
     if host is not None and not isinstance(host, str):
         raise ctx.fail("support.host", f"must be a device name, got {host!r}")
     support = Support(
-        frozen_map(autocast),  # type: ignore[arg-type]
+        frozen_map(autocast),
         _str(ctx, s, "unsupported_format", "support.", FALLBACKS),
         tuple(host_ops),
         host,

@@ -8,21 +8,27 @@ too large for one chip gets its minimum chip count (the smallest count in the sw
 Accuracy, when given, is per device x precision (measured once by emulation) and reused.
 Energy per item is one chip's step energy over its items: the same work spread over more chips
 costs the same energy (assumed; communication and pipeline-idle energy are not counted).
+
+The driver traces (one trace per batch size, in this process: models need not pickle); the
+pricing of each (trace, devices) chunk is a `SweepTask` that a backend runs (`chipfit.plan.backend`:
+in this process, a process pool or a Ray cluster). Rows come back in the serial order whatever
+the backend, so every backend gives the same plan.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from torch import nn
 
+from chipfit.hardware.device import Device
 from chipfit.plan.scaleout import STRATEGIES, StepParts, est_scale, scale_out
 from chipfit.trace import Trace
 
-__all__ = ["PlanRow", "sweep"]
+__all__ = ["PlanRow", "SweepTask", "price", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -67,80 +73,126 @@ def _memory(trace: Trace, scale: float, strategy: str, n: int) -> float:
     return state + acts
 
 
+@dataclass(frozen=True)
+class SweepTask:
+    """Price one trace (sent beside the task) on some devices: every precision, every chip count."""
+
+    batch: int
+    devices: tuple[Device, ...]  # the devices themselves: a worker may not have the driver's registry
+    precisions: tuple[str, ...]
+    chips: tuple[int, ...]
+    training: bool
+    accuracy: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+
+    @property
+    def estimates(self) -> int:
+        return len(self.devices) * len(self.precisions)
+
+
+def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
+    """The rows of `task`, in device, precision, (strategy, chips) order. Runs in any process."""
+    from chipfit.cost import estimate, resolve_precision
+
+    rows: list[PlanRow] = []
+    b = task.batch
+    for dev in task.devices:
+        for p in task.precisions:
+            prec = resolve_precision(dev, p)
+            est = estimate(tr, dev, p)
+            scale = est_scale(est, tr)
+            parts = StepParts.of(est, tr)
+            price_h = dev.price.usd_per_hour if dev.price is not None else None
+            acc = task.accuracy.get((dev.name, p))
+            cap = float(dev.main_memory.capacity_bytes)
+            options: list[tuple[str, int]] = [("single", 1)]
+            options += [(s, n) for n in task.chips if n > 1 for s in STRATEGIES]
+            for strategy, n in options:
+                try:
+                    so = scale_out(
+                        parts,
+                        None,
+                        "data" if strategy == "single" else strategy,
+                        n,
+                        dev.interconnect,
+                        training=task.training,
+                        batch=b,
+                    )
+                except ValueError:
+                    continue  # no interconnect for this strategy
+                global_batch = b * n if strategy == "data" else b
+                mem = _memory(tr, scale, strategy, n)
+                thr = global_batch / so.step_s if so.step_s > 0 else math.inf
+                usd_h = price_h * n if price_h is not None else None
+                rows.append(
+                    PlanRow(
+                        device=dev.name,
+                        precision=p,
+                        format=prec.format,
+                        how=prec.how,
+                        batch=global_batch,
+                        chips=n,
+                        strategy=strategy,
+                        step_s=so.step_s,
+                        throughput=thr,
+                        usd_per_hour=usd_h,
+                        usd_per_million=(usd_h / 3600 / thr * 1e6) if usd_h is not None else None,
+                        energy_per_item_j=est.energy_j / b,
+                        memory_per_chip_bytes=mem,
+                        capacity_bytes=cap,
+                        fits=mem <= cap,
+                        comm_s=so.comm_s,
+                        accuracy=acc[0] if acc else None,
+                        accuracy_drop=acc[1] if acc else None,
+                    )
+                )
+    return rows
+
+
 def sweep(
     model: nn.Module,
     inputs: Callable[[int], Sequence[Any]],
     *,
-    devices: Sequence[str],
+    devices: Sequence[str | Device],
     precisions: Sequence[str],
     batches: Sequence[int],
     chips: Sequence[int] = (1,),
     training: bool = False,
-    accuracy: dict[tuple[str, str], tuple[float, float]] | None = None,
+    accuracy: dict[tuple[str, str], tuple[float, float]] | None = None,  # (device name, precision)
     progress: Callable[[int, int], None] | None = None,
+    backend: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
 ) -> list[PlanRow]:
-    """Every configuration as a PlanRow. inputs(batch) gives the model's example inputs."""
-    from chipfit.cost import estimate, resolve_precision
+    """Every configuration as a PlanRow. inputs(batch) gives the model's example inputs.
+
+    backend: serial (this process), local (a process pool of `workers`, default one per core) or
+    ray (a Ray cluster at `ray_address`, default a local instance); all give the same rows."""
     from chipfit.hardware import get_device
+    from chipfit.plan.backend import open_backend
     from chipfit.trace import trace
 
-    devs = [get_device(d) for d in devices]
-    total = len(batches) * len(devs) * len(precisions)
-    done = 0
-    rows: list[PlanRow] = []
-    for b in batches:
-        tr = trace(model, list(inputs(b)), mode="training" if training else "inference", optimizer="adam")
-        for dev in devs:
-            for p in precisions:
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-                prec = resolve_precision(dev, p)
-                est = estimate(tr, dev, p)
-                scale = est_scale(est, tr)
-                parts = StepParts.of(est, tr)
-                price = dev.price.usd_per_hour if dev.price is not None else None
-                acc = accuracy.get((dev.name, p)) if accuracy else None
-                cap = float(dev.main_memory.capacity_bytes)
-                options: list[tuple[str, int]] = [("single", 1)]
-                options += [(s, n) for n in chips if n > 1 for s in STRATEGIES]
-                for strategy, n in options:
-                    try:
-                        so = scale_out(
-                            parts,
-                            None,
-                            "data" if strategy == "single" else strategy,
-                            n,
-                            dev.interconnect,
-                            training=training,
-                            batch=b,
-                        )
-                    except ValueError:
-                        continue  # no interconnect for this strategy
-                    global_batch = b * n if strategy == "data" else b
-                    mem = _memory(tr, scale, strategy, n)
-                    thr = global_batch / so.step_s if so.step_s > 0 else math.inf
-                    usd_h = price * n if price is not None else None
-                    rows.append(
-                        PlanRow(
-                            device=dev.name,
-                            precision=p,
-                            format=prec.format,
-                            how=prec.how,
-                            batch=global_batch,
-                            chips=n,
-                            strategy=strategy,
-                            step_s=so.step_s,
-                            throughput=thr,
-                            usd_per_hour=usd_h,
-                            usd_per_million=(usd_h / 3600 / thr * 1e6) if usd_h is not None else None,
-                            energy_per_item_j=est.energy_j / b,
-                            memory_per_chip_bytes=mem,
-                            capacity_bytes=cap,
-                            fits=mem <= cap,
-                            comm_s=so.comm_s,
-                            accuracy=acc[0] if acc else None,
-                            accuracy_drop=acc[1] if acc else None,
-                        )
-                    )
-    return rows
+    devs = {dev.name: dev for dev in (get_device(d) for d in devices)}  # unknown names fail here, naming all
+    precs, counts = tuple(precisions), tuple(chips)
+    acc = {(d, p): accuracy[(d, p)] for d in devs for p in precs if (d, p) in accuracy} if accuracy else {}
+    total = len(batches) * len(devs) * len(precs)
+    with open_backend(backend, workers=workers, ray_address=ray_address) as ex:
+        chunks = ex.chunks(len(devs))
+        for b in batches:
+            tr = trace(model, list(inputs(b)), mode="training" if training else "inference", optimizer="adam")
+            for part in _split(tuple(devs.values()), chunks):
+                mine = {(d.name, p): acc[(d.name, p)] for d in part for p in precs if (d.name, p) in acc}
+                ex.submit(tr, SweepTask(b, part, precs, counts, training, mine))
+        results = ex.gather(lambda done: progress(done, total) if progress is not None else None)
+    return [row for rows in results for row in rows]
+
+
+def _split(items: tuple[Device, ...], k: int) -> list[tuple[Device, ...]]:
+    """items in k contiguous, near-equal, non-empty parts (order kept)."""
+    k = max(1, min(k, len(items)))
+    size, extra = divmod(len(items), k)
+    out, start = [], 0
+    for i in range(k):
+        end = start + size + (1 if i < extra else 0)
+        out.append(items[start:end])
+        start = end
+    return out
