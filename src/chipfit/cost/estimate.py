@@ -98,6 +98,9 @@ class OpCost:
     fallback: bool
 
 
+BY_KEYS = ("op_class", "module", "layer", "phase", "unit")
+
+
 @dataclass
 class Estimate:
     device: str
@@ -158,10 +161,13 @@ class Estimate:
         return [r for r in self.rows if r.fallback]
 
     def by(self, key: str) -> dict[str, dict[str, float]]:
-        """Sums by 'op_class', 'module' (first path component), 'phase' or 'unit'."""
+        """Sums by 'op_class', 'module' (first path component), 'layer' (the full module path: the
+        innermost module that ran the op), 'phase' or 'unit'; largest time first."""
+        if key not in BY_KEYS:
+            raise ValueError(f"unknown key {key!r}; known: {', '.join(BY_KEYS)}")
         out: dict[str, dict[str, float]] = defaultdict(lambda: {"time_s": 0.0, "energy_j": 0.0, "flops": 0.0, "ops": 0})
         for r in self.rows:
-            k = r.module.split(".")[0] if key == "module" else getattr(r, key)
+            k = r.module.split(".")[0] if key == "module" else r.module if key == "layer" else getattr(r, key)
             row = out[k]
             row["time_s"] += r.time_s
             row["energy_j"] += r.energy_j

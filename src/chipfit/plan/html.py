@@ -2,7 +2,7 @@
 
 Charts: cost vs latency (every configuration that fits, coloured by device; the Pareto front
 and the recommendation marked), a roofline with the recommended configuration's ops placed on
-it, the per-layer time breakdown, accuracy per precision (when measured) and scaling with chip
+it, the per-layer time breakdown (innermost modules), accuracy per precision (when measured) and scaling with chip
 count. Every text that comes from the model or the catalog is HTML-escaped.
 """
 
@@ -17,12 +17,15 @@ from torch import nn
 from chipfit.plan.plan import Plan
 from chipfit.report.plot import bar_chart, xy_chart
 
-__all__ = ["drop_text", "render_html"]
+__all__ = ["CHARTS", "drop_text", "render_html"]
+
+# data-chart names of the figures, in page order (tests find the plots by them)
+CHARTS = ("cost-latency", "roofline", "layers", "scaling", "accuracy")
 
 CSS = """body{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.reason{margin:.3em 0}
-figure{margin:1.5em 0}"""
+figure{margin:1.5em 0}figcaption{font-size:12px;color:#555}"""
 
 
 def drop_text(d: float | None, metric: str) -> str:
@@ -42,7 +45,7 @@ def render_html(p: Plan, model: nn.Module, inputs: Callable[[int], Sequence[Any]
     from chipfit.trace import trace
 
     best = p.best
-    charts: list[str] = []
+    charts: list[tuple[str, str]] = []  # (data-chart name, svg)
     fits = [r for r in p.rows if r.fits and r.usd_per_million is not None]
     by_dev: dict[str, list[tuple[float, float]]] = {}
     for r in fits:
@@ -51,16 +54,23 @@ def render_html(p: Plan, model: nn.Module, inputs: Callable[[int], Sequence[Any]
     if best is not None and best.usd_per_million is not None:
         marks.append((best.usd_per_million, best.latency_ms, f"recommended: {best.label()}"))
     charts.append(
-        xy_chart(
-            "Cost vs latency (each dot a configuration that fits; Pareto-optimal ones listed below)",
-            "USD per million items",
-            "latency per step (ms)",
-            by_dev,
-            logx=True,
-            logy=True,
-            highlight=marks,
+        (
+            "cost-latency",
+            xy_chart(
+                "Cost vs latency (each dot a configuration that fits; Pareto-optimal ones listed below)",
+                "USD per million items",
+                "latency per step (ms)",
+                by_dev,
+                logx=True,
+                logy=True,
+                highlight=marks,
+            ),
         )
     )
+    unpriced = sorted({r.device for r in p.rows if r.usd_per_hour is None})
+    captions = {"cost-latency": f"Not on this chart, no rental price in the catalog: {', '.join(unpriced)}."}
+    if not unpriced:
+        captions.clear()
     if best is not None:
         dev = get_device(best.device)
         tr = trace(
@@ -79,22 +89,32 @@ def render_html(p: Plan, model: nn.Module, inputs: Callable[[int], Sequence[Any]
         lo, hi = min(xs) / 2, max(max(xs) * 2, peak / bw * 4)
         roof = [(x, min(peak, bw * x)) for x in (lo, peak / bw, hi)]
         charts.append(
-            xy_chart(
-                f"Roofline: {best.device} at {best.precision}, batch {best.batch} (each dot an op)",
-                "arithmetic intensity (FLOP per byte)",
-                "achieved FLOP/s",
-                {"ops": ops},
-                logx=True,
-                logy=True,
-                guides={"roofline": roof},
+            (
+                "roofline",
+                xy_chart(
+                    f"Roofline: {best.device} at {best.precision}, batch {best.batch} (each dot an op)",
+                    "arithmetic intensity (FLOP per byte)",
+                    "achieved FLOP/s",
+                    {"ops": ops},
+                    logx=True,
+                    logy=True,
+                    guides={"roofline": roof},
+                ),
             )
         )
-        layers = list(est.by("module").items())[:15]
+        per_layer = list(est.by("layer").items())
+        layers = per_layer[:15]
+        if len(per_layer) > 15:  # a 70B decoder has hundreds: the rest as one bar
+            rest = sum(v["time_s"] for _, v in per_layer[15:])
+            layers.append((f"({len(per_layer) - 15} other layers)", {"time_s": rest}))
         charts.append(
-            bar_chart(
-                f"Time per top-level module, {best.label()} (cost model)",
-                "microseconds per step",
-                [(k or "(model)", v["time_s"] * 1e6) for k, v in layers],
+            (
+                "layers",
+                bar_chart(
+                    f"Time per layer, {best.label()} (cost model; the largest first)",
+                    "microseconds per step",
+                    [(k or "(model)", v["time_s"] * 1e6) for k, v in layers],
+                ),
             )
         )
         scal: dict[str, list[tuple[float, float]]] = {}
@@ -109,12 +129,15 @@ def render_html(p: Plan, model: nn.Module, inputs: Callable[[int], Sequence[Any]
             single = scal.pop("single chip", [])
             series = {k: sorted(single + v) for k, v in scal.items()}
             charts.append(
-                xy_chart(
-                    f"Scaling with chip count: {best.device} {best.precision}",
-                    "chips",
-                    "items per second",
-                    series,
-                    lines=True,
+                (
+                    "scaling",
+                    xy_chart(
+                        f"Scaling with chip count: {best.device} {best.precision}",
+                        "chips",
+                        "items per second",
+                        series,
+                        lines=True,
+                    ),
                 )
             )
     if p.fp32_metric is not None:
@@ -123,10 +146,13 @@ def render_html(p: Plan, model: nn.Module, inputs: Callable[[int], Sequence[Any]
             if r.accuracy is not None:
                 acc[r.precision] = min(acc.get(r.precision, 1e9), r.accuracy)
         charts.append(
-            bar_chart(
-                f"{p.metric} per precision (worst device; FP32 {p.fp32_metric:.4g})",
-                p.metric,
-                [(k, v) for k, v in acc.items()],
+            (
+                "accuracy",
+                bar_chart(
+                    f"{p.metric} per precision (worst device; FP32 {p.fp32_metric:.4g})",
+                    p.metric,
+                    [(k, v) for k, v in acc.items()],
+                ),
             )
         )
     head = ["configuration", "ms/step", "items/s", "$/M items", "J/item", "GiB/chip", "fits"]
@@ -157,7 +183,9 @@ def render_html(p: Plan, model: nn.Module, inputs: Callable[[int], Sequence[Any]
     if best is not None:
         parts.append(f"<h2>Recommendation: {escape(best.label())}</h2>")
         parts += [f"<p class='reason'>{escape(x)}</p>" for x in p.reasons]
-    parts += [f"<figure>{c}</figure>" for c in charts]
+    for key, svg in charts:
+        cap = f"<figcaption>{escape(captions[key])}</figcaption>" if key in captions else ""
+        parts.append(f"<figure data-chart='{key}'>{svg}{cap}</figure>")
     parts.append(
         f"<h2>Pareto front ({len(p.front)} configurations)</h2><table><tr>"
         + "".join(f"<th>{escape(h)}</th>" for h in head)
