@@ -15,7 +15,7 @@ from chipfit.hardware import get_device
 from chipfit.models import get_model
 from chipfit.plan import BACKENDS, plan, sweep
 from chipfit.plan.backend import open_backend
-from chipfit.plan.sweep import SweepTask
+from chipfit.plan.sweep import Measured, SweepTask
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,11 @@ def ray_local() -> Iterator[Any]:
 
 def _plan(backend: str, **kw: Any) -> dict[str, Any]:
     spec = get_model("mlp")
-    acc = {(d, p): (0.9 - i * 0.01, i * 0.01) for i, d in enumerate(["a100-sxm", "t4", "tpu-v5e"]) for p in ["bf16"]}
+    acc = {
+        (d, p): Measured(0.9 - i * 0.01, i * 0.01)
+        for i, d in enumerate(["a100-sxm", "t4", "tpu-v5e"])
+        for p in ["bf16"]
+    }
     args: dict[str, Any] = {
         "name": "mlp",
         "devices": ["a100-sxm", "h100-sxm", "t4", "tpu-v5e", "gaudi2", "inferentia2", "edge-tpu"],

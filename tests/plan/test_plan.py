@@ -226,3 +226,57 @@ def test_html_escapes_model_text(tmp_path: Path) -> None:
     text = out.read_text()
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert text.count("<svg") >= 3  # the layer name reached the per-layer chart, escaped
+
+
+def test_quant_config_accuracy_replaces_emulation_where_the_device_runs_it() -> None:
+    import copy
+
+    import torch
+
+    from chipfit.quant import get_recipe, quantize_
+
+    spec = get_model("digits-cnn")
+    assert spec.pretrained is not None and spec.eval_data is not None and spec.calib_data is not None
+    model = spec.pretrained()
+    data = spec.eval_data(150)[:2]
+    calib = [x for x, _ in spec.calib_data(64)[:2]]
+    p = plan(
+        model,
+        spec.example_inputs,
+        devices=["a100-sxm", "edge-tpu", "v100-sxm"],  # v100: no INT8 matrix unit (vector fallback)
+        precisions=["bf16", "int8"],
+        batches=[8],
+        eval_data=data,
+        metric="top1",
+        quant="int8-entropy",
+        calibrate=calib,
+        backend="serial",
+    )
+    src = {(r.device, r.precision): r.accuracy_source for r in p.rows}
+    assert src[("a100-sxm", "int8")] == src[("edge-tpu", "int8")] == "quant:int8-entropy"
+    assert src[("v100-sxm", "int8")] == src[("a100-sxm", "bf16")] == "emulation"
+    # the oracle: the same recipe applied by hand, top-1 counted directly
+    q = quantize_(copy.deepcopy(model), get_recipe("int8-entropy"), calibrate=calib).eval()
+    with torch.no_grad():
+        hits = sum(int((q(*x).argmax(-1) == y).sum()) for x, y in data)
+    expect = hits / sum(int(y.shape[0]) for _, y in data)
+    got = next(r.accuracy for r in p.rows if (r.device, r.precision) == ("a100-sxm", "int8"))
+    assert got == pytest.approx(expect, abs=1e-6)  # the metric averages in float32; one item is 1/300
+    assert any("quantized with int8-entropy" in r for r in p.reasons)
+    with pytest.raises(ValueError, match="quant needs eval_data"):
+        plan(model, spec.example_inputs, devices=["t4"], quant="int8", backend="serial")
+
+
+def test_cli_plan_quant_arguments(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from chipfit.quant import get_recipe
+
+    base = ["plan", "digits-cnn", "--devices", "t4", "--precisions", "int8", "--batch-sizes", "8"]
+    assert main([*base, "--quant", "int9", "--eval-limit", "64"]) == 2
+    assert "neither a recipe (int8, " in capsys.readouterr().err
+    assert main([*base, "--quant", "int8", "--no-accuracy"]) == 2
+    assert "--quant needs accuracy" in capsys.readouterr().err
+    cfg = tmp_path / "q.json"
+    cfg.write_text(get_recipe("int8-percentile").to_json())
+    assert main([*base, "--quant", str(cfg), "--eval-limit", "64", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert {r["accuracy_source"] for r in rows} == {"quant:int8-percentile"}

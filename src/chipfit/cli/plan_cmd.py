@@ -24,6 +24,38 @@ def _ints(text: str, what: str) -> list[int]:
     return vals
 
 
+CALIB_BATCHES = 2  # built-ins without a calibration split: the first evaluation batches calibrate --quant
+
+
+def _quant(args: argparse.Namespace) -> Any:
+    """--quant: a recipe name or a QuantConfig JSON file (as `chipfit quantize --config` reads)."""
+    from chipfit.quant import RECIPES, QuantConfig, get_recipe
+
+    if not args.quant:
+        return None
+    if args.quant in RECIPES:
+        return get_recipe(args.quant)
+    try:
+        with open(args.quant) as fh:
+            return QuantConfig.from_json(fh.read())
+    except OSError:
+        raise CliError(
+            f"--quant {args.quant!r} is neither a recipe ({', '.join(RECIPES)}) nor a readable file"
+        ) from None
+    except ValueError as e:
+        raise CliError(f"--quant {args.quant}: {e}") from None
+
+
+def _calibration(args: argparse.Namespace, data: list[Any] | None) -> Any:
+    from chipfit.models import MODELS, get_model
+
+    if data is None or args.model not in MODELS:
+        return None
+    spec = get_model(args.model)
+    batches = spec.calib_data(args.eval_batch) if spec.calib_data is not None else data[:CALIB_BATCHES]
+    return [inputs for inputs, _ in batches]
+
+
 def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, str]:
     """(model, inputs(batch), name, eval data or None, metric)."""
     import torch
@@ -94,6 +126,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     model, inputs, name, data, metric = _model(args)
     if drop is not None and data is None:
         raise CliError("--max-accuracy-drop needs accuracy: a built-in model with data (digits-cnn, minilm)")
+    quant = _quant(args)
+    if quant is not None and data is None:
+        raise CliError("--quant needs accuracy: a built-in model with data (digits-cnn, minilm), without --no-accuracy")
     if drop is not None and metric in ("top1", "agreement"):
         drop = drop / 100  # given in points
     cons = Constraints(args.max_latency_ms, drop, args.max_usd_per_hour)
@@ -118,6 +153,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 constraints=cons,
                 eval_data=data,
                 metric=metric,
+                quant=quant,
+                calibrate=_calibration(args, data) if quant is not None else None,
                 progress=progress,
                 backend=args.backend,
                 workers=args.workers,
@@ -198,6 +235,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--eval-batch", type=int, default=64, help="batch size of the accuracy measurement")
     p.add_argument("--eval-limit", type=int, default=0, help="measure accuracy on about this many items")
     p.add_argument("--no-accuracy", action="store_true", help="skip the accuracy measurement")
+    p.add_argument(
+        "--quant",
+        help="a quantization recipe (see `chipfit quantize --help`) or QuantConfig JSON file: where a device runs "
+        "its formats, the accuracy is the quantized model's instead of emulation's generic scaling",
+    )
     p.add_argument("--top", type=int, default=15, help="Pareto rows shown")
     p.add_argument(
         "--backend",

@@ -10,7 +10,7 @@ Metrics (higher is better):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,11 +114,15 @@ def evaluate(
     *,
     policies: Sequence[NumericsPolicy] = (),
     accumulate: str | None = None,
+    variants: Mapping[str, nn.Module] | None = None,
 ) -> Evaluation:
     """The metric for every device x precision (plus any explicit policies), next to FP32.
 
     data: (inputs, target) batches; inputs is a tensor or a tuple of tensors, target may be None
       for metrics against FP32 (cosine, agreement).
+    variants: name -> another model (e.g. a quantized copy), run in FP32 arithmetic and scored
+      against the same FP32 references; one row each after the policies (device "", policy
+      "variant:NAME").
     """
     if isinstance(metric, str):
         if metric not in METRICS:
@@ -153,6 +157,18 @@ def evaluate(
                         time.perf_counter() - t0, (*pol.notes, *run.notes),
                     )
                 )  # fmt: skip
+            for vname, other in (variants or {}).items():
+                t0 = time.perf_counter()
+                other_training = other.training
+                other.eval()
+                try:
+                    outs = [_call(other, inp) for inp, _t in batches]
+                finally:
+                    other.train(other_training)
+                value = _score(fn, outs, batches, refs)
+                ev.rows.append(
+                    EvalRow("", vname, f"variant:{vname}", value, value - fp32, 0, "", time.perf_counter() - t0, ())
+                )
     finally:
         model.train(was_training)
     return ev

@@ -11,7 +11,8 @@ from torch import nn
 from chipfit.hardware.device import Device
 from chipfit.plan.backend import BACKENDS
 from chipfit.plan.plan import OBJECTIVES, Constraints, Plan, pareto_front, recommend
-from chipfit.plan.sweep import sweep
+from chipfit.plan.sweep import Measured, sweep
+from chipfit.quant.spec import QuantConfig
 
 __all__ = ["DEFAULT_BATCHES", "DEFAULT_PRECISIONS", "measure_accuracy", "plan"]
 
@@ -20,10 +21,25 @@ DEFAULT_BATCHES = (1, 8, 32, 128)
 
 
 def measure_accuracy(
-    model: nn.Module, data: list[Any], metric: str, devices: Sequence[str | Device], precisions: Sequence[str]
-) -> tuple[float, dict[tuple[str, str], tuple[float, float]]]:
-    """(FP32 metric, {(device, precision): (metric, FP32 - metric)}), emulating each distinct
-    numerics policy once (devices that share a policy share the measurement)."""
+    model: nn.Module,
+    data: list[Any],
+    metric: str,
+    devices: Sequence[str | Device],
+    precisions: Sequence[str],
+    *,
+    quant: QuantConfig | str | None = None,
+    calibrate: Any = None,
+) -> tuple[float, dict[tuple[str, str], Measured]]:
+    """(FP32 metric, {(device name, precision): Measured}), emulating each distinct numerics policy
+    once (devices that share a policy share the measurement).
+
+    quant: a QuantConfig or recipe name. Where a device runs a precision's matrix ops natively in
+    the config's formats (weights, and activations when the config quantizes them), the accuracy
+    is that of a copy of the model quantized with it (`chipfit.quant.quantize_`, calibrated on
+    `calibrate`) instead of the emulation policy's generic scaling: the plan uses the
+    quantization the user will deploy."""
+    import copy
+
     from chipfit.emulate import evaluate, policy_for
     from chipfit.hardware import get_device
 
@@ -35,9 +51,32 @@ def measure_accuracy(
     unique: dict[Any, Any] = {}
     for pol in pols.values():
         unique.setdefault(key(pol), pol)
-    ev = evaluate(model, data, metric, policies=list(unique.values()))
-    by_key = {k: (row.value, -row.delta) for k, row in zip(unique, ev.rows, strict=True)}
-    return ev.fp32, {dp: by_key[key(pol)] for dp, pol in pols.items()}
+    variants: dict[str, nn.Module] = {}
+    cfg = None
+    if quant is not None:
+        from chipfit.quant import get_recipe, quantize_
+
+        cfg = get_recipe(quant) if isinstance(quant, str) else quant
+        variants[cfg.name] = quantize_(copy.deepcopy(model), cfg, calibrate=calibrate)
+    ev = evaluate(model, data, metric, policies=list(unique.values()), variants=variants)
+    by_key = {k: Measured(row.value, -row.delta) for k, row in zip(unique, ev.rows[: len(unique)], strict=True)}
+    out = {dp: by_key[key(pol)] for dp, pol in pols.items()}
+    if cfg is not None:
+        row = ev.rows[-1]
+        q = Measured(row.value, -row.delta, f"quant:{cfg.name}")
+        for dp, pol in pols.items():
+            if _runs_config(pol, cfg):
+                out[dp] = q
+    return ev.fp32, out
+
+
+def _runs_config(pol: Any, cfg: QuantConfig) -> bool:
+    """Does this policy's matrix unit take the config's formats natively?"""
+    if pol.matrix_fallback:
+        return False
+    if cfg.weights is not None and pol.b.format != cfg.weights.format:
+        return False
+    return cfg.activations is None or pol.a.format == cfg.activations.format
 
 
 def plan(
@@ -54,6 +93,8 @@ def plan(
     constraints: Constraints | None = None,
     eval_data: list[Any] | None = None,
     metric: str = "",
+    quant: QuantConfig | str | None = None,
+    calibrate: Any = None,
     progress: Callable[[int, int], None] | None = None,
     backend: str = "local",
     workers: int | None = None,
@@ -63,6 +104,8 @@ def plan(
 
     inputs(batch) -> the model's positional inputs. eval_data and metric (top1, agreement, cosine):
     accuracy per device x precision by emulation, used by --max-accuracy-drop and the front.
+    quant (a QuantConfig or recipe name) and calibrate: where a device runs the config's formats,
+    the accuracy is the quantized model's (see measure_accuracy).
     backend: where the pricing runs, serial | local (a process pool of `workers`) | ray (a Ray
     cluster at `ray_address`; None starts a local one); every backend gives the same plan."""
     from chipfit.hardware import list_devices
@@ -82,7 +125,9 @@ def plan(
     if eval_data is not None:
         if not metric:
             raise ValueError("eval_data needs a metric: top1, agreement or cosine")
-        fp32, accuracy = measure_accuracy(model, eval_data, metric, names, precisions)
+        fp32, accuracy = measure_accuracy(model, eval_data, metric, names, precisions, quant=quant, calibrate=calibrate)
+    elif quant is not None:
+        raise ValueError("quant needs eval_data and a metric: its accuracy is measured, like emulation's")
     rows = sweep(
         model,
         inputs,
@@ -100,4 +145,19 @@ def plan(
     result = Plan(name, objective, cons, rows, metric=metric, fp32_metric=fp32, training=training)
     result.front = pareto_front(rows)
     result.best, result.reasons = recommend(rows, objective, cons)
+    if accuracy is not None and quant is not None:
+        from chipfit.plan.html import drop_text
+
+        quantized = {k: m for k, m in accuracy.items() if m.source != "emulation"}
+        if quantized:
+            m = next(iter(quantized.values()))
+            precs = sorted({p for _, p in quantized})
+            result.reasons.append(
+                f"Accuracy of {', '.join(precs)} on {len({d for d, _ in quantized})} devices is that of the model "
+                f"quantized with {m.source.removeprefix('quant:')} (drop {drop_text(m.drop, metric)}"
+                f"{' points' if metric in ('top1', 'agreement') else ''}); the rest is by emulation."
+            )
+        else:
+            name = quant if isinstance(quant, str) else quant.name
+            result.reasons.append(f"No swept device runs {name}'s formats natively: accuracy is by emulation.")
     return result

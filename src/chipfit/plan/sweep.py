@@ -28,7 +28,7 @@ from chipfit.hardware.device import Device
 from chipfit.plan.scaleout import STRATEGIES, StepParts, est_scale, scale_out
 from chipfit.trace import Trace
 
-__all__ = ["PlanRow", "SweepTask", "price", "sweep"]
+__all__ = ["Measured", "PlanRow", "SweepTask", "price", "sweep"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class PlanRow:
     comm_s: float
     accuracy: float | None = None
     accuracy_drop: float | None = None  # FP32 value - this value (metric units)
+    accuracy_source: str | None = None  # emulation | quant:CONFIG (a quantized copy of the model)
 
     @property
     def latency_ms(self) -> float:
@@ -74,6 +75,15 @@ def _memory(trace: Trace, scale: float, strategy: str, n: int) -> float:
 
 
 @dataclass(frozen=True)
+class Measured:
+    """Accuracy of one device x precision: the metric, its drop from FP32, and where it came from."""
+
+    value: float
+    drop: float  # FP32 value - value (metric units)
+    source: str = "emulation"  # or quant:CONFIG
+
+
+@dataclass(frozen=True)
 class SweepTask:
     """Price one trace (sent beside the task) on some devices: every precision, every chip count."""
 
@@ -82,7 +92,7 @@ class SweepTask:
     precisions: tuple[str, ...]
     chips: tuple[int, ...]
     training: bool
-    accuracy: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    accuracy: dict[tuple[str, str], Measured] = field(default_factory=dict)
 
     @property
     def estimates(self) -> int:
@@ -141,8 +151,9 @@ def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
                         capacity_bytes=cap,
                         fits=mem <= cap,
                         comm_s=so.comm_s,
-                        accuracy=acc[0] if acc else None,
-                        accuracy_drop=acc[1] if acc else None,
+                        accuracy=acc.value if acc else None,
+                        accuracy_drop=acc.drop if acc else None,
+                        accuracy_source=acc.source if acc else None,
                     )
                 )
     return rows
@@ -157,7 +168,7 @@ def sweep(
     batches: Sequence[int],
     chips: Sequence[int] = (1,),
     training: bool = False,
-    accuracy: dict[tuple[str, str], tuple[float, float]] | None = None,  # (device name, precision)
+    accuracy: dict[tuple[str, str], Measured] | None = None,  # (device name, precision)
     progress: Callable[[int, int], None] | None = None,
     backend: str = "local",
     workers: int | None = None,
