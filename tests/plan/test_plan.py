@@ -280,3 +280,54 @@ def test_cli_plan_quant_arguments(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert main([*base, "--quant", str(cfg), "--eval-limit", "64", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert {r["accuracy_source"] for r in rows} == {"quant:int8-percentile"}
+
+
+def _user_model(tmp_path: Path) -> Path:
+    src = tmp_path / "net.py"
+    src.write_text(
+        "import torch\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5))\n"
+    )
+    return src
+
+
+def test_cli_plan_user_model_with_eval_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    src = _user_model(tmp_path)
+    import importlib.util
+
+    x = torch.randn(200, 16, generator=torch.Generator().manual_seed(1))
+
+    spec = importlib.util.spec_from_file_location("net", src)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with torch.no_grad():
+        y = mod.make()(x).argmax(-1)  # targets the FP32 model gets right: FP32 top-1 is exactly 1
+    pt, npz = tmp_path / "d.pt", tmp_path / "d.npz"
+    torch.save({"inputs": x, "targets": y}, pt)
+    np.savez(npz, inputs=x.numpy())
+    base = ["plan", f"{src}:make", "--devices", "a100-sxm,edge-tpu", "--precisions", "bf16,int8", "--batch-sizes",
+            "1,16", "--eval-batch", "50", "--json"]  # fmt: skip
+    assert main([*base, "--eval-data", str(pt), "--max-accuracy-drop", "50"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["metric"] == "top1" and d["fp32_metric"] == 1.0
+    assert all(r["accuracy"] is not None and r["accuracy_source"] == "emulation" for r in d["rows"])
+    assert {r["batch"] for r in d["rows"]} == {1, 16}  # traced on the data's item shape, no --input-shape
+    assert main([*base, "--eval-data", str(npz)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["metric"] == "cosine" and d["fp32_metric"] == pytest.approx(1.0)
+    assert main([*base, "--eval-data", str(npz), "--metric", "top1"]) == 2
+    assert "needs 'targets'" in capsys.readouterr().err
+    assert main([*base, "--eval-data", str(pt), "--metric", "f1"]) == 2
+    assert "known: top1, agreement, cosine" in capsys.readouterr().err
+    bad = tmp_path / "bad.pt"
+    torch.save({"inputs": x, "targets": y[:10]}, bad)
+    assert main([*base, "--eval-data", str(bad)]) == 2
+    assert "disagree on the number of items" in capsys.readouterr().err
+    assert main([*base, "--eval-data", str(tmp_path / "d.csv")]) == 2
+    assert "Expected .pt or .npz" in capsys.readouterr().err

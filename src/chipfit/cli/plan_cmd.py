@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
 from rich.progress import Progress
@@ -46,14 +47,14 @@ def _quant(args: argparse.Namespace) -> Any:
         raise CliError(f"--quant {args.quant}: {e}") from None
 
 
-def _calibration(args: argparse.Namespace, data: list[Any] | None) -> Any:
+def _calibration(args: argparse.Namespace, data: list[Any]) -> Any:
+    """Calibration batches for --quant: a built-in's own calibration split, else the first
+    evaluation batches (which then also evaluate: stated in docs/plan.md)."""
     from chipfit.models import MODELS, get_model
 
-    if data is None or args.model not in MODELS:
-        return None
-    spec = get_model(args.model)
-    batches = spec.calib_data(args.eval_batch) if spec.calib_data is not None else data[:CALIB_BATCHES]
-    return [inputs for inputs, _ in batches]
+    spec = get_model(args.model) if args.model in MODELS and not args.eval_data else None
+    batches = spec.calib_data(args.eval_batch) if spec is not None and spec.calib_data is not None else None
+    return [inputs for inputs, _ in (batches or data[:CALIB_BATCHES])]
 
 
 def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, str]:
@@ -61,9 +62,12 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, s
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    from chipfit.emulate.evaluate import METRICS
     from chipfit.models import MODELS, get_model
 
-    if args.model in MODELS:
+    if args.metric and args.metric not in METRICS:
+        raise CliError(f"unknown --metric {args.metric!r}; known: {', '.join(METRICS)}")
+    if args.model in MODELS and not args.eval_data:
         spec = get_model(args.model)
         data, metric = None, ""
         if spec.pretrained is not None and not args.no_accuracy:
@@ -85,6 +89,30 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, s
                 return spec.example_inputs(b)
 
         return model, inputs, args.model, data, metric
+    if args.eval_data:  # a user model with its own data: built for real, traced on its data's shapes
+        from chipfit.emulate.data import load_batches
+
+        try:
+            data = load_batches(args.eval_data, args.eval_batch)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+        if args.eval_limit:
+            data = data[: max(1, -(-args.eval_limit // args.eval_batch))]
+        metric = args.metric or ("top1" if data[0][1] is not None else "cosine")
+        if metric == "top1" and data[0][1] is None:
+            raise CliError("--metric top1 needs 'targets' in --eval-data; use cosine or agreement")
+        if args.model in MODELS:
+            spec = get_model(args.model)
+            model = spec.pretrained() if spec.pretrained is not None else spec.build()
+        else:
+            model = build_user_model(args.model, contextlib.nullcontext())
+        first = data[0][0]
+
+        def data_inputs(b: int) -> Any:
+            reps = [-(-b // t.shape[0]) for t in first]
+            return tuple(torch.cat([t] * r)[:b] for t, r in zip(first, reps, strict=True))
+
+        return model, data_inputs, args.model, data, metric
     if not args.input_shape:
         known = ", ".join(MODELS)
         raise CliError(
@@ -125,10 +153,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
     drop = args.max_accuracy_drop
     model, inputs, name, data, metric = _model(args)
     if drop is not None and data is None:
-        raise CliError("--max-accuracy-drop needs accuracy: a built-in model with data (digits-cnn, minilm)")
+        raise CliError(
+            "--max-accuracy-drop needs accuracy: --eval-data, or a built-in model with data (digits-cnn, minilm)"
+        )
     quant = _quant(args)
     if quant is not None and data is None:
-        raise CliError("--quant needs accuracy: a built-in model with data (digits-cnn, minilm), without --no-accuracy")
+        raise CliError(
+            "--quant needs accuracy: --eval-data, or a built-in model with data (digits-cnn, minilm) without "
+            "--no-accuracy"
+        )
     if drop is not None and metric in ("top1", "agreement"):
         drop = drop / 100  # given in points
     cons = Constraints(args.max_latency_ms, drop, args.max_usd_per_hour)
@@ -154,7 +187,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 eval_data=data,
                 metric=metric,
                 quant=quant,
-                calibrate=_calibration(args, data) if quant is not None else None,
+                calibrate=_calibration(args, data) if quant is not None and data else None,
                 progress=progress,
                 backend=args.backend,
                 workers=args.workers,
@@ -232,6 +265,13 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--batch-sizes", help="comma-separated (default 1,8,32,128)")
     p.add_argument("--chips", help="comma-separated chip counts (default 1), e.g. 1,2,4,8")
     p.add_argument("--train", action="store_true", help="plan a training step (forward, backward, Adam)")
+    p.add_argument(
+        "--eval-data",
+        help="your model's evaluation data, .pt or .npz with 'inputs' (and 'targets'): accuracy by emulation "
+        "per device x precision (see docs/plan.md); a built-in model's own data otherwise",
+    )
+    p.add_argument("--metric", help="with --eval-data: top1 (needs targets), agreement or cosine (default: "
+                   "top1 with targets, else cosine)")  # fmt: skip
     p.add_argument("--eval-batch", type=int, default=64, help="batch size of the accuracy measurement")
     p.add_argument("--eval-limit", type=int, default=0, help="measure accuracy on about this many items")
     p.add_argument("--no-accuracy", action="store_true", help="skip the accuracy measurement")
