@@ -86,3 +86,27 @@ def test_conv_with_a_narrow_accumulator_equals_im2col_reference() -> None:
 def test_int8_policy_scales_do_not_need_a_narrow_accumulator() -> None:
     op = Operand("int8", Scaling("dynamic"))
     assert NumericsPolicy("i8", a=op, b=op).accumulate.default
+
+
+@pytest.mark.parametrize("acc", CASES, ids=lambda a: a.name)
+def test_fused_scan_equals_the_chunk_by_chunk_torch_path(acc: Accumulation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Larger, broadcast-batched, with overflow to inf, NaN and a ragged row block: the fused numba
+    GEMM equals the previous one-quantize-per-chunk torch path bit for bit."""
+    import importlib
+
+    accmod = importlib.import_module("chipfit.emulate.accumulate")  # chipfit.emulate is also the function
+
+    g = torch.Generator().manual_seed(7)
+    a = quantize(torch.randn(2, 1, 33, 300, generator=g) * 30, "float16")
+    b = quantize(torch.randn(1, 3, 300, 17, generator=g) * 30, "float16")
+    a[0, 0, 0, :40] = 60000.0  # the FP16 accumulator overflows to inf on this row
+    a[1, 0, 5, 7] = float("nan")
+    monkeypatch.setattr(accmod, "_ROWS", 5)  # 33 rows: a ragged last block
+    fast = chunked_matmul(a, b, acc)
+    slow = accmod.chunked_matmul_torch(a, b, acc)
+    assert fast.shape == slow.shape == (2, 3, 33, 17)
+    assert torch.equal(fast.isnan(), slow.isnan())
+    keep = ~fast.isnan()
+    assert torch.equal(fast[keep].view(torch.int32), slow[keep].view(torch.int32))
+    if acc.format == "float16" and acc.rounding == "nearest-even":  # toward-zero saturates instead
+        assert fast.isinf().any()

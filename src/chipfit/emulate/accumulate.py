@@ -27,15 +27,20 @@ outside that the chunk sum may differ from the exact one by one FP32 ulp.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import torch
 
 from chipfit.formats import FloatFormat, NanEncoding, Rounding, get_format, quantize
+from chipfit.formats._kernels import accumulate_kernel
+from chipfit.formats.profiles import get_profile
 from chipfit.formats.quantize import parse_rounding
 from chipfit.formats.reference import f32_bits, f32_value, quantize_bits, round_fraction
+from chipfit.formats.spec import Overflow
 
 __all__ = [
     "ACCUMULATIONS",
@@ -43,6 +48,7 @@ __all__ = [
     "Accumulation",
     "chunked_matmul",
     "chunked_matmul_reference",
+    "chunked_matmul_torch",
     "get_accumulation",
 ]
 
@@ -126,8 +132,41 @@ def get_accumulation(acc: str | Accumulation) -> Accumulation:
         raise ValueError(f"unknown accumulation {acc!r}; known: {', '.join(ACCUMULATIONS)}") from None
 
 
+_ROWS = 32  # output rows computed together, so each row of b is reused from cache
+
+
+@functools.lru_cache(maxsize=32)
+def _kernel(acc: Accumulation) -> Any:
+    fmt = accumulator_format(acc.format)
+    mode = parse_rounding(acc.rounding)
+    return accumulate_kernel(fmt, get_profile(None), mode, Overflow.NONSAT)
+
+
 def chunked_matmul(a: torch.Tensor, b: torch.Tensor, acc: Accumulation) -> torch.Tensor:
-    """a (..., M, K) @ b (..., K, N) under `acc`, float32 out (fast path: one GEMM per chunk)."""
+    """a (..., M, K) @ b (..., K, N) under `acc`, float32 out.
+
+    Fast path: one fused numba GEMM (`accumulate_kernel`) that sums each chunk of products in
+    float64, rounds it to FP32 and runs the narrow accumulator, row block by row block, with
+    no chunk-sized intermediate in memory. `chunked_matmul_torch` (one float64 GEMM and one
+    `quantize` per chunk) and `chunked_matmul_reference` (exact rationals) are its oracles."""
+    if acc.default:
+        return torch.matmul(a.float(), b.float())
+    k = a.shape[-1]
+    chunk = acc.chunk_k or k
+    chunks = -(-k // chunk)
+    per_group = acc.promote_k // chunk if acc.promote_k else chunks
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    m, n = a.shape[-2], b.shape[-1]
+    a3 = a.detach().double().expand(*batch, m, k).reshape(-1, m, k).contiguous()
+    b3 = b.detach().double().expand(*batch, k, n).reshape(-1, k, n).contiguous()
+    out = torch.empty(a3.shape[0], m, n, dtype=torch.float32)
+    _kernel(acc)(a3.numpy(), b3.numpy(), out.numpy(), chunk, per_group, _ROWS)
+    return out.reshape(*batch, m, n)
+
+
+def chunked_matmul_torch(a: torch.Tensor, b: torch.Tensor, acc: Accumulation) -> torch.Tensor:
+    """The same model one chunk at a time in torch (a float64 GEMM and a `quantize` per chunk):
+    the previous fast path, kept as a second oracle and for timing (benchmarks/emulate.py)."""
     if acc.default:
         return torch.matmul(a.float(), b.float())
     k = a.shape[-1]

@@ -35,7 +35,7 @@ from chipfit.formats.reference import f32_bits, int_bounds_f32
 from chipfit.formats.spec import FloatFormat, IntFormat, NanEncoding, Overflow, Rounding
 from chipfit.paths import cache_dir, write_text_atomic
 
-__all__ = ["PARALLEL_THRESHOLD", "binary_kernel", "float_kernel", "int_kernel", "kernel_cache_dir"]
+__all__ = ["PARALLEL_THRESHOLD", "accumulate_kernel", "binary_kernel", "float_kernel", "int_kernel", "kernel_cache_dir"]
 
 PARALLEL_THRESHOLD = 1 << 15  # elements; below this, thread start-up costs more than it saves
 
@@ -139,6 +139,14 @@ _ZERO_SEED = np.uint64(0)
 
 def float_kernel(fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: Overflow, flush: bool) -> Kernel:
     """The kernel for float formats; arrays are uint32 views of float32 data."""
+    consts, body = _float_body(fmt, prof, rounding, overflow, flush)
+    return _build(consts, body, rounding is Rounding.STOCHASTIC, int_view=True)
+
+
+def _float_body(
+    fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: Overflow, flush: bool
+) -> tuple[dict[str, int | float], str]:
+    """(constants, element body): the body reads `src[i]` (float32 bits) and writes `dst[i]`."""
     if fmt.nan is NanEncoding.NONE:
         overflow = Overflow.SATURATE
     rule = prof.nan_rule(fmt)
@@ -228,7 +236,7 @@ def float_kernel(fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: 
     lines.append("dst[i] = np.uint32(out & 0xFFFFFFFF)")
 
     zero_bits = rule.apply(QNAN) if prof.zero_to_nan(fmt) else tiny_bits
-    consts = {
+    consts: dict[str, int | float] = {
         "M": m,
         "EMIN": emin,
         "MAX_BITS": max_bits,
@@ -241,7 +249,65 @@ def float_kernel(fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: 
         "NAN_FLIP": rule.flip,
         "NAN_FIX": rule.fix,
     }
-    return _build(consts, "\n".join(lines), rounding is Rounding.STOCHASTIC, int_view=True)
+    return consts, "\n".join(lines)
+
+
+def accumulate_kernel(fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: Overflow) -> Callable[..., Any]:
+    """A GEMM with a narrow accumulator, fused: k(a, b, out, chunk, per_group, rows) with a
+    (B, M, K) and b (B, K, N) float64 (values of float32 operands), out (B, M, N) float32.
+
+    For each output element: each chunk of `chunk` products is summed in float64 and rounded
+    once to float32 (one MMA instruction), then run = Q(fl32(run + part)); after every
+    `per_group` chunks (and after the last) out = fl32(out + run) and run = 0. Q is the float
+    kernel's body for `fmt` (deterministic roundings only), so it rounds exactly as `quantize`
+    does. Rows are taken `rows` at a time so that each row of b is reused from cache."""
+    if rounding is Rounding.STOCHASTIC:
+        raise ValueError("the fused accumulator takes deterministic rounding modes only")
+    consts, body = _float_body(fmt, prof, rounding, overflow, False)
+    # the body's own names (a, b, s, e, q, r, t, ...) are left to it: the loop's all end in _
+    x = "np.float32(run_[row_, col_] + np.float32(part_[row_, col_]))"
+    body = body.replace("np.int64(src[i])", f"np.int64({x}.view(np.uint32))")
+    body = body.replace(
+        "dst[i] = np.uint32(out & 0xFFFFFFFF)", "run_[row_, col_] = np.uint32(out & 0xFFFFFFFF).view(np.float32)"
+    )
+    inner = "\n".join("                    " + line for line in body.splitlines())
+    fn = (
+        "@nb.njit(cache=True, parallel=True, boundscheck=False, nogil=True, error_model='numpy')\n"
+        "def k_acc(xa_, xb_, dst_, chunk_, per_group_, rows_):\n"
+        "    nbat_, m_, k_ = xa_.shape\n"
+        "    n_ = xb_.shape[2]\n"
+        "    blocks_ = (m_ + rows_ - 1) // rows_\n"
+        "    chunks_ = (k_ + chunk_ - 1) // chunk_\n"
+        "    for blk_ in prange(nbat_ * blocks_):\n"
+        "        bat_ = blk_ // blocks_\n"
+        "        i0_ = (blk_ % blocks_) * rows_\n"
+        "        nr_ = min(m_, i0_ + rows_) - i0_\n"
+        "        part_ = np.zeros((rows_, n_), np.float64)\n"
+        "        run_ = np.zeros((rows_, n_), np.float32)\n"
+        "        total_ = np.zeros((rows_, n_), np.float32)\n"
+        "        for c_ in range(chunks_):\n"
+        "            part_[:, :] = 0.0\n"
+        "            for kk_ in range(c_ * chunk_, min(k_, (c_ + 1) * chunk_)):\n"
+        "                for row_ in range(nr_):\n"
+        "                    av_ = xa_[bat_, i0_ + row_, kk_]\n"
+        "                    if av_ != 0.0:\n"
+        "                        for col_ in range(n_):\n"
+        "                            part_[row_, col_] += av_ * xb_[bat_, kk_, col_]\n"
+        "            for row_ in range(nr_):\n"
+        "                for col_ in range(n_):\n"
+        f"{inner}\n"
+        "            if (c_ + 1) % per_group_ == 0 or c_ == chunks_ - 1:\n"
+        "                for row_ in range(nr_):\n"
+        "                    for col_ in range(n_):\n"
+        "                        total_[row_, col_] = np.float32(total_[row_, col_] + run_[row_, col_])\n"
+        "                        run_[row_, col_] = np.float32(0.0)\n"
+        "        for row_ in range(nr_):\n"
+        "            for col_ in range(n_):\n"
+        "                dst_[bat_, i0_ + row_, col_] = total_[row_, col_]\n"
+    )
+    const_src = "\n".join(f"{k} = {v!r}" for k, v in consts.items())
+    module = _load(f"{_HEADER}\n{const_src}\n\n{fn}")
+    return module.k_acc  # type: ignore[no-any-return]
 
 
 def int_kernel(fmt: IntFormat, rounding: Rounding) -> Kernel:
