@@ -298,3 +298,22 @@ def test_matches_pytorch_autocast_bf16_on_a_small_mlp() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         theirs = mlp(x).float()
     assert _bits_equal(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.5, -3.0, 2.0],
+        [-0.0, 0.0],
+        [1.0, float("inf"), -2.0],
+        [-float("inf"), 1.0],
+        [1.0, float("nan"), -5.0],
+        [-7.5],
+    ],
+)
+def test_per_tensor_amax_is_max_abs(values: list[float]) -> None:
+    from chipfit.emulate.scaling import amax_over
+
+    x = torch.tensor(values).reshape(-1, 1).expand(-1, 3)  # non-contiguous too
+    got, ref = float(amax_over(x, None)), float(x.abs().amax())
+    assert got == ref or (math.isnan(got) and math.isnan(ref))

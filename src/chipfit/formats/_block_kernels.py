@@ -89,16 +89,17 @@ def _round_sat(v, man, emin, vmax):  # type: ignore[no-untyped-def]
 
 @nb.njit(inline="always")
 def _round_elem(a, man_scale, first_top, vmax):  # type: ignore[no-untyped-def]
-    """a >= 0 on a narrow element grid (nearest-even, saturating): the binade is found by
-    doubling from the smallest normal, so no libm call (the per-element hot path).
-    man_scale = 2^-man; first_top = 2^(emin + 1)."""
-    if a >= vmax:
-        return vmax
-    top = first_top
-    while a >= top:
-        top *= 2.0
-    quantum = top * 0.5 * man_scale
-    return min(np.rint(a / quantum) * quantum, vmax)
+    """a >= 0 (a float64 holding a float32 value) on a narrow element grid (nearest-even,
+    saturating). man_scale = 2^-man; first_top = 2^(emin + 1). Branch-free, so the block loop
+    vectorises: the binade comes from a's float64 exponent bits, and the quantum 2^q and its
+    inverse are built from bits (multiplying by them is exact, as dividing by the quantum was)."""
+    emin = ((np.float64(first_top).view(np.int64) >> 52) - 1023) - 1
+    neg_man = (np.float64(man_scale).view(np.int64) >> 52) - 1023
+    e = max(((np.float64(a).view(np.int64) >> 52) & 0x7FF) - 1023, emin)
+    q = e + neg_man
+    quantum = np.int64((q + 1023) << 52).view(np.float64)
+    inv = np.int64((1023 - q) << 52).view(np.float64)
+    return min(np.rint(a * inv) * quantum, vmax)
 
 
 @nb.njit(inline="always")
