@@ -331,3 +331,21 @@ def test_cli_plan_user_model_with_eval_data(capsys: pytest.CaptureFixture[str], 
     assert "disagree on the number of items" in capsys.readouterr().err
     assert main([*base, "--eval-data", str(tmp_path / "d.csv")]) == 2
     assert "Expected .pt or .npz" in capsys.readouterr().err
+
+
+def test_drops_read_in_the_metrics_units() -> None:
+    a = _row("a100-sxm", 1.0, 10.0, 0.002)
+    h = _row("h100-sxm", 0.5, 4.0, 0.004)
+    _, why = recommend([a, h], "cost", Constraints(metric="cosine"))
+    assert "with 0.002 of cosine less accuracy" in why[1]
+    with pytest.raises(PlanError, match=r"loses 0\.004 of cosine, over your budget of 0\.001 of cosine"):
+        recommend([a, h], "cost", Constraints(max_accuracy_drop=0.001, metric="cosine"))
+
+
+def test_cli_plan_combined_constraints_leave_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["plan", "digits-cnn", "--devices", "a100-sxm,h100-sxm", "--precisions", "bf16", "--batch-sizes", "8",
+            "--no-accuracy"]  # fmt: skip
+    assert main([*base, "--max-latency-ms", "1000", "--max-usd-per-hour", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "no configuration meets your constraints" in err and "over your $0.5/h" in err
+    assert "Pareto" not in capsys.readouterr().out  # a message, not an empty table

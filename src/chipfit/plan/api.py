@@ -120,6 +120,8 @@ def plan(
         raise ValueError(f"chip counts must be positive integers, got {list(chips)}")
     names: list[str | Device] = list(devices) if devices else [d.name for d in list_devices()]
     cons = constraints or Constraints()
+    if metric and cons.metric != metric:
+        cons = dataclasses.replace(cons, metric=metric)  # drops are in the metric's units
     fp32 = None
     accuracy = None
     if eval_data is not None:

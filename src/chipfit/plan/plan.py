@@ -31,6 +31,7 @@ class Constraints:
     max_latency_ms: float | None = None
     max_accuracy_drop: float | None = None  # in the metric's units (top-1: fraction; shown as points)
     max_usd_per_hour: float | None = None
+    metric: str = "top1"  # what accuracy is measured in: top1/agreement drops read as points, others as is
 
     def violation(self, r: PlanRow) -> str:
         """'' when r satisfies every constraint, else the first it breaks, in words."""
@@ -43,7 +44,8 @@ class Constraints:
             and r.accuracy_drop is not None
             and (r.accuracy_drop > self.max_accuracy_drop)
         ):
-            return f"loses {_acc(r.accuracy_drop)}, over your budget of {_acc(self.max_accuracy_drop)}"
+            drop, budget = _acc(r.accuracy_drop, self.metric), _acc(self.max_accuracy_drop, self.metric)
+            return f"loses {drop}, over your budget of {budget}"
         if self.max_usd_per_hour is not None and r.usd_per_hour is not None and r.usd_per_hour > self.max_usd_per_hour:
             return f"${r.usd_per_hour:.3g}/h, over your ${self.max_usd_per_hour:g}/h"
         if self.max_usd_per_hour is not None and r.usd_per_hour is None:
@@ -51,8 +53,10 @@ class Constraints:
         return ""
 
 
-def _acc(drop: float) -> str:
-    return f"{100 * drop:.2f} points" if abs(drop) < 1 else f"{drop:.3g}"
+def _acc(drop: float, metric: str) -> str:
+    if metric in ("top1", "agreement"):
+        return f"{100 * drop:.2f} points"
+    return f"{drop:.3g} of {metric}"
 
 
 def _value(r: PlanRow, key: str) -> float:
@@ -101,7 +105,7 @@ def recommend(rows: list[PlanRow], objective: str, constraints: Constraints) -> 
     ]
     other = next((r for r in ok if r.device != best.device), None)
     if other is not None:
-        reasons.append(_compare(best, other, objective))
+        reasons.append(_compare(best, other, objective, constraints.metric))
     beaten_by = [r for r in ranked if score(r) < score(best) and constraints.violation(r)]
     if beaten_by:
         r = beaten_by[0]
@@ -133,12 +137,12 @@ def _ratio_words(a: PlanRow, b: PlanRow, objective: str) -> str:
     return f"{_times(a, b, objective)} still"
 
 
-def _compare(best: PlanRow, other: PlanRow, objective: str) -> str:
+def _compare(best: PlanRow, other: PlanRow, objective: str, metric: str) -> str:
     text = f"{_times(best, other, objective)} than the best other device, {other.label()}"
     if best.accuracy_drop is not None and other.accuracy_drop is not None:
         d = best.accuracy_drop - other.accuracy_drop
         if abs(d) > 1e-12:
-            text += f", with {_acc(abs(d))} {'less' if d > 0 else 'more'} accuracy"
+            text += f", with {_acc(abs(d), metric)} {'less' if d > 0 else 'more'} accuracy"
         else:
             text += ", at the same accuracy"
     return text + "."
