@@ -40,10 +40,9 @@ def round_to(
     dtype = _TORCH_CASTS.get(fmt)
     if dtype is None or rounding != "nearest-even":
         return quantizer(fmt, rounding)(x.contiguous(), out=out)
-    y = x.to(dtype).to(torch.float32)
     if out is None:
-        return y
-    return out.copy_(y)
+        return x.to(dtype).to(torch.float32)
+    return out.copy_(x.to(dtype))  # copy_ widens exactly: one op fewer than .to(float32) then copy_
 
 
 @dataclass
