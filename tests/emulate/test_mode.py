@@ -317,3 +317,38 @@ def test_per_tensor_amax_is_max_abs(values: list[float]) -> None:
     x = torch.tensor(values).reshape(-1, 1).expand(-1, 3)  # non-contiguous too
     got, ref = float(amax_over(x, None)), float(x.abs().amax())
     assert got == ref or (math.isnan(got) and math.isnan(ref))
+
+
+@pytest.mark.parametrize("fmt", ["float8_e4m3fn", "float8_e5m2"])
+@pytest.mark.parametrize("margin", [0, 2])
+@pytest.mark.parametrize(
+    "case", ["small", "large", "strided", "with-nan", "with-inf", "zeros", "tiny"]
+)  # fmt: skip
+def test_fused_dynamic_scaling_equals_the_step_by_step_oracle(fmt: str, margin: int, case: str) -> None:
+    """prepare()'s fused dynamic-scaling kernel against amax, scale and quantize done apart."""
+    import numpy as np
+
+    from chipfit.emulate.scaling import format_max
+    from chipfit.formats.quantize import quantizer
+
+    g = torch.Generator().manual_seed(margin)
+    x = {
+        "small": torch.randn(7, 5, generator=g) * 3,
+        "large": torch.randn(300, 257, generator=g) * 1e-3,  # above the parallel threshold
+        "strided": torch.randn(64, 40, generator=g).t(),
+        "with-nan": torch.tensor([1.0, float("nan"), -2.0]),
+        "with-inf": torch.tensor([1.0, float("-inf"), 0.5]),
+        "zeros": torch.zeros(4, 3),
+        "tiny": torch.tensor([1e-30, -3e-41, 2e-39]),  # amax subnormal-ish: a huge scale
+    }[case]
+    op = Operand(fmt, Scaling("dynamic", margin=margin))
+    q, inv = prepare(x, op)
+    amax = float(x.abs().amax())
+    safe = amax if 0 < amax < float("inf") else 1.0
+    scale = float(np.float32(format_max(fmt) / safe / 2.0**margin))
+    want = quantizer(fmt, "nearest-even", "saturate")(x.contiguous() * scale)
+    assert q.shape == x.shape
+    assert torch.equal(q.isnan(), want.isnan())
+    keep = ~want.isnan()
+    assert torch.equal(q[keep].view(torch.int32), want[keep].view(torch.int32))
+    assert inv == float(np.float32(1.0 / scale))

@@ -35,7 +35,15 @@ from chipfit.formats.reference import f32_bits, int_bounds_f32
 from chipfit.formats.spec import FloatFormat, IntFormat, NanEncoding, Overflow, Rounding
 from chipfit.paths import cache_dir, write_text_atomic
 
-__all__ = ["PARALLEL_THRESHOLD", "accumulate_kernel", "binary_kernel", "float_kernel", "int_kernel", "kernel_cache_dir"]
+__all__ = [
+    "PARALLEL_THRESHOLD",
+    "accumulate_kernel",
+    "binary_kernel",
+    "dynamic_scaled_kernel",
+    "float_kernel",
+    "int_kernel",
+    "kernel_cache_dir",
+]
 
 PARALLEL_THRESHOLD = 1 << 15  # elements; below this, thread start-up costs more than it saves
 
@@ -308,6 +316,51 @@ def accumulate_kernel(fmt: FloatFormat, prof: Profile, rounding: Rounding, overf
     const_src = "\n".join(f"{k} = {v!r}" for k, v in consts.items())
     module = _load(f"{_HEADER}\n{const_src}\n\n{fn}")
     return module.k_acc  # type: ignore[no-any-return]
+
+
+def dynamic_scaled_kernel(
+    fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: Overflow
+) -> Callable[..., Any]:
+    """Per-tensor dynamic scaling and rounding in one call, as TransformerEngine's current
+    scaling does it: k(src, dst, fmt_max, margin_factor) -> the FP32 scale, where
+    amax = max |src|, scale = fl32(fmt_max / amax / margin_factor) and dst = Q(fl32(src * scale)).
+    Returns -1.0 (dst untouched) when amax is 0 or not finite, for the caller's general path.
+    src and dst are flat float32 arrays; Q is the float kernel's body for `fmt`."""
+    if rounding is Rounding.STOCHASTIC:
+        raise ValueError("the fused dynamic kernel takes deterministic rounding modes only")
+    consts, body = _float_body(fmt, prof, rounding, overflow, False)
+    body = body.replace("np.int64(src[i])", "np.int64(np.float32(src_[i_] * scale_).view(np.uint32))")
+    body = body.replace(
+        "dst[i] = np.uint32(out & 0xFFFFFFFF)", "dst_[i_] = np.uint32(out & 0xFFFFFFFF).view(np.float32)"
+    )
+    inner = "\n".join("        " + line for line in body.splitlines())
+    fns = []
+    for name, par, rng in (("k_dyn_par", "True", "prange"), ("k_dyn_ser", "False", "range")):
+        fns.append(
+            f"@nb.njit(cache=True, parallel={par}, boundscheck=False, nogil=True, error_model='numpy')\n"
+            f"def {name}(src_, dst_, fmt_max_, margin_factor_):\n"
+            "    amax_ = np.float32(0.0)\n"
+            "    nans_ = 0\n"
+            f"    for i_ in {rng}(src_.shape[0]):\n"
+            "        v_ = src_[i_]\n"
+            "        amax_ = max(amax_, abs(v_))\n"
+            "        nans_ += 1 if v_ != v_ else 0\n"
+            "    if nans_ or not (amax_ > 0.0 and amax_ < np.inf):\n"
+            "        return -1.0\n"
+            "    scale_ = np.float32(fmt_max_ / np.float64(amax_) / margin_factor_)\n"
+            f"    for i_ in {rng}(src_.shape[0]):\n"
+            f"{inner}\n"
+            "    return np.float64(scale_)\n"
+        )
+    const_src = "\n".join(f"{k} = {v!r}" for k, v in consts.items())
+    module = _load(f"{_HEADER}\n{const_src}\n\n" + "\n\n".join(fns))
+    par, ser = module.k_dyn_par, module.k_dyn_ser
+
+    def run(src: Any, dst: Any, fmt_max: float, margin_factor: float) -> float:
+        fn = par if src.shape[0] >= PARALLEL_THRESHOLD else ser
+        return float(fn(src, dst, fmt_max, margin_factor))
+
+    return run
 
 
 def int_kernel(fmt: IntFormat, rounding: Rounding) -> Kernel:
