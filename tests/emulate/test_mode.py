@@ -352,3 +352,18 @@ def test_fused_dynamic_scaling_equals_the_step_by_step_oracle(fmt: str, margin: 
     keep = ~want.isnan()
     assert torch.equal(q[keep].view(torch.int32), want[keep].view(torch.int32))
     assert inv == float(np.float32(1.0 / scale))
+
+
+def test_cached_bias_follows_in_place_updates() -> None:
+    """The rounded bias is cached per parameter version: an optimizer step must show."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with torch.no_grad(), emulate(device="a100-sxm", precision="bf16"):
+        before = lin(x)
+        lin.bias.add_(0.37)
+        after = lin(x)
+    with torch.no_grad(), emulate(device="a100-sxm", precision="bf16"):
+        fresh = lin(x)  # a new context: nothing cached
+    assert not torch.equal(before, after)
+    assert torch.equal(after, fresh)

@@ -377,7 +377,7 @@ class _EmulationMode(TorchDispatchMode):
             return
         for t, q, inv in ops:
             if t in self.grads:
-                self.watch.record(f"{self.current} (input cast)", t, _epilogue(q, inv, 1.0))
+                self.watch.record(f"{self.current} (input cast)", t, _epilogue(q.clone(), inv, 1.0))
 
     def _mm(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
         a, b = args[0], args[1]
@@ -397,7 +397,19 @@ class _EmulationMode(TorchDispatchMode):
     def _bias(self, bias: torch.Tensor) -> torch.Tensor:
         """Autocast casts the bias with the other inputs; integer GEMMs keep an FP32 (INT32-scaled) bias."""
         fmt = self.policy.output
-        return round_to(bias.detach(), fmt) if fmt != _FP32 and self._fmt(bias) != fmt else bias
+        if fmt == _FP32 or self._fmt(bias) == fmt:
+            return bias
+        if not isinstance(bias, nn.Parameter):
+            return round_to(bias.detach(), fmt)
+        entry = self.wcache.get(bias)  # a parameter's rounded bias, kept until its version changes
+        if entry is None:
+            entry = self.wcache[bias] = {}
+        hit = entry.get(("bias", fmt))
+        if hit is not None and hit[0] == bias._version:
+            return hit[1]  # type: ignore[no-any-return]
+        res = round_to(bias.detach(), fmt)
+        entry[("bias", fmt)] = (bias._version, res)
+        return res
 
     def _conv(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
         x, w, bias, stride, padding, dilation, transposed, output_padding, groups = args
@@ -608,8 +620,8 @@ def _epilogue(out: torch.Tensor, ia: Inv, ib: Inv) -> torch.Tensor:
     """D = acc * (scale_inv_a * scale_inv_b), the product of per-tensor scales taken once in FP32
     as scaled GEMMs (cuBLASLt's alpha, `_scaled_mm`, TensorRT's fused per-channel scale) do;
     per-channel/row scales broadcast."""
-    if isinstance(ia, float) and isinstance(ib, float):
-        return out if ia == 1.0 and ib == 1.0 else out * float(np.float32(ia) * np.float32(ib))
+    if isinstance(ia, float) and isinstance(ib, float):  # out is the GEMM's own result: scaled in place
+        return out if ia == 1.0 and ib == 1.0 else out.mul_(float(np.float32(ia) * np.float32(ib)))
     return out * (ia * ib)
 
 
