@@ -25,9 +25,6 @@ def _ints(text: str, what: str) -> list[int]:
     return vals
 
 
-CALIB_BATCHES = 2  # built-ins without a calibration split: the first evaluation batches calibrate --quant
-
-
 def _quant(args: argparse.Namespace) -> Any:
     """--quant: a recipe name or a QuantConfig JSON file (as `chipfit quantize --config` reads)."""
     from chipfit.quant import RECIPES, QuantConfig, get_recipe
@@ -50,11 +47,12 @@ def _quant(args: argparse.Namespace) -> Any:
 def _calibration(args: argparse.Namespace, data: list[Any]) -> Any:
     """Calibration batches for --quant: a built-in's own calibration split, else the first
     evaluation batches (which then also evaluate: stated in docs/plan.md)."""
+    from chipfit.cli.quant_cmd import CALIB_SPLIT_BATCHES
     from chipfit.models import MODELS, get_model
 
     spec = get_model(args.model) if args.model in MODELS and not args.eval_data else None
     batches = spec.calib_data(args.eval_batch) if spec is not None and spec.calib_data is not None else None
-    return [inputs for inputs, _ in (batches or data[:CALIB_BATCHES])]
+    return [inputs for inputs, _ in (batches or data[:CALIB_SPLIT_BATCHES])]
 
 
 def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, str]:

@@ -347,15 +347,19 @@ class _EmulationMode(TorchDispatchMode):
         base = t if isinstance(t, nn.Parameter) else t._base
         if not isinstance(base, nn.Parameter) or op.scaling.kind == "delayed":
             return prepare(t, op, state=self._state(site, which, op), **dims)
-        entry = self.wcache.get(base)
-        if entry is None:
-            entry = self.wcache[base] = {}
         key = (tuple(t.shape), t.stride(), t.storage_offset(), op, tuple(sorted(dims.items())))
+        return self._cached(base, key, lambda: prepare(t, op, **dims))  # type: ignore[arg-type]
+
+    def _cached(self, param: nn.Parameter, key: Any, compute: Any) -> Any:
+        """compute() for a parameter, kept per key until the parameter changes (its version)."""
+        entry = self.wcache.get(param)
+        if entry is None:
+            entry = self.wcache[param] = {}
         hit = entry.get(key)
-        if hit is not None and hit[0] == base._version:
+        if hit is not None and hit[0] == param._version:
             return hit[1]
-        res = prepare(t, op, **dims)  # type: ignore[arg-type]
-        entry[key] = (base._version, res)
+        res = compute()
+        entry[key] = (param._version, res)
         return res
 
     def _gemm(self, a: torch.Tensor, b: torch.Tensor, site: tuple[Any, ...], b_role: str = "b") -> torch.Tensor:
@@ -401,15 +405,7 @@ class _EmulationMode(TorchDispatchMode):
             return bias
         if not isinstance(bias, nn.Parameter):
             return round_to(bias.detach(), fmt)
-        entry = self.wcache.get(bias)  # a parameter's rounded bias, kept until its version changes
-        if entry is None:
-            entry = self.wcache[bias] = {}
-        hit = entry.get(("bias", fmt))
-        if hit is not None and hit[0] == bias._version:
-            return hit[1]  # type: ignore[no-any-return]
-        res = round_to(bias.detach(), fmt)
-        entry[("bias", fmt)] = (bias._version, res)
-        return res
+        return self._cached(bias, ("bias", fmt), lambda: round_to(bias.detach(), fmt))  # type: ignore[no-any-return]
 
     def _conv(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
         x, w, bias, stride, padding, dilation, transposed, output_padding, groups = args

@@ -260,6 +260,26 @@ def _float_body(
     return consts, "\n".join(lines)
 
 
+def _scalar_body(
+    fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: Overflow, src: str, dst: str, indent: int
+) -> tuple[dict[str, int | float], str]:
+    """The float kernel's element body rewritten to round the float32 expression `src` and store
+    the float32 result in `dst`, indented for a fused kernel's loop (deterministic roundings
+    only). The body's own names (a, b, s, e, q, r, t, ...) are left to it: fused loops' names end in _."""
+    if rounding is Rounding.STOCHASTIC:
+        raise ValueError("fused kernels take deterministic rounding modes only")
+    consts, body = _float_body(fmt, prof, rounding, overflow, False)
+    body = body.replace("np.int64(src[i])", f"np.int64(np.float32({src}).view(np.uint32))")
+    body = body.replace("dst[i] = np.uint32(out & 0xFFFFFFFF)", f"{dst} = np.uint32(out & 0xFFFFFFFF).view(np.float32)")
+    return consts, "\n".join(" " * indent + line for line in body.splitlines())
+
+
+def _module(consts: Mapping[str, int | float], source: str) -> ModuleType:
+    """Import generated kernel `source` with `consts` as module-level constants."""
+    const_src = "\n".join(f"{k} = {v!r}" for k, v in consts.items())
+    return _load(f"{_HEADER}\n{const_src}\n\n{source}\n")
+
+
 def accumulate_kernel(fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: Overflow) -> Callable[..., Any]:
     """A GEMM with a narrow accumulator, fused: k(a, b, out, chunk, per_group, rows) with a
     (B, M, K) and b (B, K, N) float64 (values of float32 operands), out (B, M, N) float32.
@@ -269,16 +289,8 @@ def accumulate_kernel(fmt: FloatFormat, prof: Profile, rounding: Rounding, overf
     `per_group` chunks (and after the last) out = fl32(out + run) and run = 0. Q is the float
     kernel's body for `fmt` (deterministic roundings only), so it rounds exactly as `quantize`
     does. Rows are taken `rows` at a time so that each row of b is reused from cache."""
-    if rounding is Rounding.STOCHASTIC:
-        raise ValueError("the fused accumulator takes deterministic rounding modes only")
-    consts, body = _float_body(fmt, prof, rounding, overflow, False)
-    # the body's own names (a, b, s, e, q, r, t, ...) are left to it: the loop's all end in _
-    x = "np.float32(run_[row_, col_] + np.float32(part_[row_, col_]))"
-    body = body.replace("np.int64(src[i])", f"np.int64({x}.view(np.uint32))")
-    body = body.replace(
-        "dst[i] = np.uint32(out & 0xFFFFFFFF)", "run_[row_, col_] = np.uint32(out & 0xFFFFFFFF).view(np.float32)"
-    )
-    inner = "\n".join("                    " + line for line in body.splitlines())
+    run, part = "run_[row_, col_]", "part_[row_, col_]"
+    consts, inner = _scalar_body(fmt, prof, rounding, overflow, f"{run} + np.float32({part})", run, 20)
     fn = (
         "@nb.njit(cache=True, parallel=True, boundscheck=False, nogil=True, error_model='numpy')\n"
         "def k_acc(xa_, xb_, dst_, chunk_, per_group_, rows_):\n"
@@ -313,8 +325,7 @@ def accumulate_kernel(fmt: FloatFormat, prof: Profile, rounding: Rounding, overf
         "            for col_ in range(n_):\n"
         "                dst_[bat_, i0_ + row_, col_] = total_[row_, col_]\n"
     )
-    const_src = "\n".join(f"{k} = {v!r}" for k, v in consts.items())
-    module = _load(f"{_HEADER}\n{const_src}\n\n{fn}")
+    module = _module(consts, fn)
     return module.k_acc  # type: ignore[no-any-return]
 
 
@@ -326,14 +337,7 @@ def dynamic_scaled_kernel(
     amax = max |src|, scale = fl32(fmt_max / amax / margin_factor) and dst = Q(fl32(src * scale)).
     Returns -1.0 (dst untouched) when amax is 0 or not finite, for the caller's general path.
     src and dst are flat float32 arrays; Q is the float kernel's body for `fmt`."""
-    if rounding is Rounding.STOCHASTIC:
-        raise ValueError("the fused dynamic kernel takes deterministic rounding modes only")
-    consts, body = _float_body(fmt, prof, rounding, overflow, False)
-    body = body.replace("np.int64(src[i])", "np.int64(np.float32(src_[i_] * scale_).view(np.uint32))")
-    body = body.replace(
-        "dst[i] = np.uint32(out & 0xFFFFFFFF)", "dst_[i_] = np.uint32(out & 0xFFFFFFFF).view(np.float32)"
-    )
-    inner = "\n".join("        " + line for line in body.splitlines())
+    consts, inner = _scalar_body(fmt, prof, rounding, overflow, "src_[i_] * scale_", "dst_[i_]", 8)
     fns = []
     for name, par, rng in (("k_dyn_par", "True", "prange"), ("k_dyn_ser", "False", "range")):
         fns.append(
@@ -352,8 +356,7 @@ def dynamic_scaled_kernel(
             f"{inner}\n"
             "    return np.float64(scale_)\n"
         )
-    const_src = "\n".join(f"{k} = {v!r}" for k, v in consts.items())
-    module = _load(f"{_HEADER}\n{const_src}\n\n" + "\n\n".join(fns))
+    module = _module(consts, "\n\n".join(fns))
     par, ser = module.k_dyn_par, module.k_dyn_ser
 
     def run(src: Any, dst: Any, fmt_max: float, margin_factor: float) -> float:
@@ -406,7 +409,5 @@ def binary_kernel(rounding: Rounding) -> Kernel:
 
 
 def _build(consts: Mapping[str, int | float], body: str, needs_rand: bool, *, int_view: bool) -> Kernel:
-    const_src = "\n".join(f"{k} = {v!r}" for k, v in consts.items())
-    source = f"{_HEADER}\n{const_src}\n\n{_HASH}\n\n{_loops(body, needs_rand)}\n"
-    module = _load(source)
+    module = _module(consts, f"{_HASH}\n\n{_loops(body, needs_rand)}")
     return Kernel(module.k_par, module.k_ser, int_view)

@@ -30,8 +30,8 @@ BACKENDS = ("local", "ray", "serial")
 
 
 class Backend(Protocol):
-    def chunks(self, devices: int) -> int:
-        """How many tasks to cut one batch size's devices into."""
+    def chunks(self) -> int:
+        """How many tasks to cut one batch size's devices into (fewer when there are fewer devices)."""
         ...
 
     def submit(self, trace: Trace, task: SweepTask) -> None: ...
@@ -45,7 +45,7 @@ class Serial:
     def __init__(self) -> None:
         self._todo: list[tuple[Trace, SweepTask]] = []
 
-    def chunks(self, devices: int) -> int:
+    def chunks(self) -> int:
         return 1
 
     def submit(self, trace: Trace, task: SweepTask) -> None:
@@ -78,7 +78,7 @@ class Pool:
         self._pool = ProcessPoolExecutor(workers, mp_context=_context())
         self._futures: list[tuple[Future[list[PlanRow]], int]] = []
 
-    def chunks(self, devices: int) -> int:
+    def chunks(self) -> int:
         return 2 * self.workers  # some slack for uneven tasks, few copies of the trace
 
     def submit(self, trace: Trace, task: SweepTask) -> None:
@@ -130,7 +130,7 @@ class Ray:
         self._pending: list[tuple[Any, int]] = []
         self._keep: list[Trace] = []  # keep traces alive so their ids stay unique
 
-    def chunks(self, devices: int) -> int:
+    def chunks(self) -> int:
         return 2 * self.cpus
 
     def submit(self, trace: Trace, task: SweepTask) -> None:

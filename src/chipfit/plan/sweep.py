@@ -187,7 +187,7 @@ def sweep(
     acc = {(d, p): accuracy[(d, p)] for d in devs for p in precs if (d, p) in accuracy} if accuracy else {}
     total = len(batches) * len(devs) * len(precs)
     with open_backend(backend, workers=workers, ray_address=ray_address) as ex:
-        chunks = ex.chunks(len(devs))
+        chunks = ex.chunks()
         for b in batches:
             tr = trace(model, list(inputs(b)), mode="training" if training else "inference", optimizer="adam")
             for part in _split(tuple(devs.values()), chunks):
