@@ -319,11 +319,28 @@ def test_per_tensor_amax_is_max_abs(values: list[float]) -> None:
     assert got == ref or (math.isnan(got) and math.isnan(ref))
 
 
+SCALING_CASES = ["small", "large", "strided", "with-nan", "with-inf", "zeros", "tiny"]
+
+
+def _scaling_case(case: str, g: torch.Generator) -> torch.Tensor:
+    """Inputs for the fused dynamic-scaling kernels against their step-by-step oracles."""
+    if case == "small":
+        return torch.randn(7, 5, generator=g) * 3
+    if case == "large":
+        return torch.randn(300, 257, generator=g) * 1e-3  # above the parallel threshold
+    if case == "strided":
+        return torch.randn(64, 40, generator=g).t()
+    return {
+        "with-nan": torch.tensor([1.0, float("nan"), -2.0]),
+        "with-inf": torch.tensor([1.0, float("-inf"), 0.5]),
+        "zeros": torch.zeros(4, 3),
+        "tiny": torch.tensor([1e-30, -3e-41, 2e-39]),  # amax subnormal-ish: a huge scale
+    }[case]
+
+
 @pytest.mark.parametrize("fmt", ["float8_e4m3fn", "float8_e5m2"])
 @pytest.mark.parametrize("margin", [0, 2])
-@pytest.mark.parametrize(
-    "case", ["small", "large", "strided", "with-nan", "with-inf", "zeros", "tiny"]
-)  # fmt: skip
+@pytest.mark.parametrize("case", SCALING_CASES)
 def test_fused_dynamic_scaling_equals_the_step_by_step_oracle(fmt: str, margin: int, case: str) -> None:
     """prepare()'s fused dynamic-scaling kernel against amax, scale and quantize done apart."""
     import numpy as np
@@ -332,15 +349,7 @@ def test_fused_dynamic_scaling_equals_the_step_by_step_oracle(fmt: str, margin: 
     from chipfit.formats.quantize import quantizer
 
     g = torch.Generator().manual_seed(margin)
-    x = {
-        "small": torch.randn(7, 5, generator=g) * 3,
-        "large": torch.randn(300, 257, generator=g) * 1e-3,  # above the parallel threshold
-        "strided": torch.randn(64, 40, generator=g).t(),
-        "with-nan": torch.tensor([1.0, float("nan"), -2.0]),
-        "with-inf": torch.tensor([1.0, float("-inf"), 0.5]),
-        "zeros": torch.zeros(4, 3),
-        "tiny": torch.tensor([1e-30, -3e-41, 2e-39]),  # amax subnormal-ish: a huge scale
-    }[case]
+    x = _scaling_case(case, g)
     op = Operand(fmt, Scaling("dynamic", margin=margin))
     q, inv = prepare(x, op)
     amax = float(x.abs().amax())
@@ -367,3 +376,53 @@ def test_cached_bias_follows_in_place_updates() -> None:
         fresh = lin(x)  # a new context: nothing cached
     assert not torch.equal(before, after)
     assert torch.equal(after, fresh)
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+@pytest.mark.parametrize("case", SCALING_CASES)
+def test_fused_integer_dynamic_scaling_equals_the_step_by_step_oracle(fmt: str, case: str) -> None:
+    """prepare()'s fused integer kernel against amax, step = fl32(amax / qmax) and quantize(x / step) apart."""
+    from chipfit.emulate.scaling import format_max
+    from chipfit.formats.quantize import quantizer
+
+    g = torch.Generator().manual_seed(3)
+    x = _scaling_case(case, g)
+    q, step = prepare(x, Operand(fmt, Scaling("dynamic")))
+    amax = float(x.abs().amax())
+    safe = amax if 0 < amax < float("inf") else 1.0
+    want_step = float(np.float32(safe / format_max(fmt)))
+    want = quantizer(fmt, "nearest-even")(x.contiguous() / want_step)
+    assert step == want_step
+    assert q.shape == x.shape and _bits_equal(q, want)
+
+
+@pytest.mark.parametrize("fmt", ["bfloat16", "float16", "tfloat32", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz"])
+def test_storage_rounding_is_idempotent_on_its_image(fmt: str) -> None:
+    from chipfit.emulate.passthrough import rounding_is_idempotent
+
+    assert rounding_is_idempotent(fmt)
+    x = torch.randn(10_000, generator=_g(4)) * 100
+    once = quantize(x, fmt)
+    assert _bits_equal(quantize(once, fmt), once)
+
+
+def test_passthrough_ops_skip_rounding_without_changing_a_bit() -> None:
+    """ReLU, cat, flip and zero padding of bf16-stored values are tagged, not rounded; the results
+    equal rounding them. A pad value the format cannot hold is still rounded."""
+    from chipfit.emulate.passthrough import is_passthrough
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad(), emulate(device="a100-sxm", precision="bf16") as run:
+        y = conv(x)  # stored as bfloat16
+        outs = [F.relu(y), torch.cat([y, y]), F.pad(y, (1, 1)), y.flip(0)]
+        padded = F.pad(y, (1, 1), value=1e-3)
+    for o in outs:
+        assert _bits_equal(quantize(o, "bfloat16"), o)
+        assert run._mode is not None and run._mode.tags.get(o) == "bfloat16"
+    assert padded[0, 0, 0, 0].item() == quantize(torch.tensor(1e-3), "bfloat16").item() != np.float32(1e-3)
+    assert is_passthrough(torch.ops.aten.relu.default, ())
+    assert not is_passthrough(torch.ops.aten.constant_pad_nd.default, (x, [1, 1], 0.5))
+    assert not is_passthrough(torch.ops.aten.where.ScalarOther, ())
+    assert not is_passthrough(torch.ops.aten.add.Tensor, ())

@@ -41,6 +41,7 @@ from torch.utils._pytree import tree_map
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from chipfit.emulate.accumulate import chunked_matmul
+from chipfit.emulate.passthrough import is_passthrough, rounding_is_idempotent
 from chipfit.emulate.policy import NumericsPolicy, Operand, Scaling, policy_for
 from chipfit.emulate.scaling import Inv, ScaleState, format_max, prepare, round_to
 from chipfit.trace.classify import classify
@@ -394,8 +395,9 @@ class _EmulationMode(TorchDispatchMode):
         out = self._gemm(a, b, self._site(_short(func)))
         if alpha != 1:
             out = out * alpha
-        if beta != 0:
-            out = out + beta * self._bias(bias)
+        if beta != 0:  # out is this GEMM's own result: the bias is added in place
+            b = self._bias(bias)
+            out.add_(b if beta == 1 else beta * b)
         return out
 
     def _bias(self, bias: torch.Tensor) -> torch.Tensor:
@@ -433,7 +435,7 @@ class _EmulationMode(TorchDispatchMode):
             iw = iw.reshape(1, -1, *([1] * (out.dim() - 2)))
         out = _epilogue(out, ix, iw)
         if bias is not None:
-            out = out + self._bias(bias).reshape(1, -1, *([1] * (out.dim() - 2)))
+            out.add_(self._bias(bias).reshape(1, -1, *([1] * (out.dim() - 2))))  # out is the conv's own result
         return out
 
     def _sdpa(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -531,10 +533,25 @@ class _EmulationMode(TorchDispatchMode):
         if cls in p.fp32_classes:
             return out, "float32", ""
         fmt = self._storage(func, args, kwargs, ins)
+        if self._already_in(fmt, func, args, ins):
+            for o in _tensors(out):
+                if _is_f32(o):
+                    self.tags[o] = fmt
+            return out, fmt, ""
         for o in _tensors(out):
             if o.is_floating_point():
                 self._store(o, fmt)
         return out, fmt, ""
+
+    def _already_in(self, fmt: str, func: Any, args: tuple[Any, ...], ins: list[torch.Tensor]) -> bool:
+        """The op's float results are in `fmt` as computed (emulate/passthrough.py): it only selects
+        or zeroes its inputs' elements, every float input is stored in `fmt`, and rounding to `fmt`
+        is idempotent. Not while the watch counts backward roundings."""
+        if fmt == _FP32 or (self.watch is not None and self.phase == "backward"):
+            return False
+        if not is_passthrough(func, args) or not rounding_is_idempotent(fmt):
+            return False
+        return all(self.tags.get(t) == fmt for t in ins if t.is_floating_point())
 
     def _matrix_numerics(self, handled: bool) -> str:
         p = self.policy

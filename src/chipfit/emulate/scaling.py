@@ -25,7 +25,7 @@ import torch
 
 from chipfit.emulate.policy import Operand
 from chipfit.formats import BlockFormat, FloatFormat, IntFormat, Rounding, get_format, quantize
-from chipfit.formats._kernels import dynamic_scaled_kernel
+from chipfit.formats._kernels import dynamic_int_kernel, dynamic_scaled_kernel
 from chipfit.formats.profiles import get_profile
 from chipfit.formats.quantize import empty_f32, parse_rounding, quantizer
 from chipfit.formats.spec import Overflow
@@ -86,10 +86,15 @@ def format_max(name: str) -> float:
 @functools.lru_cache(maxsize=64)
 def _dynamic(fmt: str, rounding: str) -> Any:
     """The fused dynamic-scaling kernel for an elementwise float format (saturating, as
-    `quantizer(fmt, rounding, "saturate")`), or None where it does not apply."""
+    `quantizer(fmt, rounding, "saturate")`) or an integer format (`quantizer(fmt, rounding)`),
+    or None where it does not apply (stochastic rounding)."""
     f = get_format(fmt)
     mode = parse_rounding(rounding)
-    if not isinstance(f, FloatFormat) or mode is Rounding.STOCHASTIC:
+    if mode is Rounding.STOCHASTIC:
+        return None
+    if isinstance(f, IntFormat):
+        return dynamic_int_kernel(f, mode)
+    if not isinstance(f, FloatFormat):
         return None
     return dynamic_scaled_kernel(f, get_profile(None), mode, Overflow.SATURATE)
 
@@ -146,11 +151,13 @@ def prepare(
             inv = 1.0 / scale
         state.update(amax_now, fmt_max, s.amax_algo, s.margin, integer)
         return q, inv
-    if s.kind == "dynamic" and not integer and xf.device.type == "cpu":
+    if s.kind == "dynamic" and xf.device.type == "cpu":
         fused = _dynamic(op.format, op.rounding)
         if fused is not None:  # amax, scale and rounding in one numba call: what follows, fused
             src = xf.contiguous()
             dst = empty_f32(src.shape)
+            if integer:
+                return dst, fused(src.view(-1).numpy(), dst.view(-1).numpy(), fmt_max)
             got = fused(src.view(-1).numpy(), dst.view(-1).numpy(), fmt_max, 2.0**s.margin)
             if got > 0:
                 return dst, _f32(1.0 / got)

@@ -123,15 +123,45 @@ def _scaled_block(x, out, j, nblk, bs, ts, elem_max, man_scale, first_top, s_man
             out[r, t] = np.float32(0.0)
 
 
+@nb.njit(inline="always")
+def _tensor_scale(amax, both_max, tensor_scale):  # type: ignore[no-untyped-def]
+    """The per-tensor scale from the tensor's amax (the eager path's t_amax / both_max), or -1.0
+    when amax is not finite (NaN or inf: the caller takes the eager path)."""
+    if not (amax <= 1e300):
+        return -1.0
+    ts = amax / both_max if tensor_scale and amax > 0 else 1.0
+    return ts if ts <= 1e300 else -1.0
+
+
+@nb.njit(inline="always")
+def _tensor_ts(x, both_max, tensor_scale):  # type: ignore[no-untyped-def]
+    amax = 0.0
+    nans = 0
+    for i in range(x.shape[0]):
+        for t in range(x.shape[1]):
+            v = abs(np.float64(x[i, t]))
+            amax = max(amax, v)
+            nans += 1 if v != v else 0
+    return _tensor_scale(np.nan if nans else amax, both_max, tensor_scale)
+
+
 @nb.njit(cache=True, parallel=True, boundscheck=False, nogil=True, error_model="numpy")
-def scaled_par(x, out, bs, ts, elem_max, man_scale, first_top, s_man, s_emin, s_max):  # type: ignore[no-untyped-def]
+def scaled_par(x, out, bs, both_max, tensor_scale, elem_max, man_scale, first_top, s_man, s_emin, s_max):  # type: ignore[no-untyped-def]
+    ts = _tensor_ts(x, both_max, tensor_scale)
+    if ts < 0:
+        return ts
     nblk = (x.shape[1] + bs - 1) // bs
     for j in prange(x.shape[0] * nblk):
         _scaled_block(x, out, j, nblk, bs, ts, elem_max, man_scale, first_top, s_man, s_emin, s_max)
+    return ts
 
 
 @nb.njit(cache=True, boundscheck=False, nogil=True, error_model="numpy")
-def scaled_ser(x, out, bs, ts, elem_max, man_scale, first_top, s_man, s_emin, s_max):  # type: ignore[no-untyped-def]
+def scaled_ser(x, out, bs, both_max, tensor_scale, elem_max, man_scale, first_top, s_man, s_emin, s_max):  # type: ignore[no-untyped-def]
+    ts = _tensor_ts(x, both_max, tensor_scale)
+    if ts < 0:
+        return ts
     nblk = (x.shape[1] + bs - 1) // bs
     for j in range(x.shape[0] * nblk):
         _scaled_block(x, out, j, nblk, bs, ts, elem_max, man_scale, first_top, s_man, s_emin, s_max)
+    return ts

@@ -39,6 +39,7 @@ __all__ = [
     "PARALLEL_THRESHOLD",
     "accumulate_kernel",
     "binary_kernel",
+    "dynamic_int_kernel",
     "dynamic_scaled_kernel",
     "float_kernel",
     "int_kernel",
@@ -338,36 +339,51 @@ def dynamic_scaled_kernel(
     Returns -1.0 (dst untouched) when amax is 0 or not finite, for the caller's general path.
     src and dst are flat float32 arrays; Q is the float kernel's body for `fmt`."""
     consts, inner = _scalar_body(fmt, prof, rounding, overflow, "src_[i_] * scale_", "dst_[i_]", 8)
+    scale = [
+        "if nans_ or not (amax_ > 0.0 and amax_ < np.inf):",
+        "    return -1.0",
+        "scale_ = np.float32(fmt_max_ / np.float64(amax_) / margin_factor_)",
+    ]
+    return _amax_then_map(consts, "fmt_max_, margin_factor_", scale, inner, "np.float64(scale_)")
+
+
+def _amax_then_map(
+    consts: Mapping[str, int | float], args: str, scale: list[str], inner: str, ret: str
+) -> Callable[..., float]:
+    """A fused per-tensor kernel k(src, dst, *args) over flat float32 arrays: one pass takes
+    amax_ = max |src| and counts NaNs in nans_, the `scale` lines derive the scale from them
+    (they may return early), the `inner` element body (indented 8) writes dst_[i_], and the
+    kernel returns `ret`. Parallel above PARALLEL_THRESHOLD elements, serial below."""
+    scale_src = "\n".join("    " + line for line in scale)
     fns = []
-    for name, par, rng in (("k_dyn_par", "True", "prange"), ("k_dyn_ser", "False", "range")):
+    for name, par, rng in (("k_fused_par", "True", "prange"), ("k_fused_ser", "False", "range")):
         fns.append(
             f"@nb.njit(cache=True, parallel={par}, boundscheck=False, nogil=True, error_model='numpy')\n"
-            f"def {name}(src_, dst_, fmt_max_, margin_factor_):\n"
+            f"def {name}(src_, dst_, {args}):\n"
             "    amax_ = np.float32(0.0)\n"
             "    nans_ = 0\n"
             f"    for i_ in {rng}(src_.shape[0]):\n"
             "        v_ = src_[i_]\n"
             "        amax_ = max(amax_, abs(v_))\n"
             "        nans_ += 1 if v_ != v_ else 0\n"
-            "    if nans_ or not (amax_ > 0.0 and amax_ < np.inf):\n"
-            "        return -1.0\n"
-            "    scale_ = np.float32(fmt_max_ / np.float64(amax_) / margin_factor_)\n"
+            f"{scale_src}\n"
             f"    for i_ in {rng}(src_.shape[0]):\n"
             f"{inner}\n"
-            "    return np.float64(scale_)\n"
+            f"    return {ret}\n"
         )
     module = _module(consts, "\n\n".join(fns))
-    par, ser = module.k_dyn_par, module.k_dyn_ser
+    par, ser = module.k_fused_par, module.k_fused_ser
 
-    def run(src: Any, dst: Any, fmt_max: float, margin_factor: float) -> float:
+    def run(src: Any, dst: Any, *rest: float) -> float:
         fn = par if src.shape[0] >= PARALLEL_THRESHOLD else ser
-        return float(fn(src, dst, fmt_max, margin_factor))
+        return float(fn(src, dst, *rest))
 
     return run
 
 
-def int_kernel(fmt: IntFormat, rounding: Rounding) -> Kernel:
-    """Round to a multiple of the step and clamp; NaN -> 0. Arrays are float32."""
+def _int_body(fmt: IntFormat, rounding: Rounding) -> tuple[dict[str, int | float], list[str]]:
+    """(constants, element body lines): the body reads `t` (float32, in units of the step) and
+    leaves the rounded, clamped value (in steps) in `r`; NaN gives 0."""
     body = {
         Rounding.NEAREST_EVEN: "r = np.rint(t)",
         Rounding.NEAREST_AWAY: (
@@ -383,15 +399,41 @@ def int_kernel(fmt: IntFormat, rounding: Rounding) -> Kernel:
         ),
     }[rounding]
     lines = [
-        "t = src[i] * np.float32(INV_STEP)",
-        body,
+        *body.splitlines(),
         "r = min(max(r, np.float32(LO)), np.float32(HI))",
         "r = np.float32(0.0) if t != t else r",
-        "dst[i] = r * np.float32(STEP) + np.float32(0.0)",
     ]
     lo, hi = int_bounds_f32(fmt)
-    consts = {"INV_STEP": 2.0**fmt.frac_bits, "STEP": fmt.step, "LO": lo, "HI": hi}
+    return {"INV_STEP": 2.0**fmt.frac_bits, "STEP": fmt.step, "LO": lo, "HI": hi}, lines
+
+
+def int_kernel(fmt: IntFormat, rounding: Rounding) -> Kernel:
+    """Round to a multiple of the step and clamp; NaN -> 0. Arrays are float32."""
+    consts, body = _int_body(fmt, rounding)
+    lines = ["t = src[i] * np.float32(INV_STEP)", *body, "dst[i] = r * np.float32(STEP) + np.float32(0.0)"]
     return _build(consts, "\n".join(lines), rounding is Rounding.STOCHASTIC, int_view=False)
+
+
+def dynamic_int_kernel(fmt: IntFormat, rounding: Rounding) -> Callable[..., Any]:
+    """Symmetric per-tensor dynamic integer quantization in one call, as TensorRT's convention:
+    k(src, dst, fmt_max) -> the FP32 step, where amax = max |src| (1 when it is 0 or not
+    finite), step = fl32(amax / fmt_max) and dst = int_kernel(fl32(src / step)). src and dst
+    are flat float32 arrays (deterministic roundings only)."""
+    if rounding is Rounding.STOCHASTIC:
+        raise ValueError("fused kernels take deterministic rounding modes only")
+    consts, body = _int_body(fmt, rounding)
+    lines = [
+        "t = np.float32(np.float64(src_[i_]) / step64_) * np.float32(INV_STEP)",  # fl32(x / step): exact division
+        *body,
+        "dst_[i_] = r * np.float32(STEP) + np.float32(0.0)",
+    ]
+    inner = "\n".join("        " + line for line in lines)
+    scale = [
+        "safe_ = np.float64(amax_) if (nans_ == 0 and amax_ > 0.0 and amax_ < np.inf) else 1.0",
+        "step_ = np.float32(safe_ / fmt_max_)",
+        "step64_ = np.float64(step_)",
+    ]
+    return _amax_then_map(consts, "fmt_max_", scale, inner, "step64_")
 
 
 def binary_kernel(rounding: Rounding) -> Kernel:

@@ -20,7 +20,6 @@ Scales with mantissa bits (NVFP4's E4M3) follow NVIDIA's two-level recipe:
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,28 +187,27 @@ def _fused_consts(f: BlockFormat) -> tuple[float, tuple[float, float, float, int
 
 
 def _quantize_fused(xf: torch.Tensor, f: BlockFormat, axis: int) -> torch.Tensor | None:
-    """quantize_block for NVFP4-style formats in one numba pass; None for input it does not
-    cover (non-finite values, 0-d), which then takes the eager path."""
+    """quantize_block for NVFP4-style formats in one numba call that takes the tensor amax, the
+    per-tensor scale and every block; None for input it does not cover (non-finite values,
+    0-d), which then takes the eager path. Blocks along the last axis need no copy."""
     from chipfit.formats import _block_kernels as bk
     from chipfit.formats._kernels import PARALLEL_THRESHOLD
 
     if xf.dim() == 0 or not -xf.dim() <= axis < xf.dim():
         return None
-    t_amax = float(xf.abs().max()) if xf.numel() else 0.0
-    if not math.isfinite(t_amax):
-        return None
-    both_max, consts = _fused_consts(f)
-    ts = t_amax / both_max if f.tensor_scale and t_amax > 0 else 1.0
-    if ts == math.inf:
-        return None
-    xt = xf.movedim(axis, -1)
+    last = axis % xf.dim() == xf.dim() - 1
+    xt = xf if last else xf.movedim(axis, -1)
     if xt.numel() == 0:
         return torch.zeros_like(xf)
-    x2 = xt.reshape(-1, xt.shape[-1]).contiguous()
+    x2 = xt.reshape(-1, xt.shape[-1])
+    if not x2.is_contiguous():
+        x2 = x2.contiguous()
+    both_max, consts = _fused_consts(f)
     out = empty_f32(x2.shape)
     kernel = bk.scaled_par if x2.numel() >= PARALLEL_THRESHOLD else bk.scaled_ser
-    kernel(x2.numpy(), out.numpy(), f.block_size, ts, *consts)
-    return out.reshape(xt.shape).movedim(-1, axis)
+    if kernel(x2.numpy(), out.numpy(), f.block_size, both_max, f.tensor_scale, *consts) < 0:
+        return None
+    return out.view(xf.shape) if last else out.reshape(xt.shape).movedim(-1, axis)
 
 
 def encode_block(
