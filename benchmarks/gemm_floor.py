@@ -45,8 +45,8 @@ def main() -> None:
         tch = median_seconds(lambda a=ac, b=bc, o=buf: torch.bmm(a, b, out=o), repeats=21)
         tfu = median_seconds(lambda a=a, b=b: am.chunked_matmul(a, b, acc), repeats=21)
         rows.append(
-            f"| {m}x{k}x{n} | {t32 * 1e3:.2f} | {t64 * 1e3:.2f} ({t64 / t32:.2f}x) | {tch * 1e3:.2f} ({tch / t32:.2f}x) "
-            f"| {tfu * 1e3:.2f} ({tfu / t32:.2f}x) |"
+            f"| {m}x{k}x{n} | {t32 * 1e3:.2f} | {t64 * 1e3:.2f} ({t64 / t32:.2f}x) "
+            f"| {tch * 1e3:.2f} ({tch / t32:.2f}x) | {tfu * 1e3:.2f} ({tfu / t32:.2f}x) |"
         )
     lines = [
         "# The arithmetic floor of chunked accumulation",
