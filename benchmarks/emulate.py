@@ -17,6 +17,7 @@ import argparse
 import math
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -28,7 +29,8 @@ from chipfit.emulate import emulate, evaluate, policy_for
 from chipfit.models import get_model
 
 TARGET = 3.0
-MIN_TIMED_S = 0.05  # each median covers at least this much time of passes
+MIN_TIMED_S = 0.5  # the FP32 passes of each row add up to at least this much time
+WARMUP_PASSES = 3
 SPEED_CASES = [
     ("a100-sxm", "tf32", None),
     ("a100-sxm", "bf16", None),
@@ -40,30 +42,48 @@ SPEED_CASES = [
 ]
 
 
-def speed(name: str, repeats: int, rounds: int = 5) -> list[str]:
-    """FP32 and emulated passes interleaved in `rounds` rounds (a fresh emulate context each, its
-    first pass not timed), so drift in the shared machine's speed hits both sides alike."""
+def _quartiles(xs: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(xs, n=4)
+    return q[0], q[2]
+
+
+def speed(name: str, min_pairs: int, min_time_s: float) -> list[str]:
+    """FP32 and emulated passes timed in alternation inside one emulate context (the FP32 pass
+    under `run.paused()`), so drift in the shared machine's speed hits both sides alike.
+    Ratio: median emulated pass / median FP32 pass; spread: quartiles of the per-pair ratios."""
     spec = get_model(name)
     assert spec.pretrained is not None and spec.eval_data is not None
     model = spec.pretrained().eval()
     inputs = spec.eval_data(32)[0][0]
     rows = []
+
+    def timed() -> float:
+        t = time.perf_counter()
+        model(*inputs)
+        return time.perf_counter() - t
+
     with torch.no_grad():
-        one = median_seconds(lambda: model(*inputs), repeats=repeats)
-        repeats = max(repeats, math.ceil(MIN_TIMED_S / one))  # a 1 ms pass is timed over >= 50 ms of passes
+        one = min(timed() for _ in range(3))
+        pairs = max(min_pairs, math.ceil(min_time_s / one))
         for dev, prec, acc in SPEED_CASES:
             base_t: list[float] = []
             emu_t: list[float] = []
-            for _ in range(rounds):
-                base_t.append(median_seconds(lambda: model(*inputs), repeats=repeats))
-                with emulate(device=dev, precision=prec, accumulate=acc):
-                    emu_t.append(median_seconds(lambda: model(*inputs), repeats=repeats))
+            with emulate(device=dev, precision=prec, accumulate=acc) as run:
+                for _ in range(WARMUP_PASSES):
+                    timed()
+                    with run.paused():
+                        timed()
+                for _ in range(pairs):
+                    with run.paused():
+                        base_t.append(timed())
+                    emu_t.append(timed())
             base, emu = statistics.median(base_t), statistics.median(emu_t)
             ratio = emu / base
+            lo, hi = _quartiles([e / b for b, e in zip(base_t, emu_t, strict=True)])
             ok = "yes" if ratio <= TARGET else f"no ({ratio / TARGET:.2f}x over)"
             rows.append(
-                f"| {name} | {dev} {prec}{' + ' + acc if acc else ''} | {base * 1e3:.2f} | {emu * 1e3:.2f} "
-                f"| {ratio:.2f} | {ok} |"
+                f"| {name} | {dev} {prec}{' + ' + acc if acc else ''} | {pairs} | {base * 1e3:.2f} | {emu * 1e3:.2f} "
+                f"| {ratio:.2f} | {lo:.2f}-{hi:.2f} | {ok} |"
             )
     return rows
 
@@ -134,6 +154,8 @@ def main() -> None:
     ap.add_argument("--results-name", default="emulate.md")
     args = ap.parse_args()
     repeats = 3 if args.quick else 11
+    min_pairs = 3 if args.quick else 51
+    min_time_s = 0.02 if args.quick else MIN_TIMED_S
     limit = 1 if args.quick else None
     lines = [
         "# Emulation: speed and accuracy",
@@ -144,16 +166,17 @@ def main() -> None:
         "",
         "## Speed: emulated forward vs FP32 eager, batch 32",
         "",
-        "Median over 5 interleaved rounds of the median pass: each round times the FP32 pass, then the "
-        "emulated pass inside one emulate context held across passes (as `evaluate` runs; its first, "
-        f"warm-up passes untimed). Each median is over at least {repeats} passes and {MIN_TIMED_S * 1e3:g} ms "
-        f"of FP32 passes (digits-cnn: ~50 passes). Target: <= {TARGET:g}x.",
+        "FP32 and emulated passes alternate, each timed alone, inside one emulate context held across "
+        "passes (as `evaluate` runs), the FP32 pass under `run.paused()`; the first "
+        f"{WARMUP_PASSES} of each are not timed. Pairs: at least {min_pairs}, and enough that the FP32 passes "
+        f"add up to {min_time_s:g} s. Ratio = median emulated pass / median FP32 pass; spread = quartiles of "
+        f"the per-pair ratios. Target: <= {TARGET:g}x.",
         "",
-        "| model | policy | FP32 ms | emulated ms | ratio | within target |",
-        "|---|---|---|---|---|---|",
+        "| model | policy | pairs | FP32 ms | emulated ms | ratio | spread | within target |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in ("digits-cnn", "minilm"):
-        lines += speed(name, repeats)
+        lines += speed(name, min_pairs, min_time_s)
     lines += [
         "",
         "### The chunked-accumulation GEMM alone (fp8-promote-128, FP8 operands)",

@@ -426,3 +426,44 @@ def test_passthrough_ops_skip_rounding_without_changing_a_bit() -> None:
     assert not is_passthrough(torch.ops.aten.constant_pad_nd.default, (x, [1, 1], 0.5))
     assert not is_passthrough(torch.ops.aten.where.ScalarOther, ())
     assert not is_passthrough(torch.ops.aten.add.Tensor, ())
+
+
+def test_paused_runs_fp32_and_resumes_with_the_run_state() -> None:
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    x = torch.randn(4, 1, 8, 8, generator=_g(30))
+    with torch.no_grad():
+        ref = model(x)
+        with emulate(device="h100-sxm", precision="fp8", fp8_scaling="delayed") as run:
+            first = model(x)
+            calls = {k: s.calls for k, s in run.stats.items()}
+            states = dict(run._mode.states) if run._mode is not None else {}
+            with run.paused():
+                plain = model(x)
+                assert {k: s.calls for k, s in run.stats.items()} == calls  # nothing recorded while paused
+            second = model(x)
+    assert _bits_equal(plain, ref)  # FP32 while paused
+    assert not torch.equal(first, ref)
+    assert all(s.calls == 2 * calls[k] for k, s in run.stats.items())  # emulation resumed at the same sites
+    assert states and all(st.steps == 2 for st in states.values())  # the same delayed-scaling histories, twice
+    assert second.shape == first.shape
+    with pytest.raises(RuntimeError, match="inside its emulate"), run.paused():
+        pass
+
+
+def test_paused_refuses_when_another_mode_is_on_top() -> None:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Other(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            return func(*args, **(kwargs or {}))
+
+    with (
+        emulate(device="a100-sxm", precision="bf16") as run,
+        Other(),
+        pytest.raises(RuntimeError, match="another dispatch mode"),
+        run.paused(),
+    ):
+        pass
+    out = torch.ones(2, 2) @ torch.ones(2, 2)  # both modes left cleanly
+    assert float(out.sum()) == 8.0

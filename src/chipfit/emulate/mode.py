@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 from torch.utils._pytree import tree_map
 from torch.utils.weak import WeakTensorKeyDictionary
 
@@ -203,6 +203,27 @@ class Run:
         """Backward rounding counts (emulate(..., watch=True))."""
         return self._mode.watch if self._mode is not None else None
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Run the block with plain FP32 numerics, then resume emulation with the run's state
+        (cached weights, delayed-scaling histories, statistics) intact:
+
+            with chipfit.emulate(device="h100-sxm", precision="fp8") as run:
+                out = model(x)
+                with run.paused():
+                    ref = model(x)  # FP32, the same weights
+        """
+        mode = self._mode
+        if mode is None or not mode.active:
+            raise RuntimeError("run.paused() is for use inside its emulate(...) block")
+        if _get_current_dispatch_mode() is not mode:
+            raise RuntimeError("run.paused(): another dispatch mode was entered inside emulate(...); leave it first")
+        mode.detach()
+        try:
+            yield
+        finally:
+            mode.attach()
+
     def shadow_of(self, t: torch.Tensor) -> torch.Tensor:
         """The FP32 shadow value of a tensor produced under emulation (needs shadow=True)."""
         if self._mode is None or not self.shadow:
@@ -269,6 +290,28 @@ class _EmulationMode(TorchDispatchMode):
             aten.convolution.default: self._conv,
             aten._scaled_dot_product_flash_attention_for_cpu.default: self._sdpa,
         }
+
+    # ------------------------------------------------------------ entering and leaving
+    active = False
+    _hooks: tuple[Any, ...] = ()
+
+    def attach(self) -> None:
+        """Start intercepting: push the dispatch mode and register the global module hooks."""
+        self._hooks = (
+            nn.modules.module.register_module_forward_pre_hook(self.enter_module),
+            nn.modules.module.register_module_forward_hook(self.exit_module),
+        )
+        self.__enter__()
+        self.active = True
+
+    def detach(self) -> None:
+        """Stop intercepting (the state stays for a later attach)."""
+        self.active = False
+        self.__exit__(None, None, None)
+        for h in self._hooks:
+            h.remove()
+        self._hooks = ()
+        self.frames = [("", Counter())]
 
     # ------------------------------------------------------------ module paths (forward hooks)
     def enter_module(self, module: nn.Module, _args: Any) -> None:
@@ -732,11 +775,9 @@ def emulate(
     if watch:
         mode.watch = RoundingWatch()
     run._mode = mode
-    pre = nn.modules.module.register_module_forward_pre_hook(mode.enter_module)
-    post = nn.modules.module.register_module_forward_hook(mode.exit_module)
+    mode.attach()
     try:
-        with mode:
-            yield run
+        yield run
     finally:
-        pre.remove()
-        post.remove()
+        if mode.active:
+            mode.detach()

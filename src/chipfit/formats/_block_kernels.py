@@ -77,14 +77,19 @@ def unscale_pass(q, kexp, out):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(inline="always")
+def _pow2(q):  # type: ignore[no-untyped-def]
+    """2.0**q for a normal float64 exponent q, built from bits (no libm call, vectorises)."""
+    return np.int64((q + 1023) << 52).view(np.float64)
+
+
+@nb.njit(inline="always")
 def _round_sat(v, man, emin, vmax):  # type: ignore[no-untyped-def]
     """v >= 0 (a float64 holding a float32 value) rounded to nearest-even on a float format's
-    grid, subnormals kept, values above vmax saturated (for the per-block scale)."""
-    if v == 0.0:
-        return v
-    e = math.frexp(v)[1] - 1
-    q = max(e, emin) - man
-    return min(math.ldexp(np.rint(math.ldexp(v, -q)), q), vmax)
+    grid, subnormals kept, values above vmax saturated (for the per-block scale). The binade
+    comes from v's float64 exponent bits (v = 0 gives the subnormal quantum, and rounds to 0)."""
+    e = max(((np.float64(v).view(np.int64) >> 52) & 0x7FF) - 1023, emin)
+    q = e - man
+    return min(np.rint(v * _pow2(-q)) * _pow2(q), vmax)
 
 
 @nb.njit(inline="always")
@@ -102,25 +107,46 @@ def _round_elem(a, man_scale, first_top, vmax):  # type: ignore[no-untyped-def]
     return min(np.rint(a * inv) * quantum, vmax)
 
 
+_GROUP = 64  # blocks whose scales are computed together (a loop over blocks vectorises; one block's does not)
+
+
 @nb.njit(inline="always")
-def _scaled_block(x, out, j, nblk, bs, ts, elem_max, man_scale, first_top, s_man, s_emin, s_max):  # type: ignore[no-untyped-def]
-    r = j // nblk
-    c0 = (j % nblk) * bs
-    c1 = min(c0 + bs, x.shape[1])
-    amax = 0.0
-    for t in range(c0, c1):
-        amax = max(amax, abs(np.float64(x[r, t])))
-    sc = _round_sat(np.float64(np.float32(amax / elem_max / ts)), s_man, s_emin, s_max)
-    eff = np.float64(np.float32(sc * ts))
-    back = sc * ts
-    if eff > 0:
-        for t in range(c0, c1):
-            v = np.float64(x[r, t])
-            y = abs(np.float64(np.float32(v / eff)))
-            out[r, t] = np.float32(math.copysign(_round_elem(y, man_scale, first_top, elem_max) * back, v))
-    else:  # the scale rounded to zero: the eager path's zeros (positive)
-        for t in range(c0, c1):
-            out[r, t] = np.float32(0.0)
+def _scaled_group(x, out, g0, g1, nblk, bs, ts, sc, elem_max, man_scale, first_top, s_man, s_emin, s_max):  # type: ignore[no-untyped-def]
+    """Blocks g0..g1 (row-major over x's rows, nblk per row): their amaxes, then their scales
+    (sc holds back = scale * tensor scale), then their elements. r and c0 step along; no
+    integer division per block."""
+    n1 = x.shape[1]
+    r0 = g0 // nblk
+    c00 = (g0 - r0 * nblk) * bs
+    r, c0 = r0, c00
+    for i in range(g1 - g0):
+        amax = 0.0
+        for t in range(c0, min(c0 + bs, n1)):
+            amax = max(amax, abs(np.float64(x[r, t])))
+        sc[i] = amax
+        c0 += bs
+        if c0 >= n1:
+            c0 = 0
+            r += 1
+    for i in range(g1 - g0):
+        sc[i] = _round_sat(np.float64(np.float32(sc[i] / elem_max / ts)), s_man, s_emin, s_max) * ts
+    r, c0 = r0, c00
+    for i in range(g1 - g0):
+        c1 = min(c0 + bs, n1)
+        back = sc[i]
+        eff = np.float64(np.float32(back))
+        if eff > 0:
+            for t in range(c0, c1):
+                v = np.float64(x[r, t])
+                y = abs(np.float64(np.float32(v / eff)))
+                out[r, t] = np.float32(math.copysign(_round_elem(y, man_scale, first_top, elem_max) * back, v))
+        else:  # the scale rounded to zero: the eager path's zeros (positive)
+            for t in range(c0, c1):
+                out[r, t] = np.float32(0.0)
+        c0 += bs
+        if c0 >= n1:
+            c0 = 0
+            r += 1
 
 
 @nb.njit(inline="always")
@@ -151,8 +177,13 @@ def scaled_par(x, out, bs, both_max, tensor_scale, elem_max, man_scale, first_to
     if ts < 0:
         return ts
     nblk = (x.shape[1] + bs - 1) // bs
-    for j in prange(x.shape[0] * nblk):
-        _scaled_block(x, out, j, nblk, bs, ts, elem_max, man_scale, first_top, s_man, s_emin, s_max)
+    total = x.shape[0] * nblk
+    for g in prange((total + _GROUP - 1) // _GROUP):
+        sc = np.empty(_GROUP)
+        g0 = g * _GROUP
+        _scaled_group(
+            x, out, g0, min(g0 + _GROUP, total), nblk, bs, ts, sc, elem_max, man_scale, first_top, s_man, s_emin, s_max
+        )
     return ts
 
 
@@ -162,6 +193,10 @@ def scaled_ser(x, out, bs, both_max, tensor_scale, elem_max, man_scale, first_to
     if ts < 0:
         return ts
     nblk = (x.shape[1] + bs - 1) // bs
-    for j in range(x.shape[0] * nblk):
-        _scaled_block(x, out, j, nblk, bs, ts, elem_max, man_scale, first_top, s_man, s_emin, s_max)
+    total = x.shape[0] * nblk
+    sc = np.empty(_GROUP)
+    for g0 in range(0, total, _GROUP):
+        _scaled_group(
+            x, out, g0, min(g0 + _GROUP, total), nblk, bs, ts, sc, elem_max, man_scale, first_top, s_man, s_emin, s_max
+        )
     return ts
