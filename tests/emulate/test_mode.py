@@ -467,3 +467,19 @@ def test_paused_refuses_when_another_mode_is_on_top() -> None:
         pass
     out = torch.ones(2, 2) @ torch.ones(2, 2)  # both modes left cleanly
     assert float(out.sum()) == 8.0
+
+
+@pytest.mark.filterwarnings("ignore:Using `torch.compile:UserWarning")  # torch's note on emulate's module hooks
+def test_compiled_code_runs_under_emulation() -> None:
+    """The mode's __torch_dispatch__ is not wrapped in dynamo's disable context (a per-op cost):
+    a torch.compile'd module still runs, and its matrix op is emulated."""
+    torch.manual_seed(0)
+    lin = nn.Linear(16, 8)
+    x = torch.randn(4, 16, generator=_g(40))
+    compiled = torch.compile(lin, backend="eager")
+    with torch.no_grad(), emulate(device="a100-sxm", precision="bf16") as run:
+        got = compiled(x)
+    with torch.no_grad(), emulate(device="a100-sxm", precision="bf16"):
+        want = lin(x)
+    assert _bits_equal(got, want)
+    assert [r.op for r in run.report().rows] == ["addmm"]

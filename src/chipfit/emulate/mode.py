@@ -263,6 +263,13 @@ def _sumsq(t: torch.Tensor) -> float:
 
 
 class _EmulationMode(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """Keep __torch_dispatch__ unwrapped: torch otherwise wraps it in a dynamo-disable context
+        entered on every aten op, a fixed cost per op that weighs on small models. Code compiled
+        with torch.compile still runs under emulation (tests/emulate/test_mode.py)."""
+        return False
+
     def __init__(self, policy: NumericsPolicy, run: Run, shadow: bool) -> None:
         super().__init__()
         self.policy = policy
