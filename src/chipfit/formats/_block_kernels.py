@@ -119,11 +119,12 @@ def _scaled_group(x, out, g0, g1, nblk, bs, ts, sc, elem_max, man_scale, first_t
     r0 = g0 // nblk
     c00 = (g0 - r0 * nblk) * bs
     r, c0 = r0, c00
+    bits = x.view(np.int32)
     for i in range(g1 - g0):
-        amax = 0.0
+        top = np.int32(0)
         for t in range(c0, min(c0 + bs, n1)):
-            amax = max(amax, abs(np.float64(x[r, t])))
-        sc[i] = amax
+            top = max(top, bits[r, t] & np.int32(0x7FFFFFFF))  # bits of |x|: same order as the values
+        sc[i] = np.float64(np.int32(top).view(np.float32))
         c0 += bs
         if c0 >= n1:
             c0 = 0
@@ -161,14 +162,14 @@ def _tensor_scale(amax, both_max, tensor_scale):  # type: ignore[no-untyped-def]
 
 @nb.njit(inline="always")
 def _tensor_ts(x, both_max, tensor_scale):  # type: ignore[no-untyped-def]
-    amax = 0.0
-    nans = 0
-    for i in range(x.shape[0]):
-        for t in range(x.shape[1]):
-            v = abs(np.float64(x[i, t]))
-            amax = max(amax, v)
-            nans += 1 if v != v else 0
-    return _tensor_scale(np.nan if nans else amax, both_max, tensor_scale)
+    """The tensor scale of C-contiguous x: its amax as an integer max over the bits of |x| (the
+    bit order of non-negative floats is their value order, and NaN's bits exceed inf's)."""
+    bits = x.reshape(-1).view(np.int32)
+    top = np.int32(0)
+    for i in range(bits.shape[0]):
+        top = max(top, bits[i] & np.int32(0x7FFFFFFF))
+    amax = np.nan if top > 0x7F800000 else np.float64(np.int32(top).view(np.float32))
+    return _tensor_scale(amax, both_max, tensor_scale)
 
 
 @nb.njit(cache=True, parallel=True, boundscheck=False, nogil=True, error_model="numpy")

@@ -351,21 +351,23 @@ def _amax_then_map(
     consts: Mapping[str, int | float], args: str, scale: list[str], inner: str, ret: str
 ) -> Callable[..., float]:
     """A fused per-tensor kernel k(src, dst, *args) over flat float32 arrays: one pass takes
-    amax_ = max |src| and counts NaNs in nans_, the `scale` lines derive the scale from them
-    (they may return early), the `inner` element body (indented 8) writes dst_[i_], and the
-    kernel returns `ret`. Parallel above PARALLEL_THRESHOLD elements, serial below."""
+    amax_ = max |src| (nans_ is 1 when src holds a NaN, amax_ then 0), the `scale` lines derive
+    the scale from them (they may return early), the `inner` element body (indented 8) writes
+    dst_[i_], and the kernel returns `ret`. Parallel above PARALLEL_THRESHOLD elements, serial
+    below. The amax is an integer max over the bits of |src|: for non-negative floats the bit
+    order is the value order, and a NaN's bits exceed inf's; unlike a float max, it vectorises."""
     scale_src = "\n".join("    " + line for line in scale)
     fns = []
     for name, par, rng in (("k_fused_par", "True", "prange"), ("k_fused_ser", "False", "range")):
         fns.append(
             f"@nb.njit(cache=True, parallel={par}, boundscheck=False, nogil=True, error_model='numpy')\n"
             f"def {name}(src_, dst_, {args}):\n"
-            "    amax_ = np.float32(0.0)\n"
-            "    nans_ = 0\n"
+            "    bits_ = src_.view(np.int32)\n"
+            "    top_ = np.int32(0)\n"
             f"    for i_ in {rng}(src_.shape[0]):\n"
-            "        v_ = src_[i_]\n"
-            "        amax_ = max(amax_, abs(v_))\n"
-            "        nans_ += 1 if v_ != v_ else 0\n"
+            "        top_ = max(top_, bits_[i_] & np.int32(0x7FFFFFFF))\n"
+            "    nans_ = 1 if top_ > 0x7F800000 else 0\n"
+            "    amax_ = np.int32(0 if nans_ else top_).view(np.float32)\n"
             f"{scale_src}\n"
             f"    for i_ in {rng}(src_.shape[0]):\n"
             f"{inner}\n"
