@@ -8,8 +8,9 @@ to FP32 (emulate/accumulate.py). FP32 sums round, so the exact sums take float64
 GEMM runs at half the FP32 rate on AVX2 (4 lanes instead of 8). This times, on the shapes of
 benchmarks/emulate.py's GEMM table and with FP8 operands: the FP32 GEMM (what the FP32 model
 pays), the float64 GEMM over all of K (the least any exact-sum path pays), MKL's batched
-float64 GEMM over 32-product chunks (the chunk sums alone, into a preallocated buffer), and
-chipfit's fused chunked kernel (chunk sums + the narrow accumulator + promotion).
+float64 GEMM over 32-product chunks (the chunk sums alone, into a preallocated buffer; whole,
+and in the 64-row tiles chipfit's MKL path takes), chipfit's `chunked_matmul` (the MKL path for
+N >= 128, else the fused kernel) and the fused numba kernel alone.
 """
 
 from __future__ import annotations
@@ -43,10 +44,27 @@ def main() -> None:
         t32 = median_seconds(lambda a=a, b=b: a @ b, repeats=21)
         t64 = median_seconds(lambda a=a64, b=b64: a @ b, repeats=21)
         tch = median_seconds(lambda a=ac, b=bc, o=buf: torch.bmm(a, b, out=o), repeats=21)
-        tfu = median_seconds(lambda a=a, b=b: am.chunked_matmul(a, b, acc), repeats=21)
+        tile = am._TILE_ROWS
+        tbuf = torch.empty(k // CHUNK, tile, n, dtype=torch.float64)
+
+        def tiles(a: torch.Tensor = ac, b: torch.Tensor = bc, o: torch.Tensor = tbuf, m: int = m, tile: int = tile) -> None:
+            for r0 in range(0, m, tile):
+                rows_ = min(tile, m - r0)
+                torch.bmm(a[:, r0 : r0 + rows_], b, out=o[:, :rows_])
+
+        ttl = median_seconds(tiles, repeats=21)
+        tcm = median_seconds(lambda a=a, b=b: am.chunked_matmul(a, b, acc), repeats=21)
+        a3, b3, out = a64[None].contiguous(), b64[None].contiguous(), torch.empty(1, m, n)
+        kern = am._kernel(acc)
+        per_group = acc.promote_k // acc.chunk_k
+        tfu = median_seconds(
+            lambda: kern(a3.numpy(), b3.numpy(), out.numpy(), acc.chunk_k, per_group, am._ROWS), repeats=21
+        )
+        path = "MKL" if n >= am._TILED_MIN_N and m * k * n >= am._TILED_MIN_MACS else "fused"
         rows.append(
             f"| {m}x{k}x{n} | {t32 * 1e3:.2f} | {t64 * 1e3:.2f} ({t64 / t32:.2f}x) "
-            f"| {tch * 1e3:.2f} ({tch / t32:.2f}x) | {tfu * 1e3:.2f} ({tfu / t32:.2f}x) |"
+            f"| {tch * 1e3:.2f} ({tch / t32:.2f}x) | {ttl * 1e3:.2f} ({ttl / t32:.2f}x) "
+            f"| {tcm * 1e3:.2f} ({tcm / t32:.2f}x, {path}) | {tfu * 1e3:.2f} ({tfu / t32:.2f}x) |"
         )
     lines = [
         "# The arithmetic floor of chunked accumulation",
@@ -58,8 +76,9 @@ def main() -> None:
         "Median ms of 21 calls, FP8 (e4m3) operands; in brackets the ratio to the FP32 GEMM. "
         "fp8-promote-128: 32-product chunks, e8m13 truncating accumulator, promoted every 128.",
         "",
-        "| M x K x N | FP32 GEMM | float64 GEMM | float64 chunk sums (bmm) | chipfit fused chunked |",
-        "|---|---|---|---|---|",
+        "| M x K x N | FP32 GEMM | float64 GEMM | float64 chunk sums (bmm) | the same in 64-row tiles "
+        "| chipfit chunked_matmul | fused kernel alone |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]

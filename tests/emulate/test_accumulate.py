@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import pytest
 import torch
 
 from chipfit.emulate import ACCUMULATIONS, Accumulation, chunked_matmul, chunked_matmul_reference, emulate
 from chipfit.emulate.policy import NumericsPolicy, Operand, Scaling
-from chipfit.formats import quantize
+from chipfit.formats import Rounding, quantize
 
 CASES = [
     *(a for a in ACCUMULATIONS.values() if not a.default),
@@ -24,13 +27,80 @@ def _inputs(fmt: str, m: int, k: int, n: int, seed: int) -> tuple[torch.Tensor, 
     return quantize(a, fmt), quantize(b, fmt)
 
 
+def _accmod() -> Any:
+    return importlib.import_module("chipfit.emulate.accumulate")  # chipfit.emulate is also the function
+
+
+@pytest.fixture(params=["fused", "tiled"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test through each fast path of chunked_matmul: the fused numba GEMM, or the MKL
+    chunk sums + narrow pass (thresholds lowered so small shapes take it; 3-row tiles)."""
+    mod = _accmod()
+    if request.param == "tiled":
+        monkeypatch.setattr(mod, "_TILED_MIN_N", 1)
+        monkeypatch.setattr(mod, "_TILED_MIN_MACS", 0)
+        monkeypatch.setattr(mod, "_TILE_ROWS", 3)
+    else:
+        monkeypatch.setattr(mod, "_TILED_MIN_N", 1 << 30)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("acc", CASES, ids=lambda a: a.name)
 @pytest.mark.parametrize("fmt", ["float8_e4m3fn", "bfloat16", "float16"])
-def test_fast_equals_reference_bit_for_bit(acc: Accumulation, fmt: str) -> None:
-    a, b = _inputs(fmt, 5, 200, 4, seed=hash((acc.name, fmt)) % 1000)  # K = 200: ragged last chunk
+def test_fast_equals_reference_bit_for_bit(acc: Accumulation, fmt: str, path: str) -> None:
+    a, b = _inputs(fmt, 5, 200, 4, seed=hash((acc.name, fmt)) % 1000)  # K = 200: ragged last chunk; 5 rows: ragged tile
     fast = chunked_matmul(a, b, acc)
     ref = chunked_matmul_reference(a, b, acc)
     assert torch.equal(fast.view(torch.int32), ref.view(torch.int32))
+
+
+@pytest.mark.parametrize("name", ["float22_e8m13", "float32", "tfloat32", "bfloat16", "float16"])
+def test_truncation_mask_equals_quantize_toward_zero(name: str) -> None:
+    """Where truncation_mask exists it equals quantize (toward zero, non-saturating) on every
+    non-NaN float32 exponent, subnormals, the overflow range and infinities; elsewhere it is None."""
+    mod = _accmod()
+    fmt = mod.accumulator_format(name)
+    mask = mod.truncation_mask(fmt, Rounding.TOWARD_ZERO)
+    assert mod.truncation_mask(fmt, Rounding.NEAREST_EVEN) is None
+    if fmt.exp_bits != 8:
+        assert mask is None
+        return
+    assert mask is not None
+    g = torch.Generator().manual_seed(11)
+    exps = torch.arange(256, dtype=torch.int32).repeat_interleave(64)[:-64]  # every exponent field but NaN's
+    mant = torch.randint(0, 1 << 23, exps.shape, generator=g, dtype=torch.int32)
+    mant[::64] = 0  # powers of two and zero
+    mant[1::64] = (1 << 23) - 1  # all mantissa ones (overflow range at the top exponent)
+    bits = (exps << 23) | torch.where(exps == 255, 0, mant)  # exponent 255: inf only
+    x = torch.cat([bits, bits | torch.tensor(-(1 << 31), dtype=torch.int32)]).view(torch.float32)
+    want = quantize(x, fmt, rounding="toward-zero", overflow="nonsat")
+    assert torch.equal((x.view(torch.int32) & mask), want.view(torch.int32))
+
+
+@pytest.mark.parametrize("acc", CASES, ids=lambda a: a.name)
+def test_tiled_path_equals_the_fused_kernel_at_its_own_thresholds(acc: Accumulation) -> None:
+    """At sizes that take the MKL path by default (N >= 128, >= 2^22 MACs), with a ragged last
+    tile and chunk, it equals the fused kernel bit for bit; NaN input falls back to the fused
+    kernel (which decides NaN payloads)."""
+    mod = _accmod()
+    a, b = _inputs("float8_e4m3fn", 70, 300, 200, seed=5)
+    assert b.shape[1] >= mod._TILED_MIN_N and a.numel() * b.shape[1] >= mod._TILED_MIN_MACS
+    got = chunked_matmul(a, b, acc)
+    if not acc.default:
+        k = a.shape[1]
+        chunk = acc.chunk_k or k
+        chunks = -(-k // chunk)
+        per_group = acc.promote_k // chunk if acc.promote_k else chunks
+        want = torch.empty(1, 70, 200)
+        mod._kernel(acc)(a.double()[None].numpy(), b.double()[None].numpy(), want.numpy(), chunk, per_group, 32)
+        assert torch.equal(got.view(torch.int32), want[0].view(torch.int32))
+    a[3, 7] = float("nan")
+    b[:, 5] = float("inf")
+    got = chunked_matmul(a, b, acc)
+    slow = mod.chunked_matmul_torch(a, b, acc)
+    assert torch.equal(got.isnan(), slow.isnan()) and got.isnan().any()
+    keep = ~got.isnan()
+    assert torch.equal(got[keep].view(torch.int32), slow[keep].view(torch.int32))
 
 
 def test_default_is_the_fp32_gemm_of_the_rounded_inputs() -> None:

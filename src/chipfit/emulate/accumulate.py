@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from chipfit.formats import FloatFormat, NanEncoding, Rounding, get_format, quantize
-from chipfit.formats._kernels import accumulate_kernel
+from chipfit.formats._kernels import accumulate_kernel, narrow_kernel
 from chipfit.formats.profiles import get_profile
 from chipfit.formats.quantize import parse_rounding
 from chipfit.formats.reference import f32_bits, f32_value, quantize_bits, round_fraction
@@ -133,6 +133,9 @@ def get_accumulation(acc: str | Accumulation) -> Accumulation:
 
 
 _ROWS = 32  # output rows computed together, so each row of b is reused from cache
+_TILE_ROWS = 64  # output rows per tile of the MKL path: its (chunks, 64, N) float64 sums stay in cache
+_TILED_MIN_N = 128  # narrower outputs (convolutions' im2col GEMMs, small heads) take the fused kernel
+_TILED_MIN_MACS = 1 << 22
 
 
 @functools.lru_cache(maxsize=32)
@@ -142,13 +145,36 @@ def _kernel(acc: Accumulation) -> Any:
     return accumulate_kernel(fmt, get_profile(None), mode, Overflow.NONSAT)
 
 
+def truncation_mask(fmt: FloatFormat, rounding: Rounding) -> int | None:
+    """The int32 AND mask on float32 bits that rounds every non-NaN float32 to `fmt` as `quantize`
+    does (toward zero, overflow non-saturating), or None. It exists when the format keeps FP32's
+    exponent field (8 bits, bias 127, subnormals, inf) and rounds toward zero: truncating the
+    mantissa then clears its low 23 - man_bits bits, for subnormals too (their quantum is
+    2^(23 - man_bits) FP32 subnormal quanta), and a finite value above the format's max truncates
+    to its max, as clearing the bits does. tests/emulate/test_accumulate.py checks it on every
+    exponent against `quantize`."""
+    same_range = fmt.exp_bits == 8 and fmt.bias == 127 and fmt.inf and fmt.subnormals and fmt.signed
+    if not same_range or rounding is not Rounding.TOWARD_ZERO or fmt.nan is not NanEncoding.IEEE:
+        return None
+    return ~((1 << (23 - fmt.man_bits)) - 1)
+
+
+@functools.lru_cache(maxsize=32)
+def _narrow(acc: Accumulation) -> Any:
+    fmt = accumulator_format(acc.format)
+    mode = parse_rounding(acc.rounding)
+    return narrow_kernel(fmt, get_profile(None), mode, Overflow.NONSAT, truncation_mask(fmt, mode))
+
+
 def chunked_matmul(a: torch.Tensor, b: torch.Tensor, acc: Accumulation) -> torch.Tensor:
     """a (..., M, K) @ b (..., K, N) under `acc`, float32 out.
 
-    Fast path: one fused numba GEMM (`accumulate_kernel`) that sums each chunk of products in
-    float64, rounds it to FP32 and runs the narrow accumulator, row block by row block, with
-    no chunk-sized intermediate in memory. `chunked_matmul_torch` (one float64 GEMM and one
-    `quantize` per chunk) and `chunked_matmul_reference` (exact rationals) are its oracles."""
+    Two fast paths, equal bit for bit. Wide GEMMs (N >= 128): row tile by row tile, MKL's batched
+    float64 GEMM takes every chunk's exact sum at once and a numba pass (`narrow_kernel`) runs
+    the narrow accumulator over them while they are in cache. Others: one fused numba GEMM
+    (`accumulate_kernel`) that sums each chunk in float64 and runs the accumulator as it goes.
+    `chunked_matmul_torch` (one float64 GEMM and one `quantize` per chunk) and
+    `chunked_matmul_reference` (exact rationals) are their oracles."""
     if acc.default:
         return torch.matmul(a.float(), b.float())
     k = a.shape[-1]
@@ -157,11 +183,38 @@ def chunked_matmul(a: torch.Tensor, b: torch.Tensor, acc: Accumulation) -> torch
     per_group = acc.promote_k // chunk if acc.promote_k else chunks
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     m, n = a.shape[-2], b.shape[-1]
-    a3 = a.detach().double().expand(*batch, m, k).reshape(-1, m, k).contiguous()
-    b3 = b.detach().double().expand(*batch, k, n).reshape(-1, k, n).contiguous()
+    a3 = a.detach().double().expand(*batch, m, k).reshape(-1, m, k)
+    b3 = b.detach().double().expand(*batch, k, n).reshape(-1, k, n)
     out = torch.empty(a3.shape[0], m, n, dtype=torch.float32)
-    _kernel(acc)(a3.numpy(), b3.numpy(), out.numpy(), chunk, per_group, _ROWS)
+    if n >= _TILED_MIN_N and m * k * n >= _TILED_MIN_MACS and chunks > 1:
+        for i in range(a3.shape[0]):
+            _tiled(a3[i], b3[i], out[i], chunk, chunks, per_group, _narrow(acc))
+        if not out.isnan().any():  # NaN payloads: the fused kernel's body decides them
+            return out.reshape(*batch, m, n)
+    _kernel(acc)(a3.contiguous().numpy(), b3.contiguous().numpy(), out.numpy(), chunk, per_group, _ROWS)
     return out.reshape(*batch, m, n)
+
+
+def _tiled(
+    a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, chunk: int, chunks: int, per_group: int, narrow: Any
+) -> None:
+    """out = a @ b under the chunked model, for 2-D float64 a (M, K), b (K, N): MKL's bmm over the
+    K chunks (zero-padded to a whole chunk: the exact sum is unchanged, and a sum of exact zeros
+    is +0 either way) gives each chunk's sum, exact in float64, for a tile of rows at a time."""
+    m, k = a.shape
+    n = b.shape[1]
+    pad = chunks * chunk - k
+    if pad:
+        a = torch.nn.functional.pad(a, (0, pad))
+        b = torch.nn.functional.pad(b, (0, 0, 0, pad))
+    a_c = a.reshape(m, chunks, chunk).permute(1, 0, 2)  # (C, M, chunk)
+    b_c = b.reshape(chunks, chunk, n).contiguous()  # (C, chunk, N)
+    parts = torch.empty(chunks, _TILE_ROWS, n, dtype=torch.float64)
+    parts_np, out_np = parts.numpy(), out.numpy()
+    for r0 in range(0, m, _TILE_ROWS):
+        rows = min(_TILE_ROWS, m - r0)
+        torch.bmm(a_c[:, r0 : r0 + rows], b_c, out=parts[:, :rows])
+        narrow(parts_np, rows, out_np, r0, per_group)
 
 
 def chunked_matmul_torch(a: torch.Tensor, b: torch.Tensor, acc: Accumulation) -> torch.Tensor:

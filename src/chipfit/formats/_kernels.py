@@ -330,6 +330,49 @@ def accumulate_kernel(fmt: FloatFormat, prof: Profile, rounding: Rounding, overf
     return module.k_acc  # type: ignore[no-any-return]
 
 
+def narrow_kernel(
+    fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: Overflow, mask: int | None
+) -> Callable[..., None]:
+    """The accumulator half of a chunked GEMM whose chunk sums are already taken (exactly, in
+    float64): k(parts, rows, out, r0, per_group) with parts (C, R, N) float64, the C chunk sums of
+    R output rows, and out (M, N) float32. For each of the first `rows` rows: run =
+    Q(fl32(run + fl32(part))) chunk by chunk, total = fl32(total + run) after every `per_group`
+    chunks and after the last, out[r0 + row] = total (accumulate_kernel's model). Q is the float
+    kernel's body for `fmt`, or, when `mask` is given, `bits & mask`: the caller vouches that this
+    equals Q on every float32 but NaN (a truncation that keeps FP32's exponent range)."""
+    if mask is None:
+        consts, inner = _scalar_body(
+            fmt, prof, rounding, overflow, "run_[col_] + np.float32(parts_[c_, row_, col_])", "run_[col_]", 16
+        )
+        step = f"            for col_ in range(n_):\n{inner}\n"
+    else:
+        consts = {"MASK": mask}
+        step = (
+            "            for col_ in range(n_):\n"
+            "                run_[col_] = run_[col_] + np.float32(parts_[c_, row_, col_])\n"
+            "            for col_ in range(n_):\n"
+            "                bits_[col_] = bits_[col_] & np.int32(MASK)\n"
+        )
+    fn = (
+        "@nb.njit(cache=True, parallel=True, boundscheck=False, nogil=True, error_model='numpy')\n"
+        "def k_narrow(parts_, rows_, out_, r0_, per_group_):\n"
+        "    nc_, n_ = parts_.shape[0], parts_.shape[2]\n"
+        "    for row_ in prange(rows_):\n"
+        "        run_ = np.zeros(n_, np.float32)\n"
+        "        bits_ = run_.view(np.int32)\n"
+        "        total_ = np.zeros(n_, np.float32)\n"
+        "        for c_ in range(nc_):\n"
+        f"{step}"
+        "            if (c_ + 1) % per_group_ == 0 or c_ == nc_ - 1:\n"
+        "                for col_ in range(n_):\n"
+        "                    total_[col_] = np.float32(total_[col_] + run_[col_])\n"
+        "                    run_[col_] = np.float32(0.0)\n"
+        "        for col_ in range(n_):\n"
+        "            out_[r0_ + row_, col_] = total_[col_]\n"
+    )
+    return _module(consts, fn).k_narrow  # type: ignore[no-any-return]
+
+
 def dynamic_scaled_kernel(
     fmt: FloatFormat, prof: Profile, rounding: Rounding, overflow: Overflow
 ) -> Callable[..., Any]:
