@@ -27,11 +27,13 @@ from chipfit.formats import quantize
 
 SHAPES = ((640, 384, 1536), (640, 1536, 384), (2048, 160, 32))
 CHUNK = 32
+TILE = importlib.import_module("chipfit.emulate.accumulate")._TILE_ROWS
 
 
 def main() -> None:
     am = importlib.import_module("chipfit.emulate.accumulate")
     acc = am.ACCUMULATIONS["fp8-promote-128"]
+    kern, per_group = am._kernel(acc), acc.promote_k // acc.chunk_k
     g = torch.Generator().manual_seed(0)
     rows = []
     for m, k, n in SHAPES:
@@ -44,22 +46,17 @@ def main() -> None:
         t32 = median_seconds(lambda a=a, b=b: a @ b, repeats=21)
         t64 = median_seconds(lambda a=a64, b=b64: a @ b, repeats=21)
         tch = median_seconds(lambda a=ac, b=bc, o=buf: torch.bmm(a, b, out=o), repeats=21)
-        tile = am._TILE_ROWS
-        tbuf = torch.empty(k // CHUNK, tile, n, dtype=torch.float64)
+        tbuf = torch.empty(k // CHUNK, TILE, n, dtype=torch.float64)
 
-        def tiles(a: torch.Tensor = ac, b: torch.Tensor = bc, o: torch.Tensor = tbuf, m: int = m, tile: int = tile) -> None:
-            for r0 in range(0, m, tile):
-                rows_ = min(tile, m - r0)
+        def tiles(a: torch.Tensor = ac, b: torch.Tensor = bc, o: torch.Tensor = tbuf, m: int = m) -> None:
+            for r0 in range(0, m, TILE):
+                rows_ = min(TILE, m - r0)
                 torch.bmm(a[:, r0 : r0 + rows_], b, out=o[:, :rows_])
 
         ttl = median_seconds(tiles, repeats=21)
         tcm = median_seconds(lambda a=a, b=b: am.chunked_matmul(a, b, acc), repeats=21)
-        a3, b3, out = a64[None].contiguous(), b64[None].contiguous(), torch.empty(1, m, n)
-        kern = am._kernel(acc)
-        per_group = acc.promote_k // acc.chunk_k
-        tfu = median_seconds(
-            lambda: kern(a3.numpy(), b3.numpy(), out.numpy(), acc.chunk_k, per_group, am._ROWS), repeats=21
-        )
+        args = (a64[None].contiguous().numpy(), b64[None].contiguous().numpy(), torch.empty(1, m, n).numpy())
+        tfu = median_seconds(lambda args=args: kern(*args, acc.chunk_k, per_group, am._ROWS), repeats=21)
         path = "MKL" if n >= am._TILED_MIN_N and m * k * n >= am._TILED_MIN_MACS else "fused"
         rows.append(
             f"| {m}x{k}x{n} | {t32 * 1e3:.2f} | {t64 * 1e3:.2f} ({t64 / t32:.2f}x) "
