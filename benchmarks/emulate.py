@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, machine, median_seconds, write_result
+from _common import command_line, machine, write_result
 from chipfit.cli.emulate_cmd import grid
 from chipfit.emulate import emulate, evaluate, policy_for
 from chipfit.models import get_model
@@ -126,36 +126,11 @@ def accumulation_rows(limit: int | None) -> list[str]:
     ]
 
 
-def accumulate_speed(repeats: int) -> list[str]:
-    """The chunked-accumulation GEMM alone (fp8-promote-128 on FP8 operands): the fused numba
-    kernel vs the chunk-by-chunk torch path it replaced, both against the FP32 GEMM."""
-    import importlib
-
-    from chipfit.formats import quantize
-
-    am = importlib.import_module("chipfit.emulate.accumulate")
-    acc = am.ACCUMULATIONS["fp8-promote-128"]
-    rows = []
-    g = torch.Generator().manual_seed(0)
-    for m, k, n in ((640, 384, 1536), (640, 1536, 384), (2048, 144, 32)):
-        a = quantize(torch.randn(m, k, generator=g), "float8_e4m3fn")
-        b = quantize(torch.randn(k, n, generator=g), "float8_e4m3fn")
-        fp32 = median_seconds(lambda a=a, b=b: a @ b, repeats=repeats)
-        fused = median_seconds(lambda a=a, b=b: am.chunked_matmul(a, b, acc), repeats=repeats)
-        loop = median_seconds(lambda a=a, b=b: am.chunked_matmul_torch(a, b, acc), repeats=repeats)
-        rows.append(
-            f"| {m}x{k}x{n} | {fp32 * 1e3:.2f} | {fused * 1e3:.2f} ({fused / fp32:.1f}x) "
-            f"| {loop * 1e3:.2f} ({loop / fp32:.1f}x) | {loop / fused:.2f} |"
-        )
-    return rows
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repeats and batches (for the tests)")
     ap.add_argument("--results-name", default="emulate.md")
     args = ap.parse_args()
-    repeats = 3 if args.quick else 11
     min_pairs = 3 if args.quick else 51
     min_time_s = 0.02 if args.quick else MIN_TIMED_S
     limit = 1 if args.quick else None
@@ -181,15 +156,8 @@ def main() -> None:
         lines += speed(name, min_pairs, min_time_s)
     lines += [
         "",
-        "### The chunked-accumulation GEMM alone (fp8-promote-128, FP8 operands)",
-        "",
-        "M x K x N; median ms, and in brackets the ratio to the FP32 GEMM of the same operands. The fused "
-        "numba kernel (`chunked_matmul`) against the chunk-by-chunk torch path it replaced "
-        "(`chunked_matmul_torch`); both equal the exact reference bit for bit (tests/emulate/test_accumulate.py).",
-        "",
-        "| M x K x N | FP32 GEMM ms | fused ms | torch chunk loop ms | loop / fused |",
-        "|---|---|---|---|---|",
-        *accumulate_speed(repeats),
+        "The chunked-accumulation GEMM alone, next to its float64 floor: `benchmarks/gemm_floor.py` "
+        "(results/gemm_floor.md).",
     ]
     head = "| device | precision | matrix inputs | output | {m} | vs FP32 | fallback op calls |"
     for name, title in (("digits-cnn", "digits-cnn: top-1 on the held-out split"),
