@@ -483,3 +483,24 @@ def test_compiled_code_runs_under_emulation() -> None:
         want = lin(x)
     assert _bits_equal(got, want)
     assert [r.op for r in run.report().rows] == ["addmm"]
+
+
+def test_selecting_reductions_keep_their_input_format_as_under_autocast() -> None:
+    """max-pool, amax and max select an element: autocast runs them in their input's dtype, so
+    their results are stored in it (no rounding needed), and what follows promotes accordingly;
+    summing reductions stay in FP32."""
+    x = torch.randn(2, 3, 8, 8, generator=_g(50))
+    w = torch.randn(3, 3, 3, 3, generator=_g(51))
+    with emulate(device="a100-sxm", precision="bf16") as run:
+        h = F.conv2d(x, w, padding=1)  # bf16
+        pooled = F.max_pool2d(h, 2)
+        top = h.amax(dim=(2, 3), keepdim=True)
+        mixed = pooled + pooled * 0.3  # bf16 + bf16 -> bf16, rounded
+        total = h.sum(dim=(2, 3))  # FP32 list
+        tags = run._mode.tags if run._mode is not None else {}
+        assert tags.get(pooled) == "bfloat16" and tags.get(top) == "bfloat16"
+        assert tags.get(total) is None  # FP32
+    assert _bits_equal(mixed, quantize(pooled + quantize(pooled * 0.3, "bfloat16"), "bfloat16"))
+    assert torch.equal(pooled, F.max_pool2d(h, 2))  # values are selected, not re-rounded
+    rows = {r.op: r.numerics for r in run.report().rows}
+    assert rows["max_pool2d_with_indices"] == "bfloat16" and rows["sum"] == "float32"

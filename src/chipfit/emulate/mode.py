@@ -11,7 +11,8 @@ backward alike, and applies the policy:
 - CPU scaled-dot-product attention: decomposed as FlashAttention computes it:
   S = QK^T accumulated in FP32, softmax in FP32, P rounded to the input format,
   O = PV. Other attention kernels (backward) round their inputs and run in FP32.
-- op classes in the policy's FP32 list compute in FP32 and store FP32.
+- op classes in the policy's FP32 list compute in FP32 and store FP32 (but selecting
+  reductions, max and max-pooling, keep their input's format, as under autocast).
 - host classes and matrix ops the chip cannot run execute in FP32 and are listed.
 - every other op computes in FP32 and stores its result in its storage format:
   torch's promotion rule over its inputs' storage formats ("promote"), or the
@@ -580,8 +581,8 @@ class _EmulationMode(TorchDispatchMode):
                     self._store(o, p.output)
             return out, numerics, ""
         out = func(*args, **kwargs)
-        if cls in p.fp32_classes:
-            return out, "float32", ""
+        if cls in p.fp32_classes and not is_passthrough(func, args):  # max/amax/max-pool only select:
+            return out, "float32", ""  # autocast leaves them in their input's dtype, as the storage rule below does
         fmt = self._storage(func, args, kwargs, ins)
         if self._already_in(fmt, func, args, ins):
             for o in _tensors(out):
