@@ -33,7 +33,6 @@ TILE = importlib.import_module("chipfit.emulate.accumulate")._TILE_ROWS
 def main() -> None:
     am = importlib.import_module("chipfit.emulate.accumulate")
     acc = am.ACCUMULATIONS["fp8-promote-128"]
-    kern, per_group = am._kernel(acc), acc.promote_k // acc.chunk_k
     g = torch.Generator().manual_seed(0)
     rows = []
     for m, k, n in SHAPES:
@@ -55,8 +54,8 @@ def main() -> None:
 
         ttl = median_seconds(tiles, repeats=21)
         tcm = median_seconds(lambda a=a, b=b: am.chunked_matmul(a, b, acc), repeats=21)
-        args = (a64[None].contiguous().numpy(), b64[None].contiguous().numpy(), torch.empty(1, m, n).numpy())
-        tfu = median_seconds(lambda args=args: kern(*args, acc.chunk_k, per_group, am._ROWS), repeats=21)
+        args = (a64[None].contiguous(), b64[None].contiguous(), torch.empty(1, m, n), acc)
+        tfu = median_seconds(lambda args=args: am.fused_chunked(*args), repeats=21)
         path = "MKL" if n >= am._TILED_MIN_N and m * k * n >= am._TILED_MIN_MACS else "fused"
         rows.append(
             f"| {m}x{k}x{n} | {t32 * 1e3:.2f} | {t64 * 1e3:.2f} ({t64 / t32:.2f}x) "

@@ -87,12 +87,8 @@ def test_tiled_path_equals_the_fused_kernel_at_its_own_thresholds(acc: Accumulat
     assert b.shape[1] >= mod._TILED_MIN_N and a.numel() * b.shape[1] >= mod._TILED_MIN_MACS
     got = chunked_matmul(a, b, acc)
     if not acc.default:
-        k = a.shape[1]
-        chunk = acc.chunk_k or k
-        chunks = -(-k // chunk)
-        per_group = acc.promote_k // chunk if acc.promote_k else chunks
         want = torch.empty(1, 70, 200)
-        mod._kernel(acc)(a.double()[None].numpy(), b.double()[None].numpy(), want.numpy(), chunk, per_group, 32)
+        mod.fused_chunked(a.double()[None], b.double()[None], want, acc)
         assert torch.equal(got.view(torch.int32), want[0].view(torch.int32))
     a[3, 7] = float("nan")
     b[:, 5] = float("inf")

@@ -446,7 +446,10 @@ def test_paused_runs_fp32_and_resumes_with_the_run_state() -> None:
     assert not torch.equal(first, ref)
     assert all(s.calls == 2 * calls[k] for k, s in run.stats.items())  # emulation resumed at the same sites
     assert states and all(st.steps == 2 for st in states.values())  # the same delayed-scaling histories, twice
-    assert second.shape == first.shape
+    with torch.no_grad(), emulate(device="h100-sxm", precision="fp8", fp8_scaling="delayed"):
+        model(x)
+        unpaused = model(x)
+    assert _bits_equal(second, unpaused)  # the pause changed nothing the next emulated pass sees
     with pytest.raises(RuntimeError, match="inside its emulate"), run.paused():
         pass
 

@@ -97,6 +97,12 @@ class Accumulation:
         """FP32 accumulation of exact products: a plain FP32 matmul computes it."""
         return self.format == "float32" and self.chunk_k is None
 
+    def chunking(self, k: int) -> tuple[int, int, int]:
+        """(products per chunk, chunks, chunks per promotion group) for a K of k."""
+        chunk = self.chunk_k or k
+        chunks = -(-k // chunk)
+        return chunk, chunks, self.promote_k // chunk if self.promote_k else chunks
+
     def describe(self) -> str:
         if self.default:
             return "float32"
@@ -178,9 +184,7 @@ def chunked_matmul(a: torch.Tensor, b: torch.Tensor, acc: Accumulation) -> torch
     if acc.default:
         return torch.matmul(a.float(), b.float())
     k = a.shape[-1]
-    chunk = acc.chunk_k or k
-    chunks = -(-k // chunk)
-    per_group = acc.promote_k // chunk if acc.promote_k else chunks
+    chunk, chunks, per_group = acc.chunking(k)
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     m, n = a.shape[-2], b.shape[-1]
     a3 = a.detach().double().expand(*batch, m, k).reshape(-1, m, k)
@@ -191,8 +195,15 @@ def chunked_matmul(a: torch.Tensor, b: torch.Tensor, acc: Accumulation) -> torch
             _tiled(a3[i], b3[i], out[i], chunk, chunks, per_group, _narrow(acc))
         if not out.isnan().any():  # NaN payloads: the fused kernel's body decides them
             return out.reshape(*batch, m, n)
-    _kernel(acc)(a3.contiguous().numpy(), b3.contiguous().numpy(), out.numpy(), chunk, per_group, _ROWS)
+    fused_chunked(a3, b3, out, acc)
     return out.reshape(*batch, m, n)
+
+
+def fused_chunked(a3: torch.Tensor, b3: torch.Tensor, out: torch.Tensor, acc: Accumulation) -> None:
+    """out = a3 @ b3 under `acc` by the fused numba kernel alone: a3 (B, M, K) and b3 (B, K, N)
+    float64, out (B, M, N) float32 (contiguous)."""
+    chunk, _, per_group = acc.chunking(a3.shape[-1])
+    _kernel(acc)(a3.contiguous().numpy(), b3.contiguous().numpy(), out.numpy(), chunk, per_group, _ROWS)
 
 
 def _tiled(
