@@ -4,15 +4,22 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-stamp
+# Every package make installs, pinned with hashes (docs/setup.md); `make lock` rewrites it.
+LOCK    = requirements.lock
+# torch's CPU build is a local wheel on this project's machines: the resolver must see it too
+FIND_LINKS ?= /opt/wheels
 
-.PHONY: setup run test test-slow lint browser bench clean
+.PHONY: setup lock run test test-latest test-slow lint browser bench clean
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-$(STAMP): pyproject.toml
+# A new venv from the lock alone: exact versions, hashes checked, no resolver, nothing left over
+$(STAMP): pyproject.toml $(LOCK) tools/lockcheck.py
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python tools/lockcheck.py $(LOCK)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -21,9 +28,20 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/chipfit plan digits-cnn --max-accuracy-drop 0.5 --chips 1,2,4 --html plan-report.html
 
+# Refresh the lock: the newest versions pyproject.toml's ranges allow, with hashes (run after
+# changing a dependency, or deliberately after `make test-latest` passes)
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	pin=$$(grep -oE '^uv==[^ ]+' $(LOCK) 2>/dev/null); .venv-lock/bin/python -m pip install -q "$${pin:-uv}"
+	.venv-lock/bin/uv pip compile pyproject.toml requirements-build.in --extra dev --generate-hashes \
+		--python-version 3.11 --find-links $(FIND_LINKS) --emit-find-links \
+		--custom-compile-command 'make lock' --quiet -o $(LOCK)
+	rm -rf .venv-lock
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples tools
+	$(BIN)/ruff format --check src tests benchmarks examples tools
 	$(BIN)/mypy
 
 # headless Chromium (Debian's package) for the HTML report's browser test
@@ -33,6 +51,16 @@ browser:
 
 test: lint browser
 	$(BIN)/python -m pytest -q
+
+# Drift made visible: a scratch venv with the newest versions pyproject.toml allows, the whole
+# suite there, and what moved against the lock. CI keeps the lock; this is never part of it.
+test-latest: browser
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q --upgrade pip
+	.venv-latest/bin/python -m pip install -q --no-cache-dir -e '.[dev]'
+	.venv-latest/bin/python tools/lockcheck.py --diff $(LOCK)
+	.venv-latest/bin/python -m pytest -q -p no:cacheprovider
 
 # Opt-in exhaustive sweeps (minutes per format); not run in CI.
 test-slow: $(STAMP)
@@ -50,4 +78,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/plan.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) .venv-latest .venv-lock build dist src/*.egg-info

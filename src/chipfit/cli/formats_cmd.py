@@ -46,11 +46,11 @@ def _specials(f: Any) -> str:
 
 
 def _overflow_note(f: Any) -> str:
-    from chipfit.formats import PROFILES, FloatFormat
+    from chipfit.formats import FloatFormat, get_profile
 
     if not isinstance(f, FloatFormat):
         return "saturate" if f.kind == "int" else "-"
-    torch_rule, ml_rule = (PROFILES[p].overflow(f).value for p in ("torch", "ml_dtypes"))
+    torch_rule, ml_rule = (get_profile(p).overflow(f).value for p in ("torch", "ml_dtypes"))
     return torch_rule if torch_rule == ml_rule else f"torch:{torch_rule}, ml_dtypes:{ml_rule}"
 
 
@@ -193,7 +193,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    from chipfit.formats import PROFILES
+    from chipfit.formats.profiles import profile_names
 
     fp = sub.add_parser("formats", help="list number formats, or show one")
     fp.add_argument("--kind", help="filter: float, int, binary, block")
@@ -202,7 +202,12 @@ def add_parsers(sub: Any) -> None:
     fsub = fp.add_subparsers(dest="formats_command", metavar="show")
     fs = fsub.add_parser("show", help="every code of a format (up to 8 bits) or its limits")
     fs.add_argument("name")
-    fs.add_argument("--profile", default=None, choices=sorted(PROFILES), help="NaN/overflow rules (default torch)")
+    fs.add_argument(
+        "--profile",
+        default=None,
+        choices=profile_names(),
+        help="NaN/overflow rules (default torch; ml_dtypes: the installed release's)",
+    )
     fs.add_argument("--json", action="store_true")
     fs.set_defaults(func=cmd_formats_show)
 

@@ -192,7 +192,7 @@ def _float_body(
         ovf = by_sign(away(0), away(SIGN))
 
     unsigned = not fmt.signed
-    neg_nan = unsigned and prof.negative_to_nan(fmt)
+    neg_nan = unsigned and prof.negative_is_nan
     lines = [
         "b = np.int64(src[i])",
         "s0 = b & 0x80000000",
@@ -202,7 +202,7 @@ def _float_body(
         "e = max(E, 1) - 127",  # exponent of the encoding (float32 subnormals: -126)
         "et = e",  # true exponent of the value
     ]
-    if emin < -126 and prof.exact_subnormal_exponent(fmt):  # below float32's normal range: true exponent
+    if emin < -126 and prof.subnormal_inputs_by_value:  # below float32's normal range: true exponent
         lines += [
             "if E == 0 and a != 0:",
             "    t = a",
@@ -244,7 +244,7 @@ def _float_body(
         lines.append(f"out = {nan_expr} if a > 0x7F800000 else out")
     lines.append("dst[i] = np.uint32(out & 0xFFFFFFFF)")
 
-    zero_bits = rule.apply(QNAN) if prof.zero_to_nan(fmt) else tiny_bits
+    zero_bits = rule.apply(QNAN) if prof.zero_is_nan else tiny_bits
     consts: dict[str, int | float] = {
         "M": m,
         "EMIN": emin,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from chipfit.formats.codec import _codes_of, decode
-from chipfit.formats.profiles import Profile, get_profile
+from chipfit.formats.profiles import PROFILES, Profile, get_profile
 from chipfit.formats.quantize import as_float32, empty_f32, parse_rounding, quantize
 from chipfit.formats.registry import get_format
 from chipfit.formats.spec import BlockFormat, FloatFormat, IntFormat, Overflow, Rounding, ScaleRule
@@ -168,11 +168,8 @@ def _fused_ok(f: BlockFormat, prof: Profile) -> bool:
     return (
         f.scale.man_bits > 0
         and all(isinstance(g, FloatFormat) and g.subnormals and g.signed_zero and g.has_zero for g in fmts)
-        and prof.name in _FUSED_PROFILES
+        and prof in PROFILES.values()  # each built-in profile is checked against the eager path
     )
-
-
-_FUSED_PROFILES = ("torch", "ml_dtypes", "ocp-nonsat", "ocp-satfinite")  # each checked against the eager path
 
 
 @functools.lru_cache(maxsize=32)

@@ -125,7 +125,7 @@ def quantize_bits(
     if a > EXP_ONES:
         return nan_rule.apply(bits)
     if not fmt.signed and sign:
-        if prof.negative_to_nan(fmt):
+        if prof.negative_is_nan:
             return nan_rule.apply(QNAN)
         sign = 0
     nan_of_sign = nan_rule.apply(sign | QNAN)
@@ -138,13 +138,13 @@ def quantize_bits(
     negative = bool(sign)
     if mag == 0:
         if not fmt.has_zero:
-            return nan_of_sign if prof.zero_to_nan(fmt) else f32_bits(fmt.magnitude_value(0))
+            return nan_of_sign if prof.zero_is_nan else f32_bits(fmt.magnitude_value(0))
         return sign if fmt.signed_zero else 0
     m = fmt.man_bits
     emin = fmt.min_exponent
     f32_min_normal = Fraction(2) ** -126
-    if not fmt.has_zero and emin < -126 and mag < f32_min_normal and not prof.exact_subnormal_exponent(fmt):
-        # torch / ml_dtypes: the float32 subnormal range is one binade [0, 2^-126) of the encoding
+    if not fmt.has_zero and emin < -126 and mag < f32_min_normal and not prof.subnormal_inputs_by_value:
+        # torch / ml_dtypes 0.6: the float32 subnormal range is one binade [0, 2^-126) of the encoding
         r = _round_between(Fraction(0), f32_min_normal, mag, negative, rounding, rand32)
         r = r if r else Fraction(2) ** emin
     elif not fmt.has_zero and mag < Fraction(2) ** emin:
