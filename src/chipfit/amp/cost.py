@@ -1,11 +1,10 @@
 """The cost of mixed-precision training on a device: time and energy per step (the cost model's
 training estimate: forward, backward, optimizer) and the memory of mixed precision.
 
-Memory per parameter (mixed precision with FP32 masters, Micikevicius et al. 2018):
-FP32 master 4 B + FP32 gradient 4 B + optimizer state (Adam: two FP32 moments, 8 B; SGD: 0)
-+ the low-precision working copy (the compute format's bytes; none when it is FP32 or TF32,
-whose working copy is the master itself). Activations: the trace's peak at FP32, scaled by the
-compute format's bytes / 4 (assumed: activations are stored in the compute format).
+Memory comes from `chipfit.cost.memory.step_memory`, the one footprint estimate and plan use too:
+FP32 master 4 B + FP32 gradient 4 B + optimizer state (Adam: two FP32 moments, 8 B; SGD: 0) per
+parameter, + the low-precision working copy (the compute format's storage bytes; none when it
+is stored as FP32, as TF32 is), + activations, KV cache and inputs at the compute format.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ import torch
 from torch import nn
 
 __all__ = ["TrainingCost", "training_cost"]
-
-OPTIMIZER_STATE_BYTES = {"adam": 8, "sgd": 0}
 
 
 @dataclass(frozen=True)
@@ -35,12 +32,13 @@ class TrainingCost:
     optimizer_bytes: int
     working_copy_bytes: int
     activation_bytes: int
+    inputs_bytes: int  # inputs and KV cache at the compute format
     capacity_bytes: float
 
     @property
     def total_bytes(self) -> int:
         return (self.master_bytes + self.grad_bytes + self.optimizer_bytes + self.working_copy_bytes
-                + self.activation_bytes)  # fmt: skip
+                + self.activation_bytes + self.inputs_bytes)  # fmt: skip
 
     @property
     def fits(self) -> bool:
@@ -61,23 +59,21 @@ def training_cost(
 ) -> TrainingCost:
     """Price one training step of `model` on `sample` (a batch of positional inputs)."""
     from chipfit.cost import estimate, resolve_precision
-    from chipfit.formats import get_format
     from chipfit.hardware import get_device
     from chipfit.trace import trace
+    from chipfit.trace.capture import OPTIMIZERS
 
-    if optimizer not in OPTIMIZER_STATE_BYTES:
-        raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZER_STATE_BYTES)}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
     dev = get_device(device)
     fmt = resolve_precision(dev, precision).format
     tr = trace(model, list(sample), mode="training", loss_fn=loss_fn, optimizer=optimizer)
     est = estimate(tr, dev, precision)
-    n = tr.param_count
-    bits = float(get_format(fmt).bits)
-    low = 0 if fmt in ("float32", "tfloat32") else bits / 8
-    act_scale = 1.0 if fmt in ("float32", "tfloat32") else bits / 32
+    mem = est.memory
     return TrainingCost(
-        device=dev.name, precision=precision, format=fmt, step_s=est.latency_s, energy_j=est.energy_j, params=n,
-        master_bytes=4 * n, grad_bytes=4 * n, optimizer_bytes=OPTIMIZER_STATE_BYTES[optimizer] * n,
-        working_copy_bytes=int(low * n), activation_bytes=int(tr.footprint.activations_peak_bytes * act_scale),
+        device=dev.name, precision=precision, format=fmt, step_s=est.latency_s, energy_j=est.energy_j,
+        params=tr.param_count, master_bytes=int(mem.master_bytes), grad_bytes=int(mem.grads_bytes),
+        optimizer_bytes=int(mem.optimizer_bytes), working_copy_bytes=int(mem.weights_bytes),
+        activation_bytes=int(mem.activations_bytes), inputs_bytes=int(mem.kv_cache_bytes + mem.inputs_bytes),
         capacity_bytes=float(est.capacity_bytes),
     )  # fmt: skip

@@ -181,6 +181,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 batches=batches,
                 chips=chips,
                 training=args.train,
+                optimizer=args.optimizer,
                 constraints=cons,
                 eval_data=data,
                 metric=metric,
@@ -246,6 +247,8 @@ def _print(p: Any, args: argparse.Namespace) -> None:
 
 
 def add_parsers(sub: Any) -> None:
+    from chipfit.trace.capture import OPTIMIZERS
+
     p = sub.add_parser(
         "plan",
         help="which chip, precision, batch size and chip count for a model",
@@ -262,7 +265,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--precisions", help="comma-separated (default fp32,bf16,fp16,fp8,int8)")
     p.add_argument("--batch-sizes", help="comma-separated (default 1,8,32,128)")
     p.add_argument("--chips", help="comma-separated chip counts (default 1), e.g. 1,2,4,8")
-    p.add_argument("--train", action="store_true", help="plan a training step (forward, backward, Adam)")
+    p.add_argument("--train", action="store_true", help="plan a training step (forward, backward, optimizer)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="--train: the optimizer (default adam)")
     p.add_argument(
         "--eval-data",
         help="your model's evaluation data, .pt or .npz with 'inputs' (and 'targets'): accuracy by emulation "

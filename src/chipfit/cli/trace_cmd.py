@@ -157,6 +157,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def add_common_model_args(p: argparse.ArgumentParser) -> None:
+    from chipfit.trace.capture import OPTIMIZERS
+
     p.add_argument("model", help="built-in name (chipfit models) or path/to/file.py:factory or package.module:factory")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--seq-len", type=int, default=None, help="sequence length for bert-* and decoder-* models")
@@ -166,7 +168,7 @@ def add_common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", action="append", help="user models: one per positional input, e.g. 8,3,224,224")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="user models: input dtype")
     p.add_argument("--train", action="store_true", help="a training step: forward, backward, optimizer")
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"], help="training optimizer (default sgd)")
+    p.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="training optimizer (default sgd)")
 
 
 def add_parsers(sub: Any) -> None:

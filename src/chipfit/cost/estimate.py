@@ -4,7 +4,8 @@ Per op (all from shapes):
 - compute: matrix-like ops (matmul, conv, attention) go to the device's matrix unit
   model (units.py) at the effective format. Other ops run on the vector unit at
   flops / vector_ops_per_s.
-- memory: bytes (the trace's fp32 bytes scaled to the format's width) over the
+- memory: bytes (the trace's fp32 bytes scaled to the format's storage width,
+  cost.memory.traffic_scale) over the
   bandwidth of the level that serves them. That is on-chip SRAM when the op's
   working set fits in it, else main memory, derated to 85 % of peak unless the
   bandwidth was measured (assumed: typical achievable STREAM-like fraction).
@@ -25,8 +26,9 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from chipfit.cost.memory import StepMemory, step_memory, traffic_scale
 from chipfit.cost.units import MATRIX_MODELS
-from chipfit.formats import FORMATS, get_format
+from chipfit.formats import FORMATS
 from chipfit.hardware import Device, get_device
 from chipfit.trace import Trace
 from chipfit.trace.records import OpRecord
@@ -108,7 +110,7 @@ class Estimate:
     mode: str
     items: int
     rows: list[OpCost]
-    footprint_bytes: int
+    memory: StepMemory
     capacity_bytes: float
     price_usd_per_hour: float | None
     peak_ops_per_s: float
@@ -149,6 +151,10 @@ class Estimate:
     def matrix_utilization(self) -> float:
         useful = sum(r.flops for r in self.rows if r.unit == "matrix")
         return useful / (self.latency_s * self.peak_ops_per_s) if self.latency_s and self.peak_ops_per_s else 0.0
+
+    @property
+    def footprint_bytes(self) -> int:
+        return int(self.memory.total_bytes)
 
     @property
     def fits(self) -> bool:
@@ -192,16 +198,13 @@ class Estimate:
             "share_overhead": self.share("overhead"),
             "share_transfer": self.share("transfer"),
             "footprint_bytes": self.footprint_bytes,
+            "memory": self.memory.as_dict(),
             "capacity_bytes": self.capacity_bytes,
             "fits_one_chip": self.fits,
             "fallback_ops": len(self.fallbacks()),
             "fallback_time_s": sum(r.time_s for r in self.fallbacks()),
             **self.extras,
         }
-
-
-def _bits(fmt: str) -> float:
-    return float(get_format(fmt).bits)
 
 
 def _level(device: Device, fits_on_chip: bool) -> tuple[float, float]:
@@ -302,7 +305,7 @@ def estimate(trace: Trace, device: str | Device, precision: str = "bf16", *, ite
     """
     dev = get_device(device)
     prec = resolve_precision(dev, precision)
-    scale = _bits(prec.format) / 32.0
+    scale = traffic_scale(prec.format)
     host = get_device(dev.support.host) if dev.support.host else None
     model_bytes = trace.footprint.params_bytes * scale
     # repeated layers repeat their ops: price each distinct op once, then copy the priced fields after
@@ -337,23 +340,13 @@ def estimate(trace: Trace, device: str | Device, precision: str = "bf16", *, ite
                 False,
             )
         )
-    fp = trace.footprint
-    if trace.mode == "training":  # mixed precision: FP32 master weights, grads and optimizer state
-        footprint = (
-            fp.params_bytes
-            + fp.grads_bytes
-            + fp.optimizer_bytes
-            + (fp.activations_peak_bytes + fp.kv_cache_bytes + fp.inputs_bytes) * scale
-        )
-    else:
-        footprint = fp.total_bytes * scale
     return Estimate(
         device=dev.name,
         precision=prec,
         mode=trace.mode,
         items=items or trace.batch,
         rows=rows,
-        footprint_bytes=int(footprint),
+        memory=step_memory(trace, prec.format),
         capacity_bytes=dev.main_memory.capacity_bytes,
         price_usd_per_hour=dev.price.usd_per_hour if dev.price else None,
         peak_ops_per_s=dev.peak(prec.format) or dev.compute.vector_ops_per_s,

@@ -2,7 +2,7 @@
 
 from chipfit.formats.profiles import DEFAULT_PROFILE, PROFILES, Profile, get_profile
 from chipfit.formats.quantize import quantize
-from chipfit.formats.registry import FORMATS, get_format, list_formats, register_format
+from chipfit.formats.registry import FORMATS, get_format, list_formats, register_format, storage_bytes
 from chipfit.formats.spec import (
     BinaryFormat,
     BlockFormat,
@@ -34,4 +34,5 @@ __all__ = [
     "list_formats",
     "quantize",
     "register_format",
+    "storage_bytes",
 ]

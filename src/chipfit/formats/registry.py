@@ -14,7 +14,7 @@ from chipfit.formats.spec import (
     ScaleRule,
 )
 
-__all__ = ["FORMATS", "get_format", "list_formats", "register_format"]
+__all__ = ["FORMATS", "get_format", "list_formats", "register_format", "storage_bytes"]
 
 IEEE, FN, FNUZ, NONE = NanEncoding.IEEE, NanEncoding.FN, NanEncoding.FNUZ, NanEncoding.NONE
 
@@ -39,6 +39,12 @@ def get_format(fmt: str | Format) -> Format:
         return FORMATS[fmt]
     except KeyError:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}") from None
+
+
+def storage_bytes(fmt: str | Format, elements: float = 1) -> float:
+    """Bytes `elements` values of `fmt` occupy in memory (block scales included): every byte
+    count in chipfit derives from a format's `storage_bits` through this function."""
+    return get_format(fmt).storage_bits * elements / 8
 
 
 def list_formats(kind: str | None = None) -> Iterator[Format]:

@@ -62,6 +62,14 @@ class ScaleRule(enum.StrEnum):
     EVEN = "even"  # torchao EVEN: amax rounded (half up) to the element precision, then floor
 
 
+def container_bits(bits: int) -> int:
+    """Bits one element of a `bits`-wide format occupies in memory. Formats up to 8 bits are
+    packed at their width (two int4/fp4 codes per byte, four fp6 codes in three bytes, as the
+    stacks that store them do); wider ones fill the next power-of-two word: TF32's 19 bits
+    have no memory format of their own and live in 32-bit words."""
+    return bits if bits <= 8 else 1 << (bits - 1).bit_length()
+
+
 def _check_name(name: str) -> None:
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         raise ValueError(f"format name {name!r} must be non-empty letters, digits, '_' or '-'")
@@ -109,6 +117,11 @@ class FloatFormat:
     @property
     def bits(self) -> int:
         return int(self.signed) + self.exp_bits + self.man_bits
+
+    @property
+    def storage_bits(self) -> int:
+        """Bits one element occupies in memory (TF32: 32)."""
+        return container_bits(self.bits)
 
     @property
     def num_codes(self) -> int:
@@ -214,6 +227,11 @@ class IntFormat:
         return 1 << self.bits
 
     @property
+    def storage_bits(self) -> int:
+        """Bits one element occupies in memory."""
+        return container_bits(self.bits)
+
+    @property
     def min_int(self) -> int:
         if not self.signed:
             return 0
@@ -258,6 +276,10 @@ class BinaryFormat:
 
     @property
     def bits(self) -> int:
+        return 1
+
+    @property
+    def storage_bits(self) -> int:
         return 1
 
     @property
@@ -310,9 +332,15 @@ class BlockFormat:
 
     @property
     def bits(self) -> float:
-        """Average storage bits per element, scale included."""
-        per = self.element.bits + self.scale.bits / self.block_size
-        return per
+        """Average bits per element, the block's scale included (the tensor scale of NVFP4,
+        32 bits per tensor, is left out)."""
+        return self.storage_bits
+
+    @property
+    def storage_bits(self) -> float:
+        """Bits one element occupies in memory with its share of the block scale: MXFP4 4.25,
+        NVFP4 4.5, MXFP8 8.25."""
+        return self.element.storage_bits + self.scale.storage_bits / self.block_size
 
     @property
     def max(self) -> float:

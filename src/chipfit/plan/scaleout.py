@@ -11,7 +11,7 @@
   work / (n m) + overheads / n per stage plus a hand-off of an average op output (assumed), and
   the step takes (m + n - 1) of those: the bubble is (n - 1) / (m + n - 1). At batch 1 it is
   no faster than one chip.
-Traced bytes are FP32; they are scaled to the estimate's format.
+Traced bytes are FP32; they are scaled to the estimate's format (cost.memory.traffic_scale).
 The link is the catalog's chip-to-chip interconnect (bandwidth per chip, per direction).
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chipfit.cost import Estimate
+from chipfit.cost.memory import traffic_scale
 from chipfit.hardware.device import Link
 from chipfit.trace import Trace
 
@@ -35,13 +36,6 @@ class ScaleOut:
     step_s: float  # wall time of one step of the whole (global) batch
     comm_s: float  # communication time not hidden
     note: str = ""
-
-
-def est_scale(est: Estimate, trace: Trace) -> float:
-    """Bytes at the estimate's precision per traced (FP32) byte."""
-    from chipfit.formats import get_format
-
-    return float(get_format(est.precision.format).bits) / 32.0
 
 
 @dataclass(frozen=True)
@@ -63,7 +57,7 @@ class StepParts:
 
     @classmethod
     def of(cls, est: Estimate, trace: Trace) -> StepParts:
-        scale = est_scale(est, trace)
+        scale = traffic_scale(est.precision.format)
         matrix = [r for r in est.rows if r.unit == "matrix"]
         written = [r.bytes_written for r in trace.records]
         return cls(
@@ -77,7 +71,7 @@ class StepParts:
             work_s=sum(r.time_s - r.overhead_s for r in est.rows),
             overhead_s=sum(r.overhead_s for r in est.rows),
             mean_output_bytes=sum(written) / max(len(written), 1) * scale,
-            grads_bytes=trace.footprint.grads_bytes * scale,
+            grads_bytes=trace.footprint.grads_bytes * scale,  # all-reduced at the compute format
         )
 
 

@@ -2,8 +2,8 @@
 
 One trace per batch size (inference or a training step), one estimate per device x precision x
 batch, then the chip counts by `scaleout`. A configuration fits when its per-chip memory (the
-trace's footprint at the precision's bytes; weights and optimizer state split across chips for
-tensor and pipeline parallel, replicated for data parallel) fits the device's main memory. A model
+estimate's footprint, `cost.memory.step_memory`; split across chips for tensor and pipeline
+parallel, replicated for data parallel) fits the device's main memory. A model
 too large for one chip gets its minimum chip count (the smallest count in the sweep that fits).
 Accuracy, when given, is per device x precision (measured once by emulation) and reused.
 Energy per item is one chip's step energy over its items: the same work spread over more chips
@@ -25,7 +25,7 @@ from typing import Any
 from torch import nn
 
 from chipfit.hardware.device import Device
-from chipfit.plan.scaleout import STRATEGIES, StepParts, est_scale, scale_out
+from chipfit.plan.scaleout import STRATEGIES, StepParts, scale_out
 from chipfit.trace import Trace
 
 __all__ = ["Measured", "PlanRow", "SweepTask", "price", "sweep"]
@@ -65,15 +65,6 @@ class PlanRow:
         return asdict(self)
 
 
-def _memory(trace: Trace, scale: float, strategy: str, n: int) -> float:
-    f = trace.footprint
-    state = f.params_bytes * scale + f.grads_bytes * scale + f.optimizer_bytes  # optimizer moments stay FP32
-    acts = (f.activations_peak_bytes + f.kv_cache_bytes + f.inputs_bytes) * scale
-    if strategy in ("tensor", "pipeline"):
-        return state / n + acts / n
-    return state + acts
-
-
 @dataclass(frozen=True)
 class Measured:
     """Accuracy of one device x precision: the metric, its drop from FP32, and where it came from."""
@@ -109,7 +100,6 @@ def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
         for p in task.precisions:
             prec = resolve_precision(dev, p)
             est = estimate(tr, dev, p)
-            scale = est_scale(est, tr)
             parts = StepParts.of(est, tr)
             price_h = dev.price.usd_per_hour if dev.price is not None else None
             acc = task.accuracy.get((dev.name, p))
@@ -130,7 +120,7 @@ def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
                 except ValueError:
                     continue  # no interconnect for this strategy
                 global_batch = b * n if strategy == "data" else b
-                mem = _memory(tr, scale, strategy, n)
+                mem = est.memory.per_chip_bytes(strategy, n)
                 thr = global_batch / so.step_s if so.step_s > 0 else math.inf
                 usd_h = price_h * n if price_h is not None else None
                 rows.append(
@@ -168,13 +158,15 @@ def sweep(
     batches: Sequence[int],
     chips: Sequence[int] = (1,),
     training: bool = False,
+    optimizer: str = "adam",
     accuracy: dict[tuple[str, str], Measured] | None = None,  # (device name, precision)
     progress: Callable[[int, int], None] | None = None,
     backend: str = "local",
     workers: int | None = None,
     ray_address: str | None = None,
 ) -> list[PlanRow]:
-    """Every configuration as a PlanRow. inputs(batch) gives the model's example inputs.
+    """Every configuration as a PlanRow. inputs(batch) gives the model's example inputs;
+    `optimizer` (sgd, adam) is the training step's.
 
     backend: serial (this process), local (a process pool of `workers`, default one per core) or
     ray (a Ray cluster at `ray_address`, default a local instance); all give the same rows."""
@@ -189,7 +181,7 @@ def sweep(
     with open_backend(backend, workers=workers, ray_address=ray_address) as ex:
         chunks = ex.chunks()
         for b in batches:
-            tr = trace(model, list(inputs(b)), mode="training" if training else "inference", optimizer="adam")
+            tr = trace(model, list(inputs(b)), mode="training" if training else "inference", optimizer=optimizer)
             for part in _split(tuple(devs.values()), chunks):
                 mine = {(d.name, p): acc[(d.name, p)] for d in part for p in precs if (d.name, p) in acc}
                 ex.submit(tr, SweepTask(b, part, precs, counts, training, mine))

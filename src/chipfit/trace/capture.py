@@ -27,6 +27,8 @@ from chipfit.trace.records import Footprint, OpRecord, Trace
 
 __all__ = ["TraceError", "trace"]
 
+OPTIMIZERS = ("adam", "sgd")  # adam: two FP32 moments per parameter; sgd: no state
+
 _SKIP_NAMESPACES = ("prim.", "profiler.")
 
 
@@ -156,8 +158,8 @@ def trace(
     """
     if mode not in ("inference", "training"):
         raise ValueError(f"unknown mode {mode!r}; known: inference, training")
-    if optimizer not in ("sgd", "adam", None):
-        raise ValueError(f"unknown optimizer {optimizer!r}; known: sgd, adam, None")
+    if optimizer not in (*OPTIMIZERS, None):
+        raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}, None")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     training = mode == "training"
