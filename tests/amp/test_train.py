@@ -13,7 +13,8 @@ from torch import nn
 from chipfit.amp import MixedPrecision
 from chipfit.amp.cost import training_cost
 from chipfit.cli import main
-from chipfit.emulate.mode import RoundingCount, emulate
+from chipfit.emulate.mode import emulate
+from chipfit.emulate.report import RoundingCount
 from chipfit.formats import quantize
 
 

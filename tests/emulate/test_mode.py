@@ -507,3 +507,31 @@ def test_selecting_reductions_keep_their_input_format_as_under_autocast() -> Non
     assert torch.equal(pooled, F.max_pool2d(h, 2))  # values are selected, not re-rounded
     rows = {r.op: r.numerics for r in run.report().rows}
     assert rows["max_pool2d_with_indices"] == "bfloat16" and rows["sum"] == "float32"
+
+
+def test_a_new_matrix_kernel_is_one_registered_function() -> None:
+    """aten.mv has no kernel: its inputs are rounded and it runs in FP32. Registering one
+    function for it (here: mv as a one-column GEMM) is all the mode needs to use it."""
+    from chipfit.emulate import matrix
+
+    assert {k.name() for k in matrix.MATRIX_KERNELS} >= {"aten::mm", "aten::addmm", "aten::convolution"}
+    with pytest.raises(ValueError, match="already has a matrix kernel"):
+        matrix.handles(torch.ops.aten.mm.default)(matrix.mm)
+    a, v = torch.randn(8, 16, generator=_g(1)), torch.randn(16, generator=_g(2))
+
+    def numerics() -> str:
+        with emulate(device="h100-sxm", precision="bf16") as run:
+            torch.mv(a, v)
+        (row,) = [r for r in run.report().rows if r.op == "mv"]
+        return row.numerics
+
+    assert numerics().endswith("(inputs rounded, FP32 kernel)")
+    try:
+
+        @matrix.handles(torch.ops.aten.mv.default)
+        def mv(m, func, args, kwargs):  # type: ignore[no-untyped-def]
+            return matrix.gemm(m, args[0], args[1].unsqueeze(-1), m._site("mv")).squeeze(-1)
+
+        assert numerics() == "bfloat16 -> acc float32 -> bfloat16"
+    finally:
+        matrix.MATRIX_KERNELS.pop(torch.ops.aten.mv.default, None)

@@ -33,7 +33,8 @@ from torch.utils._python_dispatch import _disable_current_modes
 
 from chipfit.amp.scaler import LossScaler
 from chipfit.emulate import NumericsPolicy, policy_for
-from chipfit.emulate.mode import RoundingCount, Run, emulate
+from chipfit.emulate.mode import Run, emulate
+from chipfit.emulate.report import RoundingCount
 from chipfit.paths import write_text_atomic
 
 __all__ = ["LOSS_SCALING", "MixedPrecision", "StepRecord"]

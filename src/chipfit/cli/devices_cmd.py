@@ -9,14 +9,10 @@ from typing import Any
 from rich.table import Table
 
 from chipfit.cli.common import console, emit_json
+from chipfit.hardware.precision import short_label
 
 __all__ = ["add_parsers", "device_dict"]
 
-SHORT = {
-    "float32": "fp32", "tfloat32": "tf32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "fp8",
-    "float8_e5m2": "e5m2", "float8_e4m3fnuz": "fp8fnuz", "float8_e5m2fnuz": "e5m2fnuz", "int8": "int8",
-    "int4": "int4", "float4_e2m1fn": "fp4", "mxfp8_e4m3": "mxfp8", "mxfp4": "mxfp4", "nvfp4": "nvfp4",
-}  # fmt: skip
 TABLE_FORMATS = ["float32", "tfloat32", "bfloat16", "float16", "float8_e4m3fn", "int8", "int4", "float4_e2m1fn"]
 
 
@@ -59,7 +55,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     t.add_column("name", no_wrap=True)
     t.add_column("family", no_wrap=True)
     for f in TABLE_FORMATS:
-        t.add_column(SHORT[f], justify="right", no_wrap=True)
+        t.add_column(short_label(f), justify="right", no_wrap=True)
     for col in ("memory GB", "GB/s", "TDP W", "$/h"):
         t.add_column(col, justify="right", no_wrap=True)
     for d in devs:

@@ -17,9 +17,9 @@ __all__ = ["add_parsers", "grid", "metric_text"]
 def grid(device_names: list[str], precisions: list[str], files: list[str]) -> list[Any]:
     """The policies for devices x precisions; 'all' expands to the catalog or to the precisions a
     device runs (natively or by its compiler's cast), one per distinct format."""
-    from chipfit.cost.estimate import PRECISION_ALIASES, resolve_precision
     from chipfit.emulate import policy_for
     from chipfit.hardware import get_device, list_devices
+    from chipfit.hardware.precision import PRECISION_ALIASES, resolve_precision
 
     if not device_names:
         raise CliError("give at least one --device (see `chipfit devices`), or --device all")

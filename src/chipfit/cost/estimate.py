@@ -24,57 +24,50 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from chipfit.cost.memory import StepMemory, step_memory, traffic_scale
 from chipfit.cost.units import MATRIX_MODELS
-from chipfit.formats import FORMATS
 from chipfit.hardware import Device, get_device
+from chipfit.hardware.precision import PRECISION_ALIASES, How, Precision, resolve_precision
 from chipfit.trace import Trace
 from chipfit.trace.records import OpRecord
+from chipfit.vocab import MATRIX_CLASSES, Phase
 
-__all__ = ["PRECISION_ALIASES", "Estimate", "OpCost", "Precision", "estimate", "resolve_precision"]
+__all__ = [
+    "PRECISION_ALIASES",
+    "Bound",
+    "Estimate",
+    "OpCost",
+    "Precision",
+    "Unit",
+    "estimate",
+    "resolve_precision",
+]
 
 BW_EFFICIENCY_ASSUMED = 0.85
 LINK_PJ_PER_BYTE = 8.0 * 8  # assumed: about 8 pJ/bit for a PCIe-class SerDes link, both ends together
-MATRIX_CLASSES = ("matmul", "conv", "attention")
 FRESH_ALLOC_THRESHOLD = 32 * 2**20  # glibc's largest mmap threshold: bigger outputs are fresh pages
 
-PRECISION_ALIASES: dict[str, tuple[str, ...]] = {
-    "fp32": ("float32",),
-    "tf32": ("tfloat32",),
-    "bf16": ("bfloat16",),
-    "fp16": ("float16",),
-    "fp8": ("float8_e4m3fn", "float8_e4m3fnuz"),
-    "e5m2": ("float8_e5m2", "float8_e5m2fnuz"),
-    "int8": ("int8",),
-    "int4": ("int4",),
-    "fp4": ("float4_e2m1fn", "nvfp4", "mxfp4"),
-    "mxfp8": ("mxfp8_e4m3",),
-}
+
+class Unit(StrEnum):
+    """Where an op's arithmetic runs."""
+
+    MATRIX = "matrix"
+    VECTOR = "vector"
+    HOST = "host"  # the device's host CPU, over the host link
+    NONE = "none"  # views and framework overheads: no arithmetic
 
 
-@dataclass(frozen=True)
-class Precision:
-    """What running `requested` on a device means: the format the matrix unit uses and how."""
+class Bound(StrEnum):
+    """What an op's time is set by."""
 
-    requested: str
-    format: str  # effective format
-    how: str  # native | autocast | vector | host
-
-
-def resolve_precision(device: Device, precision: str) -> Precision:
-    names = PRECISION_ALIASES.get(precision, (precision,))
-    if names[0] not in FORMATS:
-        known = ", ".join([*PRECISION_ALIASES, *FORMATS])
-        raise ValueError(f"unknown precision {precision!r}; known: {known}")
-    first = names[0]
-    if first in device.support.autocast:  # the compiler's default cast wins (Neuron casts FP32 matmuls to BF16)
-        return Precision(precision, device.support.autocast[first], "autocast")
-    for name in names:
-        if device.peak(name):
-            return Precision(precision, name, "native")
-    return Precision(precision, first, device.support.unsupported_format)
+    COMPUTE = "compute"
+    MEMORY = "memory"
+    OVERHEAD = "overhead"  # launch / dispatch
+    TRANSFER = "transfer"  # the host link (fallbacks)
+    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -86,13 +79,13 @@ class OpCost:
     module: str
     op_class: str
     phase: str
-    unit: str  # matrix | vector | host | none
+    unit: Unit
     time_s: float
     compute_s: float
     memory_s: float
     overhead_s: float
     transfer_s: float
-    bound: str  # compute | memory | overhead | transfer | none
+    bound: Bound
     energy_j: float
     bytes: float
     flops: int
@@ -149,7 +142,7 @@ class Estimate:
 
     @property
     def matrix_utilization(self) -> float:
-        useful = sum(r.flops for r in self.rows if r.unit == "matrix")
+        useful = sum(r.flops for r in self.rows if r.unit is Unit.MATRIX)
         return useful / (self.latency_s * self.peak_ops_per_s) if self.latency_s and self.peak_ops_per_s else 0.0
 
     @property
@@ -193,10 +186,10 @@ class Estimate:
             "energy_per_item_j": self.energy_per_item_j,
             "usd_per_million_items": self.usd_per_million,
             "matrix_utilization": self.matrix_utilization,
-            "share_compute_bound": self.share("compute"),
-            "share_memory_bound": self.share("memory"),
-            "share_overhead": self.share("overhead"),
-            "share_transfer": self.share("transfer"),
+            "share_compute_bound": self.share(Bound.COMPUTE),
+            "share_memory_bound": self.share(Bound.MEMORY),
+            "share_overhead": self.share(Bound.OVERHEAD),
+            "share_transfer": self.share(Bound.TRANSFER),
             "footprint_bytes": self.footprint_bytes,
             "memory": self.memory.as_dict(),
             "capacity_bytes": self.capacity_bytes,
@@ -240,16 +233,20 @@ def _matrix_seconds(device: Device, fmt: str, rec: OpRecord) -> float:
 
 def _op_on(
     device: Device, prec: Precision, rec: OpRecord, scale: float, model_bytes: float
-) -> tuple[float, float, float, float, str, float]:
+) -> tuple[float, float, float, float, Unit, float]:
     """(compute_s, memory_s, overhead_s, energy_j, unit, peak used) for an op that runs on `device`."""
     memory_s, memory_j, _ = _memory(device, rec, scale, model_bytes)
-    if rec.op_class in MATRIX_CLASSES and prec.how != "vector":
+    if rec.op_class in MATRIX_CLASSES and prec.how is not How.VECTOR:
         fmt = prec.format if device.peak(prec.format) else device.formats[0]
-        compute_s, unit, peak = _matrix_seconds(device, fmt, rec), "matrix", device.peak(fmt)
+        compute_s, unit, peak = _matrix_seconds(device, fmt, rec), Unit.MATRIX, device.peak(fmt)
         compute_s /= device.compute.class_efficiency.get(rec.op_class, 1.0)
         e_op = device.energy_pj_per_op(fmt)
     else:
-        compute_s, unit, peak = rec.flops / device.compute.vector_ops_per_s, "vector", device.compute.vector_ops_per_s
+        compute_s, unit, peak = (
+            rec.flops / device.compute.vector_ops_per_s,
+            Unit.VECTOR,
+            device.compute.vector_ops_per_s,
+        )
         vec_fmt = prec.format if device.peak(prec.format) else "float32"
         e_op = device.energy_pj_per_op(vec_fmt) if device.peak(vec_fmt) else device.energy_pj_per_op(device.formats[0])
     overhead = device.compute.class_overhead_s.get(rec.op_class, device.compute.dispatch_overhead_s)
@@ -262,9 +259,9 @@ def _op_on(
 
 def _row(
     rec: OpRecord,
-    unit: str,
+    unit: Unit,
     parts: tuple[float, float, float, float],
-    bound: str,
+    bound: Bound,
     energy: float,
     nbytes: float,
     peak: float,
@@ -274,8 +271,11 @@ def _row(
     c, m, o, transfer = parts
     time_s = max(c, m) + o + transfer
     util = rec.flops / (time_s * peak) if time_s and peak else 0.0
-    return OpCost(rec.index, rec.op, rec.module, rec.op_class, rec.phase, unit, time_s, c, m, o, transfer, bound,
-                  energy, nbytes, rec.flops, util, fallback)  # fmt: skip
+    return OpCost(
+        index=rec.index, op=rec.op, module=rec.module, op_class=rec.op_class, phase=rec.phase, unit=unit,
+        time_s=time_s, compute_s=c, memory_s=m, overhead_s=o, transfer_s=transfer, bound=bound, energy_j=energy,
+        bytes=nbytes, flops=rec.flops, utilization=util, fallback=fallback,
+    )  # fmt: skip
 
 
 def _cost(
@@ -283,18 +283,22 @@ def _cost(
 ) -> OpCost:
     if rec.op_class == "view":
         o = device.compute.view_overhead_s
-        return _row(rec, "none", (0, 0, o, 0), "overhead" if o else "none", device.power.idle_w * o, 0, 0, False)
-    to_host = rec.op_class in device.support.host_op_classes or (prec.how == "host" and rec.op_class in MATRIX_CLASSES)
+        return _row(
+            rec, Unit.NONE, (0, 0, o, 0), Bound.OVERHEAD if o else Bound.NONE, device.power.idle_w * o, 0, 0, False
+        )
+    to_host = rec.op_class in device.support.host_op_classes or (
+        prec.how is How.HOST and rec.op_class in MATRIX_CLASSES
+    )
     if to_host and host is not None and device.host_link is not None:
         c, m, o, e, _unit, peak = _op_on(host, resolve_precision(host, "float32"), rec, 1.0, model_bytes / scale)
         moved = rec.bytes * scale
         transfer = moved / device.host_link.bandwidth_bytes_per_s
         energy = e + moved * LINK_PJ_PER_BYTE * 1e-12 + device.power.idle_w * (max(c, m) + o + transfer)
-        bound = "transfer" if transfer >= max(c, m, o) else ("compute" if c >= m else "memory")
-        return _row(rec, "host", (c, m, o, transfer), bound, energy, moved, peak, True)
+        bound = Bound.TRANSFER if transfer >= max(c, m, o) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
+        return _row(rec, Unit.HOST, (c, m, o, transfer), bound, energy, moved, peak, True)
     c, m, o, e, unit, peak = _op_on(device, prec, rec, scale, model_bytes)
-    bound = "overhead" if o > max(c, m) else ("compute" if c >= m else "memory")
-    fallback = prec.how == "vector" and rec.op_class in MATRIX_CLASSES
+    bound = Bound.OVERHEAD if o > max(c, m) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
+    fallback = prec.how is How.VECTOR and rec.op_class in MATRIX_CLASSES
     return _row(rec, unit, (c, m, o, 0.0), bound, e, rec.bytes * scale, peak, fallback)
 
 
@@ -321,25 +325,11 @@ def estimate(trace: Trace, device: str | Device, precision: str = "bf16", *, ite
         o = dev.compute.module_overhead_s * trace.module_calls
         rows.append(
             OpCost(
-                len(rows),
-                "nn.Module calls",
-                "",
-                "module-call",
-                "forward",
-                "none",
-                o,
-                0,
-                0,
-                o,
-                0,
-                "overhead",
-                dev.power.idle_w * o,
-                0,
-                0,
-                0,
-                False,
+                index=len(rows), op="nn.Module calls", module="", op_class="module-call", phase=Phase.FORWARD,
+                unit=Unit.NONE, time_s=o, compute_s=0, memory_s=0, overhead_s=o, transfer_s=0, bound=Bound.OVERHEAD,
+                energy_j=dev.power.idle_w * o, bytes=0, flops=0, utilization=0, fallback=False,
             )
-        )
+        )  # fmt: skip
     return Estimate(
         device=dev.name,
         precision=prec,

@@ -12,8 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chipfit.hardware import Device, MatrixUnit
+from chipfit.hardware.device import MATRIX_KINDS
 
-__all__ = ["MATRIX_MODELS", "GemmTime", "half_dims_time", "register_matrix_model", "systolic_cycles", "tiled_time"]
+__all__ = [
+    "MATRIX_MODELS",
+    "GemmTime",
+    "check_matrix_models",
+    "half_dims_time",
+    "register_matrix_model",
+    "systolic_cycles",
+    "tiled_time",
+]
 
 
 @dataclass(frozen=True)
@@ -146,3 +155,14 @@ def half_dims_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, 
 for _kind in ("tensor-core", "dsp"):
     register_matrix_model(_kind)(tiled_time)
 register_matrix_model("simd")(half_dims_time)
+
+
+def check_matrix_models() -> None:
+    """Every matrix-unit kind a device file may name has a model (run at import, so a new kind
+    without one fails when chipfit loads, not at estimate time)."""
+    missing = [k for k in MATRIX_KINDS if k not in MATRIX_MODELS]
+    if missing:
+        raise ImportError(f"matrix-unit kinds without a cost model: {', '.join(missing)}; register one each")
+
+
+check_matrix_models()

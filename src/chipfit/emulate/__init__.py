@@ -2,8 +2,9 @@
 
 from chipfit.emulate.accumulate import ACCUMULATIONS, Accumulation, chunked_matmul, chunked_matmul_reference
 from chipfit.emulate.evaluate import METRICS, EvalRow, Evaluation, evaluate
-from chipfit.emulate.mode import OpStat, Report, Run, emulate
+from chipfit.emulate.mode import Run, emulate
 from chipfit.emulate.policy import NumericsPolicy, Operand, Scaling, list_precisions, policy_for
+from chipfit.emulate.report import OpStat, Report
 
 __all__ = [
     "ACCUMULATIONS",

@@ -26,155 +26,30 @@ float32 tensors are emulated; tensors of other dtypes run as they are.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 from torch.utils._pytree import tree_map
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from chipfit.emulate.accumulate import chunked_matmul
+from chipfit.emulate.matrix import MATRIX_KERNELS, short_name
 from chipfit.emulate.passthrough import is_passthrough, rounding_is_idempotent
 from chipfit.emulate.policy import NumericsPolicy, Operand, Scaling, policy_for
-from chipfit.emulate.scaling import Inv, ScaleState, format_max, prepare, round_to
+from chipfit.emulate.report import OpStat, Report, RoundingWatch
+from chipfit.emulate.scaling import ScaleState, prepare, round_to
 from chipfit.trace.classify import classify
+from chipfit.vocab import MATRIX_CLASSES
 
-__all__ = ["OpStat", "RoundingCount", "RoundingWatch", "Run", "emulate"]
+__all__ = ["EmulationMode", "Run", "emulate"]
 
 aten = torch.ops.aten
-MATRIX_CLASSES = ("matmul", "conv", "attention")
 _FP32 = "float32"
-_EXACT_F32 = 2**24
-
-
-@dataclass
-class OpStat:
-    """One op site (phase, module, op) aggregated over its calls."""
-
-    order: int
-    phase: str
-    module: str
-    op: str
-    op_class: str
-    numerics: str
-    fallback: str  # "" | host | vector | unclassified
-    calls: int = 0
-    signal: float = 0.0  # sum of squares of the FP32 shadow output
-    noise: float = 0.0  # sum of squares of (emulated - shadow)
-    measured: bool = False
-
-    @property
-    def sqnr_db(self) -> float | None:
-        """Signal-to-quantization-noise ratio of this op's output against the FP32 shadow run."""
-        if not self.measured:
-            return None
-        if self.noise == 0:
-            return math.inf
-        if self.signal == 0:
-            return -math.inf
-        return 10 * math.log10(self.signal / self.noise)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase,
-            "module": self.module,
-            "op": self.op,
-            "op_class": self.op_class,
-            "numerics": self.numerics,
-            "fallback": self.fallback or None,
-            "calls": self.calls,
-            "sqnr_db": self.sqnr_db,
-        }
-
-
-@dataclass
-class Report:
-    policy: NumericsPolicy
-    rows: list[OpStat]
-    shadow: bool
-
-    @property
-    def fallbacks(self) -> list[OpStat]:
-        return [r for r in self.rows if r.fallback]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy.describe(),
-            "shadow": self.shadow,
-            "ops": [r.as_dict() for r in self.rows],
-            "fallbacks": [r.as_dict() for r in self.fallbacks],
-        }
-
-    def worst(self, n: int = 5) -> list[OpStat]:
-        """The n op sites with the lowest SQNR (needs shadow=True)."""
-        measured = [r for r in self.rows if r.sqnr_db is not None]
-        return sorted(measured, key=lambda r: r.sqnr_db if r.sqnr_db is not None else math.inf)[:n]
-
-
-@dataclass
-class RoundingCount:
-    """What rounding to a storage format did to a set of values."""
-
-    values: int = 0
-    nonzero: int = 0  # values that were not zero before rounding
-    underflow: int = 0  # nonzero values that became zero
-    overflow: int = 0  # finite values that became inf (or NaN)
-
-    def add(self, other: RoundingCount) -> None:
-        self.values += other.values
-        self.nonzero += other.nonzero
-        self.underflow += other.underflow
-        self.overflow += other.overflow
-
-    @property
-    def underflow_fraction(self) -> float:
-        return self.underflow / self.values if self.values else 0.0
-
-    @property
-    def overflow_fraction(self) -> float:
-        return self.overflow / self.values if self.values else 0.0
-
-    @staticmethod
-    def of(before: torch.Tensor, after: torch.Tensor) -> RoundingCount:
-        b, a = before.detach(), after.detach()
-        nz = b != 0
-        return RoundingCount(
-            int(b.numel()),
-            int(nz.sum()),
-            int((nz & (a == 0)).sum()),
-            int((torch.isfinite(b) & ~torch.isfinite(a)).sum()),
-        )
-
-
-@dataclass
-class RoundingWatch:
-    """Counts, during backward, what storing each op's output in its format flushes to zero
-    or overflows: per op and per output tensor (so a gradient can be traced to its parameter)."""
-
-    by_op: dict[str, RoundingCount] = field(default_factory=dict)
-    by_tensor: WeakTensorKeyDictionary = field(default_factory=WeakTensorKeyDictionary)
-
-    def record(self, op: str, before: torch.Tensor, after: torch.Tensor) -> None:
-        c = RoundingCount.of(before, after)
-        self.by_op.setdefault(op, RoundingCount()).add(c)
-        self.by_tensor[after] = c
-
-    def total(self) -> RoundingCount:
-        t = RoundingCount()
-        for c in self.by_op.values():
-            t.add(c)
-        return t
-
-    def reset(self) -> None:
-        self.by_op.clear()
 
 
 @dataclass
@@ -185,7 +60,7 @@ class Run:
     shadow: bool
     stats: dict[tuple[str, str, str], OpStat] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    _mode: _EmulationMode | None = None
+    _mode: EmulationMode | None = None
 
     def report(self, sqnr: bool | None = None) -> Report:
         """Per-op formats and fallbacks; SQNR against the FP32 shadow when the run kept one."""
@@ -263,7 +138,7 @@ def _sumsq(t: torch.Tensor) -> float:
     return float(torch.sum(t.detach().double() ** 2))
 
 
-class _EmulationMode(TorchDispatchMode):
+class EmulationMode(TorchDispatchMode):
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
         """Keep __torch_dispatch__ unwrapped: torch otherwise wraps it in a dynamo-disable context
@@ -290,14 +165,6 @@ class _EmulationMode(TorchDispatchMode):
         self.names: dict[int, str] = {}
         self.phase = "forward"
         self.bw_counter: Counter[str] = Counter()
-        self.handlers = {
-            aten.mm.default: self._mm,
-            aten.bmm.default: self._mm,
-            aten.addmm.default: self._addmm,
-            aten.baddbmm.default: self._addmm,
-            aten.convolution.default: self._conv,
-            aten._scaled_dot_product_flash_attention_for_cpu.default: self._sdpa,
-        }
 
     # ------------------------------------------------------------ entering and leaving
     active = False
@@ -414,102 +281,6 @@ class _EmulationMode(TorchDispatchMode):
         entry[key] = (param._version, res)
         return res
 
-    def _gemm(self, a: torch.Tensor, b: torch.Tensor, site: tuple[Any, ...], b_role: str = "b") -> torch.Tensor:
-        """a (..., M, K) @ b (..., K, N) under the policy, FP32 result before output rounding."""
-        oa, ob = self._operand(a, "a"), self._operand(b, b_role)
-        qa, ia = self._prepare(a, oa, site, "a", row_dim=-2, k_dim=-1)
-        qb, ib = self._prepare(b, ob, site, "b", channel_dim=-1, k_dim=-2)
-        self._watch_operands((a, qa, ia), (b, qb, ib))
-        if oa.integer and ob.integer:
-            out = _exact_integer(torch.matmul, qa, qb, a.shape[-1], self.run, _int_max(oa) * _int_max(ob))
-        else:
-            out = chunked_matmul(qa, qb, self.policy.accumulate)
-        return _epilogue(out, ia, ib)
-
-    def _watch_operands(self, *ops: tuple[torch.Tensor, torch.Tensor, Inv]) -> None:
-        """Backward: count what rounding gradient operands to the matrix format flushes or overflows
-        (a gradient made by an FP32 op is cast here, as autocast casts it)."""
-        if self.watch is None or self.phase != "backward":
-            return
-        for t, q, inv in ops:
-            if t in self.grads:
-                self.watch.record(f"{self.current} (input cast)", t, _epilogue(q.clone(), inv, 1.0))
-
-    def _mm(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
-        a, b = args[0], args[1]
-        return self._gemm(a, b, self._site(_short(func)))
-
-    def _addmm(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
-        bias, a, b = args[0], args[1], args[2]
-        beta = kwargs.get("beta", 1)
-        alpha = kwargs.get("alpha", 1)
-        out = self._gemm(a, b, self._site(_short(func)))
-        if alpha != 1:
-            out = out * alpha
-        if beta != 0:  # out is this GEMM's own result: the bias is added in place
-            b = self._bias(bias)
-            out.add_(b if beta == 1 else beta * b)
-        return out
-
-    def _bias(self, bias: torch.Tensor) -> torch.Tensor:
-        """Autocast casts the bias with the other inputs; integer GEMMs keep an FP32 (INT32-scaled) bias."""
-        fmt = self.policy.output
-        if fmt == _FP32 or self._fmt(bias) == fmt:
-            return bias
-        if not isinstance(bias, nn.Parameter):
-            return round_to(bias.detach(), fmt)
-        return self._cached(bias, ("bias", fmt), lambda: round_to(bias.detach(), fmt))  # type: ignore[no-any-return]
-
-    def _conv(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
-        x, w, bias, stride, padding, dilation, transposed, output_padding, groups = args
-        site = self._site("convolution")
-        ox, ow = self._operand(x, "a"), self._operand(w, "b")
-        qx, ix = self._prepare(x, ox, site, "a", k_dim=1)
-        ch, kd = (1, 0) if transposed else (0, 1)
-        qw, iw = self._prepare(w, ow, site, "b", channel_dim=ch, k_dim=kd)
-        self._watch_operands((x, qx, ix), (w, qw, iw))
-
-        def conv(xx: torch.Tensor, ww: torch.Tensor) -> torch.Tensor:
-            res: torch.Tensor = aten.convolution(
-                xx, ww, None, stride, padding, dilation, transposed, output_padding, groups
-            )
-            return res
-
-        k = int(w[0].numel()) if not transposed else int(w.shape[0] // groups * math.prod(w.shape[2:]))
-        if ox.integer and ow.integer:
-            out = _exact_integer(conv, qx, qw, k, self.run, _int_max(ox) * _int_max(ow))
-        elif self.policy.accumulate.default:
-            out = conv(qx, qw)
-        else:
-            out = _conv_chunked(qx, qw, stride, padding, dilation, transposed, groups, self.policy, self.run)
-        if isinstance(iw, torch.Tensor) and iw.dim():
-            iw = iw.reshape(1, -1, *([1] * (out.dim() - 2)))
-        out = _epilogue(out, ix, iw)
-        if bias is not None:
-            out.add_(self._bias(bias).reshape(1, -1, *([1] * (out.dim() - 2))))  # out is the conv's own result
-        return out
-
-    def _sdpa(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k, v = args[0], args[1], args[2]
-        dropout_p = args[3] if len(args) > 3 else kwargs.get("dropout_p", 0.0)
-        is_causal = args[4] if len(args) > 4 else kwargs.get("is_causal", False)
-        mask = kwargs.get("attn_mask")
-        scale = kwargs.get("scale")
-        if dropout_p:
-            raise NotImplementedError("emulated attention does not support dropout; call model.eval()")
-        site = self._site("sdpa")
-        s = self._gemm(q, k.transpose(-2, -1), (*site, "qk"), b_role="a")
-        s = s * (scale if scale is not None else 1.0 / math.sqrt(q.shape[-1]))
-        if is_causal:
-            causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool).tril()
-            s = s.masked_fill(~causal, float("-inf"))
-        if mask is not None:
-            s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
-        lse = torch.logsumexp(s, dim=-1)
-        p = torch.softmax(s, dim=-1)  # FP32; the PV GEMM rounds P to the input format
-        out = self._gemm(p, v, (*site, "pv"), b_role="a")
-        return out, lse
-
     # ------------------------------------------------------------ dispatch
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -522,7 +293,7 @@ class _EmulationMode(TorchDispatchMode):
                 self.frames[0] = ("", Counter())
         known = self.classes.get(func)
         if known is None:
-            known = self.classes[func] = (classify(func, "forward"), _short(func))
+            known = self.classes[func] = (classify(func, "forward"), short_name(func))
         cls, name = known
         self.current = name
         if cls == "view":
@@ -565,10 +336,10 @@ class _EmulationMode(TorchDispatchMode):
                 return func(*args, **kwargs), "float32", p.matrix_fallback
             if p.exact:
                 return func(*args, **kwargs), "float32", ""
-            handler = self.handlers.get(func)
+            handler = MATRIX_KERNELS.get(func)
             out: Any
             if handler is not None:
-                out = handler(func, args, kwargs)
+                out = handler(self, func, args, kwargs)
             else:  # other matrix kernels: round the float inputs, compute in FP32
                 out = func(*self._fake_quant(args), **self._fake_quant(kwargs))
             numerics = self.numerics.get((self.phase, handler is not None))
@@ -676,73 +447,6 @@ class _EmulationMode(TorchDispatchMode):
             st.measured = True
 
 
-def _short(func: Any) -> str:
-    return str(func._overloadpacket.__name__)
-
-
-def _epilogue(out: torch.Tensor, ia: Inv, ib: Inv) -> torch.Tensor:
-    """D = acc * (scale_inv_a * scale_inv_b), the product of per-tensor scales taken once in FP32
-    as scaled GEMMs (cuBLASLt's alpha, `_scaled_mm`, TensorRT's fused per-channel scale) do;
-    per-channel/row scales broadcast."""
-    if isinstance(ia, float) and isinstance(ib, float):  # out is the GEMM's own result: scaled in place
-        return out if ia == 1.0 and ib == 1.0 else out.mul_(float(np.float32(ia) * np.float32(ib)))
-    return out * (ia * ib)
-
-
-def _int_max(op: Operand) -> float:
-    return format_max(op.format)
-
-
-def _exact_integer(op: Any, qa: torch.Tensor, qb: torch.Tensor, k: int, run: Run, code_prod: float) -> torch.Tensor:
-    """Integer operands (as float32 integers): the INT32 accumulation, exactly, as float32.
-
-    Every partial sum is an integer below K*max|a|*max|b|; under 2^24 FP32 holds it exactly in
-    any order, else float64 does (below 2^53). The INT32 result is rounded once to FP32, as the
-    epilogue's conversion does. code_prod is the formats' largest product: when K times it is
-    under 2^24 the operands need not be measured."""
-    if k * code_prod < _EXACT_F32:
-        return op(qa, qb)  # type: ignore[no-any-return]
-    bound = k * float(qa.abs().max()) * float(qb.abs().max()) if qa.numel() and qb.numel() else 0.0
-    if bound >= 2**31:
-        msg = f"INT32 accumulator may overflow: K={k}, bound {bound:.3g} >= 2^31 (not modelled: sums kept exact)"
-        if msg not in run.notes:
-            run.notes.append(msg)
-    if bound < _EXACT_F32:
-        return op(qa, qb)  # type: ignore[no-any-return]
-    return op(qa.double(), qb.double()).float()  # type: ignore[no-any-return]
-
-
-def _conv_chunked(
-    x: torch.Tensor,
-    w: torch.Tensor,
-    stride: Any,
-    padding: Any,
-    dilation: Any,
-    transposed: bool,
-    groups: int,
-    policy: NumericsPolicy,
-    run: Run,
-) -> torch.Tensor:
-    """2-D convolution as im2col + chunked GEMM, so narrow accumulators apply to convs too."""
-    if transposed or x.dim() != 4:
-        raise NotImplementedError(
-            "chunked accumulation supports 2-D, non-transposed convolutions; use accumulate='fp32' for this model"
-        )
-    n, _cin, h, wd = x.shape
-    cout, cin_g, kh, kw = w.shape
-    cols = F.unfold(x, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (N, Cin*kh*kw, L)
-    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    outs = []
-    per_group_out = cout // groups
-    kg = cin_g * kh * kw
-    for g in range(groups):
-        wg = w[g * per_group_out : (g + 1) * per_group_out].reshape(per_group_out, kg)
-        cg = cols[:, g * kg : (g + 1) * kg, :]
-        outs.append(chunked_matmul(wg.unsqueeze(0), cg, policy.accumulate))  # (N, Cout_g, L)
-    return torch.cat(outs, dim=1).reshape(n, cout, oh, ow)
-
-
 @contextmanager
 def emulate(
     device: str | None = None,
@@ -779,7 +483,7 @@ def emulate(
     elif device is not None or precision is not None or accumulate is not None:
         raise ValueError("pass either policy= or device=/precision=/accumulate=, not both")
     run = Run(policy, shadow)
-    mode = _EmulationMode(policy, run, shadow)
+    mode = EmulationMode(policy, run, shadow)
     if watch:
         mode.watch = RoundingWatch()
     run._mode = mode

@@ -8,7 +8,7 @@ reductions and losses, as PyTorch's autocast lists do); which op classes run
 on the host; and how the other ops' outputs are stored.
 
 `policy_for(device, precision)` derives one from the catalog: the precision is
-resolved exactly as the cost model resolves it (`cost.resolve_precision`), so
+resolved exactly as the cost model resolves it (`hardware.precision.resolve_precision`), so
 the format that is priced is the format that is emulated.
 """
 
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from chipfit.cost.estimate import PRECISION_ALIASES, resolve_precision
 from chipfit.emulate.accumulate import Accumulation, get_accumulation
 from chipfit.formats import BlockFormat, FloatFormat, IntFormat, get_format
 from chipfit.formats.quantize import parse_rounding
 from chipfit.hardware import Device, get_device
+from chipfit.hardware.precision import PRECISION_ALIASES, How, resolve_precision
 
 __all__ = [
     "FP32_CLASSES",
@@ -192,7 +192,8 @@ def policy_for(
     tf32_rounding: str = "nearest-even",
     fp8_scaling: str = "dynamic",
 ) -> NumericsPolicy:
-    """The policy of `device` at `precision` (fp32, tf32, bf16, fp16, fp8, e5m2, int8, int4, fp4, mxfp8).
+    """The policy of `device` at `precision`: an alias (fp32, tf32, bf16, fp16, fp8, e5m2, int8, int4,
+    fp4, mxfp8) or a format name (bfloat16, nvfp4, ...), resolved as the cost model resolves it.
 
     accumulate: an accumulation preset name or object (default: FP32 accumulation of exact products).
     tf32_rounding: how FP32 inputs are rounded to TF32 (nearest-even by default, an assumption:
@@ -201,12 +202,10 @@ def policy_for(
       recipe) or delayed (TransformerEngine's DelayedScaling: amax history of 1024, scale 1 at the start).
     """
     dev = get_device(device) if isinstance(device, str) else device
-    if precision not in PRECISION_ALIASES:
-        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISION_ALIASES)}")
     if fp8_scaling not in ("delayed", "dynamic"):
         raise ValueError(f"unknown fp8_scaling {fp8_scaling!r}; known: delayed, dynamic")
     acc = get_accumulation(accumulate) if accumulate is not None else Accumulation()
-    prec = resolve_precision(dev, precision)
+    prec = resolve_precision(dev, precision)  # an alias or a format name; unknown names list both
     host = tuple(dev.support.host_op_classes)
     auto = dict(dev.support.autocast)
     # compilers that cast whole FP32 graphs (Neuron --auto-cast, XLA on TPU) store every activation
@@ -220,8 +219,8 @@ def policy_for(
         accumulate=acc,
         activations="promote",
     )
-    if prec.how in ("vector", "host"):
-        where = "the host CPU" if prec.how == "host" else "the vector unit"
+    if prec.how in (How.VECTOR, How.HOST):
+        where = "the host CPU" if prec.how is How.HOST else "the vector unit"
         return replace(
             base,
             matrix_fallback=prec.how,
@@ -229,7 +228,7 @@ def policy_for(
         )
     fmt = prec.format
     notes: list[str] = []
-    if prec.how == "autocast":
+    if prec.how is How.AUTOCAST:
         notes.append(f"the compiler casts {precision} to {fmt} (catalog: support.autocast)")
     f = get_format(fmt)
     if fmt == "float32":

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from chipfit.formats import get_format
 from chipfit.hardware import energy
+from chipfit.vocab import How
 
 __all__ = [
     "FAMILIES",
@@ -38,7 +39,7 @@ LINK_KINDS = ("pcie", "nvlink", "ici", "neuronlink", "infinity-fabric", "hccs", 
 TOPOLOGIES = ("none", "point-to-point", "switch", "ring", "torus-2d", "torus-3d", "hypercube", "mesh")
 SOURCE_KINDS = ("datasheet", "paper", "measured", "derived", "third-party", "assumed")
 DATAFLOWS = ("output-stationary", "weight-stationary")
-FALLBACKS = ("vector", "host")
+FALLBACKS = (How.VECTOR.value, How.HOST.value)  # what a device does with a format its matrix unit lacks
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from chipfit.hardware.device import (
     Support,
     frozen_map,
 )
+from chipfit.vocab import DEVICE_OP_CLASSES
 
 __all__ = ["BUILTIN_DIR", "CatalogError", "load_devices", "read_catalog_file"]
 
@@ -96,18 +97,7 @@ SECTION_KEYS = {
     "link": {"kind", "bandwidth_bytes_per_s", "topology", "source", "generation", "latency_s"},
     "price": {"usd_per_hour", "basis", "date", "source"},
 }  # fmt: skip
-OP_CLASSES = (
-    "matmul",
-    "conv",
-    "attention",
-    "elementwise",
-    "reduction",
-    "normalization",
-    "softmax",
-    "embedding",
-    "data-movement",
-    "optimizer",
-)
+OP_CLASSES = DEVICE_OP_CLASSES  # what a device file may name
 
 
 class CatalogError(ValueError):

@@ -20,9 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chipfit.cost import Estimate
+from chipfit.cost.estimate import Unit
 from chipfit.cost.memory import traffic_scale
 from chipfit.hardware.device import Link
 from chipfit.trace import Trace
+from chipfit.vocab import Phase
 
 __all__ = ["STRATEGIES", "ScaleOut", "StepParts", "ring_allreduce_s", "scale_out"]
 
@@ -58,14 +60,14 @@ class StepParts:
     @classmethod
     def of(cls, est: Estimate, trace: Trace) -> StepParts:
         scale = traffic_scale(est.precision.format)
-        matrix = [r for r in est.rows if r.unit == "matrix"]
+        matrix = [r for r in est.rows if r.unit is Unit.MATRIX]
         written = [r.bytes_written for r in trace.records]
         return cls(
             step_s=est.latency_s,
-            backward_s=sum(r.time_s for r in est.rows if r.phase == "backward"),
+            backward_s=sum(r.time_s for r in est.rows if r.phase == Phase.BACKWARD),
             matrix_work_s=sum(r.time_s - r.overhead_s for r in matrix),
             matrix_overhead_s=sum(r.overhead_s for r in matrix),
-            other_s=sum(r.time_s for r in est.rows if r.unit != "matrix"),
+            other_s=sum(r.time_s for r in est.rows if r.unit is not Unit.MATRIX),
             matrix_ops=len(matrix),
             pair_output_bytes=sum(trace.records[r.index].bytes_written for r in matrix[1::2]) * scale,
             work_s=sum(r.time_s - r.overhead_s for r in est.rows),

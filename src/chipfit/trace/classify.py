@@ -16,12 +16,11 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import flop_registry
 
+from chipfit.vocab import OpClass
+
 __all__ = ["OP_CLASSES", "classify", "gemm_shape", "is_view", "op_flops"]
 
-OP_CLASSES = (
-    "matmul", "conv", "attention", "elementwise", "reduction", "normalization", "softmax",
-    "embedding", "data-movement", "view", "optimizer", "other",
-)  # fmt: skip
+OP_CLASSES: tuple[OpClass, ...] = tuple(OpClass)
 
 _MATMUL = {"mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "dot", "mv", "addmv", "matmul", "linear", "_int_mm"}
 _CONV = {"convolution", "_convolution", "convolution_backward", "_slow_conv2d_forward", "_slow_conv2d_backward",

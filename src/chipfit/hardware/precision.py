@@ -1,0 +1,86 @@
+"""The precision vocabulary, in one place: names and aliases, how a device runs each one, and
+the short labels tables print. cost, emulate, quant and plan all import it from here, so the
+numerics can be used without the cost model.
+
+A precision is a format name (`bfloat16`, `nvfp4`, ...) or an alias (`bf16`, `fp8`, ...) that
+names the formats it may mean in order of preference; resolving it on a device says which
+format the matrix unit uses and how (`How`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chipfit.formats import FORMATS
+from chipfit.hardware.device import Device
+from chipfit.vocab import How
+
+__all__ = [
+    "PRECISION_ALIASES",
+    "SHORT_LABELS",
+    "How",
+    "Precision",
+    "precision_names",
+    "resolve_precision",
+    "short_label",
+]
+
+
+PRECISION_ALIASES: dict[str, tuple[str, ...]] = {
+    "fp32": ("float32",),
+    "tf32": ("tfloat32",),
+    "bf16": ("bfloat16",),
+    "fp16": ("float16",),
+    "fp8": ("float8_e4m3fn", "float8_e4m3fnuz"),
+    "e5m2": ("float8_e5m2", "float8_e5m2fnuz"),
+    "int8": ("int8",),
+    "int4": ("int4",),
+    "fp4": ("float4_e2m1fn", "nvfp4", "mxfp4"),
+    "mxfp8": ("mxfp8_e4m3",),
+}
+
+# A format's label in tables: the alias it is first in, else these (fnuz variants), else its name.
+SHORT_LABELS: dict[str, str] = {
+    **{names[0]: alias for alias, names in PRECISION_ALIASES.items()},
+    "float8_e4m3fnuz": "fp8fnuz",
+    "float8_e5m2fnuz": "e5m2fnuz",
+}
+
+
+def short_label(fmt: str) -> str:
+    """The short name of a format in tables (`bfloat16` -> `bf16`, `nvfp4` -> `nvfp4`)."""
+    return SHORT_LABELS.get(fmt, fmt)
+
+
+def precision_names() -> list[str]:
+    """Every name `resolve_precision` accepts: the aliases, then the registered formats."""
+    return [*PRECISION_ALIASES, *FORMATS]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What running `requested` on a device means: the format the matrix unit uses and how."""
+
+    requested: str
+    format: str  # the effective format
+    how: How
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "how", How(self.how))  # a plain string names a member or fails, listing them
+
+
+def resolve_precision(device: Device, precision: str) -> Precision:
+    """The format and the way `device` runs `precision` (an alias or a format name). The compiler's
+    default cast wins over a native unit (Neuron casts FP32 matmuls to BF16); otherwise the first
+    format of the alias the device has a peak for; otherwise the device's fallback for formats it
+    lacks (`support.unsupported_format`: vector or host)."""
+    names = PRECISION_ALIASES.get(precision, (precision,))
+    if names[0] not in FORMATS:
+        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(precision_names())}")
+    first = names[0]
+    if first in device.support.autocast:
+        return Precision(precision, device.support.autocast[first], How.AUTOCAST)
+    for name in names:
+        if device.peak(name):
+            return Precision(precision, name, How.NATIVE)
+    return Precision(precision, first, How(device.support.unsupported_format))
