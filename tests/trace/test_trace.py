@@ -165,3 +165,50 @@ def test_user_module_is_not_modified() -> None:
     before = model.weight.detach().clone()
     trace(model, (torch.randn(3, 4),), mode="training", optimizer="adam")
     assert torch.equal(model.weight, before) and model.weight.grad is None
+
+
+class _Bucketize(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.bucketize(x, self.edges).float() + x  # type: ignore[operator]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("edges", torch.linspace(-1, 1, 16))
+
+
+def test_a_new_aten_op_registered_in_one_place_is_classified_costed_and_shown(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from chipfit.cli import main
+    from chipfit.cost import estimate
+    from chipfit.trace.classify import OP_RULES, register_op
+    from chipfit.vocab import OpClass
+
+    x = torch.randn(4, 32)
+    before = trace(_Bucketize(), [x])
+    (rec,) = [r for r in before.records if r.op == "aten.bucketize.Tensor"]
+    assert rec.op_class == "other" and rec.flops_source == "none" and rec in before.uncosted()
+    try:
+        # a binary search over 16 edges: log2(16) = 4 compares per element; 4 * 4*32 = 512
+        register_op("bucketize", op_class=OpClass.REDUCTION, flops=lambda _n, args, ins, _o: 4 * ins[0][0] * ins[0][1])
+        with pytest.raises(ValueError, match="'bucketize' is already registered as reduction"):
+            register_op("bucketize", op_class=OpClass.ELEMENTWISE)
+        after = trace(_Bucketize(), [x])
+        (rec,) = [r for r in after.records if r.op == "aten.bucketize.Tensor"]
+        assert (rec.op_class, rec.flops, rec.flops_source) == ("reduction", 512, "chipfit")
+        assert rec not in after.uncosted()
+        row = estimate(after, "h100-sxm", "fp32").rows[rec.index]
+        assert row.op_class == "reduction" and row.unit == "vector" and row.time_s > 0
+        assert after.by_class()["reduction"]["flops"] >= 512  # the trace's summaries, which `chipfit trace` prints
+        path = tmp_path / "bucketize_model.py"
+        path.write_text(
+            "import torch\n\n\nclass M(torch.nn.Module):\n"
+            "    def forward(self, x):\n"
+            "        return torch.bucketize(x, torch.zeros(16)).float() + x\n\n\n"
+            "def make():\n    return M()\n"
+        )
+        assert main(["trace", f"{path}:make", "--input-shape", "4,32", "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["by_class"]["reduction"]["flops"] >= 512
+    finally:
+        OP_RULES.pop("bucketize", None)
