@@ -349,3 +349,27 @@ def test_cli_plan_combined_constraints_leave_nothing(capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert "no configuration meets your constraints" in err and "over your $0.5/h" in err
     assert "Pareto" not in capsys.readouterr().out  # a message, not an empty table
+
+
+def test_the_report_renders_from_the_plan_without_tracing_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from torch import nn
+
+    from chipfit.plan.html import render_html
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    p = plan(model, lambda b: (torch.randn(b, 16),), devices=["h100-sxm", "t4"], precisions=["bf16"],
+                  batches=[8], chips=[1, 2], training=True, optimizer="sgd", backend="serial")  # fmt: skip
+    assert p.best is not None and p.best_estimate is not None
+    assert p.best_estimate.device == p.best.device and p.best_estimate.mode == "training"
+    assert p.best_estimate.memory.optimizer_bytes == 0  # the plan's optimizer (sgd), not a hard-coded adam
+
+    def no_tracing(*_a: object, **_k: object) -> None:
+        raise AssertionError("the report traced the model again")
+
+    import sys
+
+    monkeypatch.setattr(sys.modules["chipfit.trace"], "trace", no_tracing)
+    monkeypatch.setattr(sys.modules["chipfit.cost"], "estimate", no_tracing)
+    html = render_html(p)
+    assert html.count("<svg") >= 4 and "Roofline" in html and "Time per layer" in html

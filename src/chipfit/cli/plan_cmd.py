@@ -201,7 +201,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.html:
         from chipfit.paths import write_text_atomic
 
-        write_text_atomic(args.html, render_html(p, model, inputs))
+        write_text_atomic(args.html, render_html(p))
     if args.json:
         emit_json(p.as_dict())
         return 0

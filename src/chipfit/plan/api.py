@@ -8,10 +8,11 @@ from typing import Any
 
 from torch import nn
 
+from chipfit.cost import Estimate
 from chipfit.hardware.device import Device
 from chipfit.plan.backend import BACKENDS
 from chipfit.plan.plan import OBJECTIVES, Constraints, Plan, pareto_front, recommend
-from chipfit.plan.sweep import Measured, sweep
+from chipfit.plan.sweep import Measured, PlanRow, sweep
 from chipfit.quant.spec import QuantConfig
 
 __all__ = ["DEFAULT_BATCHES", "DEFAULT_PRECISIONS", "measure_accuracy", "plan"]
@@ -77,6 +78,18 @@ def _runs_config(pol: Any, cfg: QuantConfig) -> bool:
     if cfg.weights is not None and pol.b.format != cfg.weights.format:
         return False
     return cfg.activations is None or pol.a.format == cfg.activations.format
+
+
+def _estimate_of(
+    model: nn.Module, inputs: Callable[[int], Sequence[Any]], row: PlanRow, training: bool, optimizer: str
+) -> Estimate:
+    """One chip's step of `row` priced op by op (data parallel: the per-chip batch)."""
+    from chipfit.cost import estimate
+    from chipfit.trace import trace
+
+    per_chip = row.batch // row.chips if row.strategy == "data" else row.batch
+    tr = trace(model, list(inputs(per_chip)), mode="training" if training else "inference", optimizer=optimizer)
+    return estimate(tr, row.device, row.precision)
 
 
 def plan(
@@ -149,6 +162,8 @@ def plan(
     result = Plan(name, objective, cons, rows, metric=metric, fp32_metric=fp32, training=training)
     result.front = pareto_front(rows)
     result.best, result.reasons = recommend(rows, objective, cons)
+    if result.best is not None:
+        result.best_estimate = _estimate_of(model, inputs, result.best, training, optimizer)
     if accuracy is not None and quant is not None:
         from chipfit.plan.html import drop_text
 

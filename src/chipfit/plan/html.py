@@ -8,11 +8,7 @@ count. Every text that comes from the model or the catalog is HTML-escaped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from html import escape
-from typing import Any
-
-from torch import nn
 
 from chipfit.plan.plan import Plan
 from chipfit.report.plot import bar_chart, xy_chart
@@ -39,10 +35,10 @@ def _money(v: float | None) -> str:
     return "-" if v is None else f"${v:.3g}"
 
 
-def render_html(p: Plan, model: nn.Module, inputs: Callable[[int], Sequence[Any]]) -> str:
-    from chipfit.cost import estimate
+def render_html(p: Plan) -> str:
+    """The plan as one self-contained page; it renders what the plan holds (the recommendation's
+    per-op estimate included) and never traces or prices again."""
     from chipfit.hardware import get_device
-    from chipfit.trace import trace
 
     best = p.best
     charts: list[tuple[str, str]] = []  # (data-chart name, svg)
@@ -71,15 +67,9 @@ def render_html(p: Plan, model: nn.Module, inputs: Callable[[int], Sequence[Any]
     captions = {"cost-latency": f"Not on this chart, no rental price in the catalog: {', '.join(unpriced)}."}
     if not unpriced:
         captions.clear()
-    if best is not None:
+    if best is not None and p.best_estimate is not None:
         dev = get_device(best.device)
-        tr = trace(
-            model,
-            list(inputs(best.batch if best.strategy != "data" else best.batch // best.chips)),
-            mode="training" if p.training else "inference",
-            optimizer="adam",
-        )
-        est = estimate(tr, dev, best.precision)
+        est = p.best_estimate
         ops = [
             (r.flops / r.bytes, r.flops / r.time_s) for r in est.rows if r.flops > 0 and r.bytes > 0 and r.time_s > 0
         ]

@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from chipfit.cost import Estimate
 from chipfit.plan.sweep import PlanRow
 
 __all__ = ["OBJECTIVES", "Constraints", "Plan", "PlanError", "pareto_front", "recommend"]
@@ -160,6 +161,7 @@ class Plan:
     reasons: list[str] = field(default_factory=list)
     front: list[PlanRow] = field(default_factory=list)
     training: bool = False
+    best_estimate: Estimate | None = None  # the recommendation's per-op costs (one chip's step), for reports
 
     def as_dict(self) -> dict[str, Any]:
         return {
