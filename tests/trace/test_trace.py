@@ -212,3 +212,29 @@ def test_a_new_aten_op_registered_in_one_place_is_classified_costed_and_shown(
         assert shown["by_class"]["reduction"]["flops"] >= 512
     finally:
         OP_RULES.pop("bucketize", None)
+
+
+def test_a_user_model_declares_its_cache_through_the_protocol() -> None:
+    from chipfit.trace import KVCacheModel
+
+    class Cached(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor, cache: torch.Tensor) -> torch.Tensor:
+            return self.proj(x) + cache.sum()
+
+        def step_kv_cache_bytes(self, inputs: list[torch.Tensor]) -> int:
+            return inputs[1].numel() * 4 + inputs[0].shape[0] * 16 * 4  # the cache plus one new position
+
+    class Guessable(Cached):  # the old name and signature alone are no longer read
+        step_kv_cache_bytes = None  # type: ignore[assignment]
+
+        def kv_cache_bytes(self, batch: int, length: int) -> int:
+            return 10**9
+
+    x, cache = torch.randn(2, 16), torch.randn(2, 8, 16)
+    assert isinstance(Cached(), KVCacheModel) and not isinstance(Guessable(), KVCacheModel)
+    assert trace(Cached(), [x, cache]).footprint.kv_cache_bytes == 2 * 8 * 16 * 4 + 2 * 16 * 4  # = 1152
+    assert trace(Guessable(), [x, cache]).footprint.kv_cache_bytes == 0

@@ -10,7 +10,9 @@ Llama-2-7B 6,738,415,616 and Llama-2-70B 68,976,648,192 (GQA with 8 KV heads).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -198,3 +200,10 @@ class Decoder(nn.Module):
         """Bytes of the K and V cache for `length` positions."""
         c = self.config
         return 2 * c.layers * batch * c.kv_heads * length * c.head_dim * torch.finfo(dtype).bits // 8
+
+    def step_kv_cache_bytes(self, inputs: Sequence[Any]) -> int:
+        """The cache after a step on (tokens[, kv_cache]): past positions plus the step's tokens
+        (chipfit.trace.KVCacheModel)."""
+        tokens = inputs[0]
+        past = inputs[1].shape[4] if len(inputs) > 1 and isinstance(inputs[1], torch.Tensor) else 0
+        return self.kv_cache_bytes(tokens.shape[0], past + tokens.shape[1])

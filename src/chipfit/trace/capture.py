@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -25,9 +25,22 @@ from torch.utils.module_tracker import ModuleTracker
 from chipfit.trace.classify import classify, gemm_shape, op_flops
 from chipfit.trace.records import Footprint, OpRecord, Trace
 
-__all__ = ["TraceError", "trace"]
+__all__ = ["KVCacheModel", "TraceError", "trace"]
 
-OPTIMIZERS = ("adam", "sgd")  # adam: two FP32 moments per parameter; sgd: no state
+OPTIMIZERS = ("adam", "sgd")
+
+
+@runtime_checkable
+class KVCacheModel(Protocol):
+    """A model with a key/value cache says how large it is; the tracer does not guess a layout.
+    Any model (the built-in decoders, or yours) that defines this method gets its cache counted
+    in the trace's footprint."""
+
+    def step_kv_cache_bytes(self, inputs: Sequence[Any]) -> int:
+        """Bytes of the cache resident after one step on `inputs` (the positional inputs the
+        model is traced with), at the dtype the model keeps it in."""
+        ...  # adam: two FP32 moments per parameter; sgd: no state
+
 
 _SKIP_NAMESPACES = ("prim.", "profiler.")
 
@@ -232,11 +245,7 @@ def trace(
         hook.remove()
         model.train(was_training)
 
-    kv = 0
-    kv_fn = getattr(model, "kv_cache_bytes", None)
-    if callable(kv_fn) and inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() == 2:
-        past = inputs[1].shape[4] if len(inputs) > 1 and isinstance(inputs[1], torch.Tensor) else 0
-        kv = int(kv_fn(inputs[0].shape[0], past + inputs[0].shape[1]))
+    kv = int(model.step_kv_cache_bytes(inputs)) if isinstance(model, KVCacheModel) else 0
     in_tensors = _tensors(inputs)
     footprint = Footprint(
         params_bytes=param_bytes,
