@@ -83,3 +83,22 @@ def test_observer_methods_and_errors() -> None:
     with pytest.raises(ValueError, match="saw no data"):
         Observer("entropy").amax()
     assert math.isfinite(Observer("entropy").hist.width)
+
+
+def test_a_calibrator_is_one_registered_handler() -> None:
+    from chipfit.quant.calibrate import CALIBRATORS, Calibrator, register_calibrator
+
+    assert list(CALIBRATORS) == ["minmax", "moving-minmax", "percentile", "entropy", "mse"]
+    with pytest.raises(ValueError, match="calibrator 'entropy' is already registered"):
+        register_calibrator(Calibrator("entropy"))
+    with pytest.raises(ValueError, match="unknown calibrator 'p50'; known: minmax, moving-minmax"):
+        Observer("p50")
+    try:
+        # the median of |x| as the threshold: the histogram's 50th percentile edge
+        register_calibrator(Calibrator("p50", threshold=lambda o: percentile_amax(o.hist.counts, o.hist.edges, 50)))
+        QuantSpec("int8", "tensor", calibrator="p50")  # the config accepts it
+        obs = Observer("p50")
+        obs.observe(torch.arange(-1000, 1001, dtype=torch.float32))
+        assert obs.calibrator.histogram and 490 <= obs.amax() <= 510  # half of max |x| = 1000
+    finally:
+        CALIBRATORS.pop("p50", None)

@@ -13,15 +13,14 @@ from rich.table import Table
 
 from chipfit.cli.common import CliError, builtin_with_data, console, emit_json
 from chipfit.cli.emulate_cmd import metric_text
+from chipfit.quant import CALIBRATORS, RECIPES
 
 __all__ = ["add_parsers"]
 
+# --method NAME: the INT8 recipe of each calibrator that has one (int8-NAME), plus dynamic and smoothquant
 METHODS = {
     "dynamic": "int8",
-    "minmax": "int8-minmax",
-    "percentile": "int8-percentile",
-    "entropy": "int8-entropy",
-    "mse": "int8-mse",
+    **{c: f"int8-{c}" for c in CALIBRATORS if f"int8-{c}" in RECIPES},
     "smoothquant": "int8-smoothquant",
 }
 CALIB_SPLIT_BATCHES = 2  # models without separate calibration data: the first batches calibrate

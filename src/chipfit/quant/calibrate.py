@@ -28,15 +28,16 @@ import torch
 
 __all__ = [
     "CALIBRATORS",
+    "Calibrator",
     "Histogram",
     "Observer",
     "entropy_amax",
     "make_observer",
     "mse_amax",
     "percentile_amax",
+    "register_calibrator",
 ]
 
-CALIBRATORS = ("minmax", "moving-minmax", "percentile", "entropy", "mse")
 NUM_BINS = 2048
 START_BIN = 128
 
@@ -135,6 +136,34 @@ def mse_amax(counts: np.ndarray, edges: np.ndarray, fake_quant: Callable[[np.nda
     return best_amax
 
 
+@dataclass(frozen=True)
+class Calibrator:
+    """A calibration method as data: what it keeps while observing and how it picks amax.
+
+    moving_average: running extremes follow a moving average (torch.ao's MovingAverageMinMax)
+      instead of the overall min and max.
+    threshold: amax from the observer's |x| histogram (which it then keeps); None: max |x|."""
+
+    name: str
+    moving_average: bool = False
+    threshold: Callable[[Observer], float] | None = None
+
+    @property
+    def histogram(self) -> bool:
+        return self.threshold is not None
+
+
+CALIBRATORS: dict[str, Calibrator] = {}
+
+
+def register_calibrator(c: Calibrator) -> Calibrator:
+    """Add a calibration method: QuantSpec(calibrator=name), the recipes and the CLI pick it up."""
+    if c.name in CALIBRATORS:
+        raise ValueError(f"calibrator {c.name!r} is already registered")
+    CALIBRATORS[c.name] = c
+    return c
+
+
 class Observer:
     """Watches a tensor over calibration batches and gives its clipping range (lo, hi)."""
 
@@ -143,6 +172,7 @@ class Observer:
         if method not in CALIBRATORS:
             raise ValueError(f"unknown calibrator {method!r}; known: {', '.join(CALIBRATORS)}")
         self.method = method
+        self.calibrator = CALIBRATORS[method]
         self.percentile = percentile
         self.momentum = momentum
         self.bits = bits
@@ -160,12 +190,12 @@ class Observer:
         self.batches += 1
         if self.lo is None or self.hi is None:
             self.lo, self.hi = lo, hi
-        elif self.method == "moving-minmax":
+        elif self.calibrator.moving_average:
             self.lo += self.momentum * (lo - self.lo)
             self.hi += self.momentum * (hi - self.hi)
         else:
             self.lo, self.hi = min(self.lo, lo), max(self.hi, hi)
-        if self.method in ("percentile", "entropy", "mse"):
+        if self.calibrator.histogram:
             self.hist.add(x)
 
     def amax(self) -> float:
@@ -173,25 +203,34 @@ class Observer:
         if self.lo is None or self.hi is None:
             raise ValueError("observer saw no data: run calibration batches through the model first")
         full = max(abs(self.lo), abs(self.hi))
-        if self.method in ("minmax", "moving-minmax") or self.hist.width == 0.0:
+        if self.calibrator.threshold is None or self.hist.width == 0.0:
             return full
-        c, e = self.hist.counts, self.hist.edges
-        if self.method == "entropy":
-            return min(entropy_amax(c, e, bits=self.bits), full)
-        if self.method == "percentile":
-            return min(percentile_amax(c, e, self.percentile), full)
-        if self.fake_quant is None:
-            raise ValueError("the mse calibrator needs the format's fake_quant")
-        return min(mse_amax(c, e, self.fake_quant), full)
+        return min(self.calibrator.threshold(self), full)
 
     def range(self) -> tuple[float, float]:
         """(lo, hi) for asymmetric quantization: histogram methods clip both ends to their amax."""
         if self.lo is None or self.hi is None:
             raise ValueError("observer saw no data: run calibration batches through the model first")
-        if self.method in ("minmax", "moving-minmax"):
+        if not self.calibrator.histogram:
             return self.lo, self.hi
         a = self.amax()
         return max(self.lo, -a), min(self.hi, a)
+
+
+def _mse(o: Observer) -> float:
+    if o.fake_quant is None:
+        raise ValueError("the mse calibrator needs the format's fake_quant")
+    return mse_amax(o.hist.counts, o.hist.edges, o.fake_quant)
+
+
+for _c in [
+    Calibrator("minmax"),
+    Calibrator("moving-minmax", moving_average=True),
+    Calibrator("percentile", threshold=lambda o: percentile_amax(o.hist.counts, o.hist.edges, o.percentile)),
+    Calibrator("entropy", threshold=lambda o: entropy_amax(o.hist.counts, o.hist.edges, bits=o.bits)),
+    Calibrator("mse", threshold=_mse),
+]:
+    register_calibrator(_c)
 
 
 def make_observer(method: str, **kw: object) -> Observer:
