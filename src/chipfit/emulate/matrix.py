@@ -99,11 +99,11 @@ def addmm(m: EmulationMode, func: Any, args: tuple[Any, ...], kwargs: dict[str, 
 def cast_bias(m: EmulationMode, bias: torch.Tensor) -> torch.Tensor:
     """Autocast casts the bias with the other inputs; integer GEMMs keep an FP32 (INT32-scaled) bias."""
     fmt = m.policy.output
-    if fmt == _FP32 or m._fmt(bias) == fmt:
+    if fmt == _FP32 or m.storage.format_of(bias) == fmt:
         return bias
     if not isinstance(bias, nn.Parameter):
         return round_to(bias.detach(), fmt)
-    return m._cached(bias, ("bias", fmt), lambda: round_to(bias.detach(), fmt))  # type: ignore[no-any-return]
+    return m.storage.cached(bias, ("bias", fmt), lambda: round_to(bias.detach(), fmt))  # type: ignore[no-any-return]
 
 
 @handles(aten.convolution.default)

@@ -43,6 +43,7 @@ from chipfit.emulate.passthrough import is_passthrough, rounding_is_idempotent
 from chipfit.emulate.policy import NumericsPolicy, Operand, Scaling, policy_for
 from chipfit.emulate.report import OpStat, Report, RoundingWatch
 from chipfit.emulate.scaling import ScaleState, prepare, round_to
+from chipfit.emulate.storage import Storage
 from chipfit.trace.classify import classify
 from chipfit.vocab import MATRIX_CLASSES
 
@@ -151,10 +152,10 @@ class EmulationMode(TorchDispatchMode):
         self.policy = policy
         self.run = run
         self.shadow = shadow
-        self.tags: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # tensor -> storage format
+        self.storage = Storage()  # storage-format tags and parameters' rounded values
+        self.tags = self.storage.tags  # tensor -> storage format (the dispatch path reads it per op)
         self.grads: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # tensors made in backward
         self.shadows: WeakTensorKeyDictionary = WeakTensorKeyDictionary()
-        self.wcache: WeakTensorKeyDictionary = WeakTensorKeyDictionary()  # parameter -> rounded views
         self.states: dict[tuple[Any, ...], ScaleState] = {}
         self.classes: dict[Any, tuple[str, str]] = {}  # op -> (op class, short name)
         self.watch: RoundingWatch | None = None  # set to count backward underflow/overflow
@@ -233,10 +234,6 @@ class EmulationMode(TorchDispatchMode):
         st.calls += 1
         return st
 
-    def _fmt(self, t: torch.Tensor) -> str:
-        got = self.tags.get(t)
-        return _FP32 if got is None else str(got)
-
     def _store(self, t: torch.Tensor, fmt: str) -> torch.Tensor:
         """Round t (in place) to its storage format and tag it."""
         if fmt != _FP32 and t.dtype == torch.float32 and t.numel():
@@ -267,19 +264,7 @@ class EmulationMode(TorchDispatchMode):
         if not isinstance(base, nn.Parameter) or op.scaling.kind == "delayed":
             return prepare(t, op, state=self._state(site, which, op), **dims)
         key = (tuple(t.shape), t.stride(), t.storage_offset(), op, tuple(sorted(dims.items())))
-        return self._cached(base, key, lambda: prepare(t, op, **dims))  # type: ignore[arg-type]
-
-    def _cached(self, param: nn.Parameter, key: Any, compute: Any) -> Any:
-        """compute() for a parameter, kept per key until the parameter changes (its version)."""
-        entry = self.wcache.get(param)
-        if entry is None:
-            entry = self.wcache[param] = {}
-        hit = entry.get(key)
-        if hit is not None and hit[0] == param._version:
-            return hit[1]
-        res = compute()
-        entry[key] = (param._version, res)
-        return res
+        return self.storage.cached(base, key, lambda: prepare(t, op, **dims))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------ dispatch
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
@@ -394,14 +379,16 @@ class EmulationMode(TorchDispatchMode):
                                                          and first.alias_info.is_write)  # fmt: skip
         if writes_first and args:
             dst = args[0]
-            return self._fmt(dst) if isinstance(dst, torch.Tensor) else _FP32  # in place: the destination's
+            return (
+                self.storage.format_of(dst) if isinstance(dst, torch.Tensor) else _FP32
+            )  # in place: the destination's
         if "out" in kwargs and isinstance(kwargs["out"], torch.Tensor):
-            return self._fmt(kwargs["out"])
+            return self.storage.format_of(kwargs["out"])
         if self.policy.activations != "promote":
             return self.policy.activations
-        fmts = {self._fmt(t) for t in ins if t.dtype == torch.float32 and t.dim()}
+        fmts = {self.storage.format_of(t) for t in ins if t.dtype == torch.float32 and t.dim()}
         if not fmts:
-            fmts = {self._fmt(t) for t in ins if t.dtype == torch.float32}
+            fmts = {self.storage.format_of(t) for t in ins if t.dtype == torch.float32}
         return fmts.pop() if len(fmts) == 1 else _FP32
 
     def _fake_quant(self, x: Any) -> Any:
