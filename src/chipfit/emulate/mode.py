@@ -40,7 +40,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from chipfit.emulate.matrix import MATRIX_KERNELS, short_name
 from chipfit.emulate.passthrough import is_passthrough, rounding_is_idempotent
-from chipfit.emulate.policy import NumericsPolicy, Operand, Scaling, policy_for
+from chipfit.emulate.policy import NumericsPolicy, Operand, Scaling, ScalingKind, policy_for
 from chipfit.emulate.report import OpStat, Report, RoundingWatch
 from chipfit.emulate.scaling import ScaleState, prepare, round_to
 from chipfit.emulate.storage import Storage
@@ -253,7 +253,7 @@ class EmulationMode(TorchDispatchMode):
                 return p.grad
             a = p.a
             if a.scaling.kind in ("per-channel", "per-row"):
-                return Operand(a.format, Scaling("dynamic"), a.rounding)
+                return Operand(a.format, Scaling(ScalingKind.DYNAMIC), a.rounding)
             return a
         return p.b if role == "b" else p.a
 
@@ -396,7 +396,9 @@ class EmulationMode(TorchDispatchMode):
             if not _is_f32(t):
                 return t
             op = self._operand(t, "a")
-            q, inv = prepare(t, op if op.scaling.kind != "delayed" else Operand(op.format, Scaling("dynamic")))
+            q, inv = prepare(
+                t, op if op.scaling.kind != "delayed" else Operand(op.format, Scaling(ScalingKind.DYNAMIC))
+            )
             return q * inv if not (isinstance(inv, float) and inv == 1.0) else q
 
         return tree_map(fq, x)

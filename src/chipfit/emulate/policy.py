@@ -15,6 +15,7 @@ the format that is priced is the format that is emulated.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 from chipfit.emulate.accumulate import Accumulation, get_accumulation
 from chipfit.formats import BlockFormat, FloatFormat, IntFormat, get_format
@@ -28,11 +29,23 @@ __all__ = [
     "NumericsPolicy",
     "Operand",
     "Scaling",
+    "ScalingKind",
     "list_precisions",
     "policy_for",
 ]
 
-SCALING_KINDS = ("none", "dynamic", "delayed", "per-channel", "per-row")
+
+class ScalingKind(StrEnum):
+    """How an operand is scaled into its format (see Scaling)."""
+
+    NONE = "none"
+    DYNAMIC = "dynamic"
+    DELAYED = "delayed"
+    PER_CHANNEL = "per-channel"
+    PER_ROW = "per-row"
+
+
+SCALING_KINDS = tuple(ScalingKind)
 AMAX_ALGOS = ("max", "most-recent")
 # autocast's FP32 lists (torch/amp/autocast_mode, cuda and cpu): softmax, norms, reductions, losses
 FP32_CLASSES = ("softmax", "normalization", "reduction")
@@ -53,7 +66,7 @@ class Scaling:
     Block formats (MX, NVFP4) carry their own block scales and ignore this.
     """
 
-    kind: str = "none"
+    kind: ScalingKind = ScalingKind.NONE
     history: int = 1024
     margin: int = 0
     amax_algo: str = "max"
@@ -61,6 +74,7 @@ class Scaling:
     def __post_init__(self) -> None:
         if self.kind not in SCALING_KINDS:
             raise ValueError(f"unknown scaling {self.kind!r}; known: {', '.join(SCALING_KINDS)}")
+        object.__setattr__(self, "kind", ScalingKind(self.kind))  # a name given as a string becomes the member
         if self.amax_algo not in AMAX_ALGOS:
             raise ValueError(f"unknown amax_algo {self.amax_algo!r}; known: {', '.join(AMAX_ALGOS)}")
         if self.history < 1:
@@ -79,7 +93,8 @@ class Operand:
         f = get_format(self.format)  # unknown names raise, listing the known ones
         parse_rounding(self.rounding)
         if isinstance(f, IntFormat) and self.scaling.kind == "none":
-            raise ValueError(f"{self.format} operands need a scale; scaling must be one of {SCALING_KINDS[1:]}")
+            kinds = ", ".join(SCALING_KINDS[1:])
+            raise ValueError(f"{self.format} operands need a scale; scaling must be one of {kinds}")
 
     @property
     def exact(self) -> bool:
@@ -176,7 +191,7 @@ def _operand_text(op: Operand) -> str:
 # ----------------------------------------------------------------- catalog-derived policies
 # FP8 training as TransformerEngine's default recipe: E4M3 forward, E5M2 gradients
 # ("HYBRID"), delayed scaling with a 1024-step history and margin 0 (TE DelayedScaling defaults).
-_TE_DELAYED = Scaling("delayed", history=1024, margin=0, amax_algo="max")
+_TE_DELAYED = Scaling(ScalingKind.DELAYED, history=1024, margin=0, amax_algo="max")
 
 
 def list_precisions() -> tuple[str, ...]:
@@ -245,8 +260,8 @@ def policy_for(
         notes.append(f"{fmt}: symmetric per-tensor dynamic activations, per-channel weights, exact INT32 accumulation")
         return replace(
             base,
-            a=Operand(fmt, Scaling("dynamic")),
-            b=Operand(fmt, Scaling("per-channel")),
+            a=Operand(fmt, Scaling(ScalingKind.DYNAMIC)),
+            b=Operand(fmt, Scaling(ScalingKind.PER_CHANNEL)),
             accumulate=acc_i,
             notes=tuple(notes),
         )
@@ -254,12 +269,12 @@ def policy_for(
         raise ValueError(f"{dev.name}: precision {precision!r} resolves to {fmt}, which has no matrix-unit numerics")
     if f.bits < 8:  # FP4/FP6 tensor cores always run block-scaled (NVFP4 or MX); else per-tensor scales
         block = next((b for b in ("nvfp4", "mxfp4") if dev.peak(b)), None)
-        op = Operand(block) if block else Operand(fmt, Scaling("dynamic"))
+        op = Operand(block) if block else Operand(fmt, Scaling(ScalingKind.DYNAMIC))
         notes.append(f"{fmt}: {block + ' block scales' if block else 'per-tensor dynamic scales'}, BF16 out")
         act = "bfloat16" if compiler_cast else "promote"
         return replace(base, a=op, b=op, output="bfloat16", activations=act, notes=tuple(notes))
     if f.bits == 8:  # FP8: scaled operands, BF16 out; gradients in E5M2 when the chip has it
-        scaling = _TE_DELAYED if fp8_scaling == "delayed" else Scaling("dynamic")
+        scaling = _TE_DELAYED if fp8_scaling == "delayed" else Scaling(ScalingKind.DYNAMIC)
         grad_fmt = next((g for g in ("float8_e5m2", "float8_e5m2fnuz") if dev.peak(g)), fmt)
         if fmt.endswith("fnuz") and dev.peak("float8_e5m2fnuz"):
             grad_fmt = "float8_e5m2fnuz"
