@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -66,8 +67,10 @@ class Footprint:
         )  # fmt: skip
 
 
-@dataclass
+@dataclass(frozen=True)
 class Trace:
+    """A traced step: every op, the footprint and what the model was traced with."""
+
     model: str
     mode: str  # inference | training
     batch: int
@@ -102,11 +105,12 @@ class Trace:
         """(one record per distinct op, the position in that list of every record's twin).
 
         Twins differ only in index and module (a repeated layer repeats its ops), so they cost the
-        same on any device: the cost model prices each distinct op once. Cached until `records` changes.
+        same on any device: the cost model prices each distinct op once. Computed once per trace.
         """
-        cached = self.__dict__.get("_distinct")
-        if cached is not None and cached[0] is self.records and cached[1] == len(self.records):
-            return cached[2], cached[3]
+        return self._distinct
+
+    @functools.cached_property
+    def _distinct(self) -> tuple[list[OpRecord], list[int]]:
         first: dict[tuple[Any, ...], int] = {}
         reps: list[OpRecord] = []
         where: list[int] = []
@@ -118,7 +122,6 @@ class Trace:
                 pos = first[key] = len(reps)
                 reps.append(r)
             where.append(pos)
-        self.__dict__["_distinct"] = (self.records, len(self.records), reps, where)
         return reps, where
 
     def __getstate__(self) -> dict[str, Any]:
