@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,7 +180,7 @@ def test_cli_plan_end_to_end(capsys: pytest.CaptureFixture[str], tmp_path: Path)
 
 
 def test_cli_plan_infeasible_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    base = ["plan", "digits-cnn", "--devices", "t4", "--precisions", "bf16", "--batch-sizes", "8", "--no-accuracy"]
+    base = ["plan", "digits-cnn", "--devices", "t4", "--precisions", "fp16", "--batch-sizes", "8", "--no-accuracy"]
     assert main([*base, "--max-latency-ms", "0.000001"]) == 2
     err = capsys.readouterr().err
     assert "no configuration meets your constraints" in err and "over your 1e-06 ms" in err
@@ -246,6 +247,7 @@ def test_quant_config_accuracy_replaces_emulation_where_the_device_runs_it() -> 
         devices=["a100-sxm", "edge-tpu", "v100-sxm"],  # v100: no INT8 matrix unit (vector fallback)
         precisions=["bf16", "int8"],
         batches=[8],
+        allow_fallback=True,  # v100's INT8 runs on its vector unit: swept only when asked for
         eval_data=data,
         metric="top1",
         quant="int8-entropy",
@@ -373,3 +375,49 @@ def test_the_report_renders_from_the_plan_without_tracing_again(monkeypatch: pyt
     monkeypatch.setattr(sys.modules["chipfit.cost"], "estimate", no_tracing)
     html = render_html(p)
     assert html.count("<svg") >= 4 and "Roofline" in html and "Time per layer" in html
+
+
+def _mlp_plan(**kw: object) -> Any:
+    spec = get_model("mlp")
+    return plan(spec.build(), spec.example_inputs, batches=[8], backend="serial", **kw)  # type: ignore[arg-type]
+
+
+def test_only_what_a_chip_runs_on_its_matrix_unit_is_swept_by_default() -> None:
+    """tpu-v4 has no FP8: its fp8 ran on the vector unit and topped make run's front. By default
+    it is not a configuration; --allow-fallback brings it back, labelled."""
+    p = _mlp_plan(devices=["tpu-v4", "h100-sxm"], precisions=["fp8", "bf16"])
+    assert {r.how for r in p.rows} <= {"native", "autocast"}
+    assert ("tpu-v4", "fp8") not in {(r.device, r.precision) for r in p.rows}
+    assert ("h100-sxm", "fp8") in {(r.device, r.precision) for r in p.rows}
+    q = _mlp_plan(devices=["tpu-v4", "h100-sxm"], precisions=["fp8", "bf16"], allow_fallback=True)
+    (v4,) = [r for r in q.rows if (r.device, r.precision, r.chips) == ("tpu-v4", "fp8", 1)]
+    assert v4.how == "vector" and v4.label() == "tpu-v4 fp8 (vector unit, no matrix unit for it), batch 8"
+
+
+def test_a_compiler_cast_is_named_in_the_label() -> None:
+    p = _mlp_plan(devices=["trainium"], precisions=["fp32"])
+    (row,) = [r for r in p.rows if r.chips == 1]
+    assert row.how == "autocast" and row.label() == "trainium fp32→bf16, batch 8"
+
+
+def test_a_precision_no_chosen_device_runs_is_an_error_naming_those_that_do(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(PlanError, match=r"no chosen device runs fp8 on its matrix unit \(catalog devices that do: "
+                       r"h100-sxm, l4, .*\)"):  # fmt: skip
+        _mlp_plan(devices=["tpu-v4", "t4"], precisions=["fp8"])
+    with pytest.raises(PlanError, match=r"no chosen device runs binary on its matrix unit \(no catalog device does\)"):
+        _mlp_plan(devices=["h100-sxm"], precisions=["binary", "int2"])
+    assert main(["plan", "mlp", "--devices", "t4", "--precisions", "int2", "--batch-sizes", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no chosen device runs int2" in err and "--allow-fallback" in err
+    p = _mlp_plan(devices=["tpu-v4", "t4"])  # the defaults: fp8 (nobody here runs it) is left out, not an error
+    assert "fp8" not in {r.precision for r in p.rows} and {"fp32", "bf16", "fp16", "int8"} <= {
+        r.precision for r in p.rows
+    }
+
+
+def test_an_unmeasured_low_precision_recommendation_says_so() -> None:
+    p = _mlp_plan(devices=["h100-sxm"], precisions=["fp8"])
+    assert p.best is not None and p.best.precision == "fp8" and p.best.accuracy is None
+    assert any("accuracy of float8_e4m3fn was not measured" in r and "--eval-data" in r for r in p.reasons)
+    p16 = _mlp_plan(devices=["h100-sxm"], precisions=["bf16"])
+    assert not any("not measured" in r for r in p16.reasons)

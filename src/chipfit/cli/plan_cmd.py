@@ -133,7 +133,7 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, s
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from chipfit.hardware import list_devices
-    from chipfit.plan import BACKENDS, DEFAULT_BATCHES, DEFAULT_PRECISIONS, OBJECTIVES, Constraints, PlanError, plan
+    from chipfit.plan import BACKENDS, DEFAULT_BATCHES, OBJECTIVES, Constraints, PlanError, plan
     from chipfit.plan.html import render_html
 
     if args.objective not in OBJECTIVES:
@@ -145,7 +145,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise CliError(f"--workers must be a positive integer, got {args.workers}")
     devices = args.devices.split(",") if args.devices else [d.name for d in list_devices()]
-    precisions = args.precisions.split(",") if args.precisions else list(DEFAULT_PRECISIONS)
+    precisions = args.precisions.split(",") if args.precisions else None  # None: the defaults a device runs
     batches = _ints(args.batch_sizes, "--batch-sizes") if args.batch_sizes else list(DEFAULT_BATCHES)
     chips = _ints(args.chips, "--chips") if args.chips else [1]
     drop = args.max_accuracy_drop
@@ -182,6 +182,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 chips=chips,
                 training=args.train,
                 optimizer=args.optimizer,
+                allow_fallback=args.allow_fallback,
                 constraints=cons,
                 eval_data=data,
                 metric=metric,
@@ -266,6 +267,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--batch-sizes", help="comma-separated (default 1,8,32,128)")
     p.add_argument("--chips", help="comma-separated chip counts (default 1), e.g. 1,2,4,8")
     p.add_argument("--train", action="store_true", help="plan a training step (forward, backward, optimizer)")
+    p.add_argument(
+        "--allow-fallback",
+        action="store_true",
+        help="also sweep formats a device runs only on its vector unit or host CPU (labelled as such)",
+    )
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="--train: the optimizer (default adam)")
     p.add_argument(
         "--eval-data",

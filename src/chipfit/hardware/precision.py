@@ -20,6 +20,7 @@ __all__ = [
     "SHORT_LABELS",
     "How",
     "Precision",
+    "precision_label",
     "precision_names",
     "resolve_precision",
     "short_label",
@@ -52,6 +53,22 @@ def short_label(fmt: str) -> str:
     return SHORT_LABELS.get(fmt, fmt)
 
 
+# how a precision runs, in words: what a label says after the precision's name
+HOW_WORDS = {How.VECTOR: "vector unit, no matrix unit for it", How.HOST: "host CPU fallback"}
+
+
+def precision_label(requested: str, fmt: str, how: How | str) -> str:
+    """How a row runs, in its label: `bf16`; a compiler cast names the cast (`fp32→bf16`); a
+    format the matrix unit lacks says where it runs (`fp8 (vector unit, no matrix unit for it)`)."""
+    how = How(how)
+    if how is How.AUTOCAST:
+        first = PRECISION_ALIASES.get(requested, (requested,))[0]
+        return f"{short_label(first)}→{short_label(fmt)}"
+    if how in HOW_WORDS:
+        return f"{requested} ({HOW_WORDS[how]})"
+    return requested
+
+
 def precision_names() -> list[str]:
     """Every name `resolve_precision` accepts: the aliases, then the registered formats."""
     return [*PRECISION_ALIASES, *FORMATS]
@@ -67,6 +84,15 @@ class Precision:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "how", How(self.how))  # a plain string names a member or fails, listing them
+
+    @property
+    def label(self) -> str:
+        return precision_label(self.requested, self.format, self.how)
+
+    @property
+    def on_matrix_unit(self) -> bool:
+        """The matrix unit runs it natively or by the compiler's documented cast."""
+        return self.how in (How.NATIVE, How.AUTOCAST)
 
 
 def resolve_precision(device: Device, precision: str) -> Precision:

@@ -11,7 +11,7 @@ from torch import nn
 from chipfit.cost import Estimate
 from chipfit.hardware.device import Device
 from chipfit.plan.backend import BACKENDS
-from chipfit.plan.plan import OBJECTIVES, Constraints, Plan, pareto_front, recommend
+from chipfit.plan.plan import OBJECTIVES, Constraints, Plan, PlanError, pareto_front, recommend
 from chipfit.plan.sweep import Measured, PlanRow, sweep
 from chipfit.quant.spec import QuantConfig
 
@@ -80,6 +80,31 @@ def _runs_config(pol: Any, cfg: QuantConfig) -> bool:
     return cfg.activations is None or pol.a.format == cfg.activations.format
 
 
+def _runs_somewhere(devices: Sequence[str | Device], precision: str) -> bool:
+    from chipfit.hardware import get_device
+    from chipfit.hardware.precision import resolve_precision
+
+    return any(resolve_precision(get_device(d), precision).on_matrix_unit for d in devices)
+
+
+def _check_precisions_run(devices: Sequence[str | Device], precisions: Sequence[str]) -> None:
+    """A precision no chosen device runs on its matrix unit is an error naming the devices that do."""
+    from chipfit.hardware import get_device, list_devices
+    from chipfit.hardware.precision import resolve_precision
+
+    chosen = [get_device(d) for d in devices]  # unknown names fail here, listing the catalog
+    for p in precisions:
+        resolve_precision(chosen[0], p)  # unknown precisions fail here, listing the known ones
+        if any(resolve_precision(d, p).on_matrix_unit for d in chosen):
+            continue
+        runs = [d.name for d in list_devices() if resolve_precision(d, p).on_matrix_unit]
+        where = f"catalog devices that do: {', '.join(runs)}" if runs else "no catalog device does"
+        raise PlanError(
+            f"no chosen device runs {p} on its matrix unit ({where}); drop it from the precisions, "
+            "or pass allow_fallback (--allow-fallback) to price it on vector units and hosts"
+        )
+
+
 def _estimate_of(
     model: nn.Module, inputs: Callable[[int], Sequence[Any]], row: PlanRow, training: bool, optimizer: str
 ) -> Estimate:
@@ -99,11 +124,12 @@ def plan(
     name: str = "model",
     objective: str = "cost",
     devices: Sequence[str | Device] | None = None,
-    precisions: Sequence[str] = DEFAULT_PRECISIONS,
+    precisions: Sequence[str] | None = None,
     batches: Sequence[int] = DEFAULT_BATCHES,
     chips: Sequence[int] = (1,),
     training: bool = False,
     optimizer: str = "adam",
+    allow_fallback: bool = False,
     constraints: Constraints | None = None,
     eval_data: list[Any] | None = None,
     metric: str = "",
@@ -133,6 +159,10 @@ def plan(
     if not chips or any(n < 1 for n in chips):
         raise ValueError(f"chip counts must be positive integers, got {list(chips)}")
     names: list[str | Device] = list(devices) if devices else [d.name for d in list_devices()]
+    if precisions is None:  # the defaults: those some chosen device runs (all of them with allow_fallback)
+        precisions = [p for p in DEFAULT_PRECISIONS if allow_fallback or _runs_somewhere(names, p)]
+    elif not allow_fallback:
+        _check_precisions_run(names, precisions)
     cons = constraints or Constraints()
     if metric and cons.metric != metric:
         cons = dataclasses.replace(cons, metric=metric)  # drops are in the metric's units
@@ -154,6 +184,7 @@ def plan(
         training=training,
         optimizer=optimizer,
         accuracy=accuracy,
+        allow_fallback=allow_fallback,
         progress=progress,
         backend=backend,
         workers=workers,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chipfit.cost import Estimate
+from chipfit.formats import get_format
 from chipfit.plan.sweep import PlanRow
 
 __all__ = ["OBJECTIVES", "Constraints", "Plan", "PlanError", "pareto_front", "recommend"]
@@ -114,6 +115,12 @@ def recommend(rows: list[PlanRow], objective: str, constraints: Constraints) -> 
         reasons.append(f"{r.label()} is {better} but {constraints.violation(r)}.")
     if best.how not in ("native", "autocast"):
         reasons.append(f"note: {best.device} has no {best.precision} matrix unit; it is priced on its {best.how} path.")
+    if best.accuracy is None and get_format(best.format).storage_bits < 16:
+        reasons.append(
+            f"note: the accuracy of {best.format} was not measured, and formats below 16 bits can cost accuracy: "
+            "measure it with --eval-data FILE (your inputs and targets) and --max-accuracy-drop, or plan a "
+            "built-in model with data (digits-cnn, minilm)."
+        )
     return best, reasons
 
 

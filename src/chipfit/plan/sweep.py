@@ -59,8 +59,12 @@ class PlanRow:
         return self.step_s * 1e3
 
     def label(self) -> str:
+        """`l4 fp8, batch 128`, naming a compiler cast (`trainium fp32→bf16`) or a fallback
+        (`tpu-v4 fp8 (vector unit, no matrix unit for it)`)."""
+        from chipfit.hardware.precision import precision_label
+
         par = "" if self.chips == 1 else f" x{self.chips} {self.strategy}"
-        return f"{self.device} {self.precision}, batch {self.batch}{par}"
+        return f"{self.device} {precision_label(self.precision, self.format, self.how)}, batch {self.batch}{par}"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +89,7 @@ class SweepTask:
     chips: tuple[int, ...]
     training: bool
     accuracy: dict[tuple[str, str], Measured] = field(default_factory=dict)
+    allow_fallback: bool = False  # also price formats a device runs only on its vector unit or host
 
     @property
     def estimates(self) -> int:
@@ -100,6 +105,8 @@ def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
     for dev in task.devices:
         for p in task.precisions:
             prec = resolve_precision(dev, p)
+            if not (prec.on_matrix_unit or task.allow_fallback):
+                continue  # the chip does not run it: not a configuration to recommend
             est = estimate(tr, dev, p)
             parts = StepParts.of(est, tr)
             price_h = dev.price.usd_per_hour if dev.price is not None else None
@@ -161,13 +168,16 @@ def sweep(
     training: bool = False,
     optimizer: str = "adam",
     accuracy: dict[tuple[str, str], Measured] | None = None,  # (device name, precision)
+    allow_fallback: bool = False,
     progress: Callable[[int, int], None] | None = None,
     backend: str = "local",
     workers: int | None = None,
     ray_address: str | None = None,
 ) -> list[PlanRow]:
     """Every configuration as a PlanRow. inputs(batch) gives the model's example inputs;
-    `optimizer` (sgd, adam) is the training step's.
+    `optimizer` (sgd, adam) is the training step's. Only what a device runs on its matrix unit
+    (natively or by its compiler's cast) is swept, unless `allow_fallback`: then formats it runs
+    on its vector unit or host come back too, labelled as such.
 
     backend: serial (this process), local (a process pool of `workers`, default one per core) or
     ray (a Ray cluster at `ray_address`, default a local instance); all give the same rows."""
@@ -185,7 +195,7 @@ def sweep(
             tr = trace(model, list(inputs(b)), mode="training" if training else "inference", optimizer=optimizer)
             for part in _split(tuple(devs.values()), chunks):
                 mine = {(d.name, p): acc[(d.name, p)] for d in part for p in precs if (d.name, p) in acc}
-                ex.submit(tr, SweepTask(b, part, precs, counts, training, mine))
+                ex.submit(tr, SweepTask(b, part, precs, counts, training, mine, allow_fallback))
         results = ex.gather(lambda done: progress(done, total) if progress is not None else None)
     return [row for rows in results for row in rows]
 
