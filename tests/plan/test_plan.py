@@ -215,6 +215,8 @@ def test_html_escapes_model_text(tmp_path: Path) -> None:
         "4",
         "--devices",
         "t4",
+        "--objective",
+        "latency",  # t4 has no price: cost cannot rank it
         "--precisions",
         "fp16",
         "--batch-sizes",
@@ -272,7 +274,8 @@ def test_quant_config_accuracy_replaces_emulation_where_the_device_runs_it() -> 
 def test_cli_plan_quant_arguments(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from chipfit.quant import get_recipe
 
-    base = ["plan", "digits-cnn", "--devices", "t4", "--precisions", "int8", "--batch-sizes", "8"]
+    base = ["plan", "digits-cnn", "--devices", "t4", "--objective", "latency", "--precisions", "int8", "--batch-sizes",
+            "8"]  # fmt: skip
     assert main([*base, "--quant", "int9", "--eval-limit", "64"]) == 2
     assert "neither a recipe (int8, " in capsys.readouterr().err
     assert main([*base, "--quant", "int8", "--no-accuracy"]) == 2
@@ -409,7 +412,7 @@ def test_a_precision_no_chosen_device_runs_is_an_error_naming_those_that_do(caps
     assert main(["plan", "mlp", "--devices", "t4", "--precisions", "int2", "--batch-sizes", "8"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no chosen device runs int2" in err and "--allow-fallback" in err
-    p = _mlp_plan(devices=["tpu-v4", "t4"])  # the defaults: fp8 (nobody here runs it) is left out, not an error
+    p = _mlp_plan(devices=["tpu-v4", "t4"], objective="latency")  # the defaults: fp8 (nobody runs it) left out
     assert "fp8" not in {r.precision for r in p.rows} and {"fp32", "bf16", "fp16", "int8"} <= {
         r.precision for r in p.rows
     }
@@ -421,3 +424,35 @@ def test_an_unmeasured_low_precision_recommendation_says_so() -> None:
     assert any("accuracy of float8_e4m3fn was not measured" in r and "--eval-data" in r for r in p.reasons)
     p16 = _mlp_plan(devices=["h100-sxm"], precisions=["bf16"])
     assert not any("not measured" in r for r in p16.reasons)
+
+
+def test_the_recommendation_is_a_front_member_with_ties_broken_and_equivalents_folded() -> None:
+    import dataclasses
+
+    l4_fp8 = _row("l4", 1.0, 3.6, energy=2.0, precision="fp8")
+    l4_int8 = _row("l4", 1.0, 3.6, energy=1.0, precision="int8")  # same cost and latency, less energy
+    replicas = dataclasses.replace(l4_int8, chips=4, strategy="data", batch=128, throughput=4 * l4_int8.throughput,
+                                   usd_per_hour=4 * 3.6)  # the same cost per item on 4 chips  # fmt: skip
+    cast = dataclasses.replace(l4_int8, device="l4-twin", how="autocast")  # same numbers, a compiler cast
+    twins = [dataclasses.replace(l4_int8, device=f"l4-copy{i}") for i in range(3)]  # the same numbers exactly
+    rows = [l4_fp8, replicas, cast, *twins, l4_int8]
+    best, why = recommend(rows, "cost", Constraints())
+    assert best is twins[0] or best is l4_int8  # energy breaks the tie with fp8, then one chip, then native
+    assert best.precision == "int8" and best.chips == 1 and best.how == "native"
+    assert best in pareto_front(rows)
+    assert [recommend(list(reversed(rows)), "cost", Constraints())[0].label()] == [best.label()]  # deterministic
+    assert "(and 4 equivalent configurations)" in why[0]  # three twins and the cast: same numbers
+    # its numbers: 1 s per step; 32 items / 1 s; $3.6/h / 3600 / 32 x 1e6 = $31.2 per million; 1 J = 1e3 mJ
+    assert "1 s per step, 32 items/s, $31.2 per million items, 1e+03 mJ per item" in why[0]
+
+
+def test_unpriced_devices_are_listed_never_compared_and_never_ranked_on_cost() -> None:
+    priced = _row("l4", 1.0, 3.6)
+    free = _row("tpu-v5e", 0.1, None)  # ten times faster, no price
+    best, why = recommend([free, priced], "cost", Constraints())
+    assert best is priced
+    assert not any("tpu-v5e" in r and "cheaper" in r for r in why)  # no "cheaper than tpu-v5e"
+    assert "Not ranked on cost, no price in the catalog: tpu-v5e." in why
+    with pytest.raises(PlanError, match=r"has a price, so cost cannot rank them \(no price in the catalog: tpu-v5e\)"):
+        recommend([free], "cost", Constraints())
+    assert recommend([free], "latency", Constraints())[0] is free

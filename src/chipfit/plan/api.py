@@ -191,7 +191,7 @@ def plan(
         ray_address=ray_address,
     )
     result = Plan(name, objective, cons, rows, metric=metric, fp32_metric=fp32, training=training)
-    result.front = pareto_front(rows)
+    result.front = pareto_front(rows, cons)
     result.best, result.reasons = recommend(rows, objective, cons)
     if result.best is not None:
         result.best_estimate = _estimate_of(model, inputs, result.best, training, optimizer)

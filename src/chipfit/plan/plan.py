@@ -21,7 +21,15 @@ OBJECTIVES = {
     "cost": ("usd_per_million", 1.0),
     "energy": ("energy_per_item_j", 1.0),
 }
-FRONT_KEYS = (("step_s", 1.0), ("usd_per_million", 1.0), ("energy_per_item_j", 1.0), ("accuracy_drop", 1.0))
+# what a configuration is judged on: more chips are a cost of their own (they are never free)
+FRONT_KEYS = (
+    ("step_s", 1.0),
+    ("throughput", -1.0),
+    ("usd_per_million", 1.0),
+    ("energy_per_item_j", 1.0),
+    ("accuracy_drop", 1.0),
+    ("chips", 1.0),
+)
 
 
 class PlanError(ValueError):
@@ -66,10 +74,26 @@ def _value(r: PlanRow, key: str) -> float:
     return math.inf if v is None else float(v)
 
 
-def pareto_front(rows: list[PlanRow]) -> list[PlanRow]:
-    """Rows no other row beats on every one of latency, cost per item, energy per item and accuracy
-    drop (missing values count as worst). Only rows that fit."""
-    pts = [(r, tuple(sign * _value(r, k) for k, sign in FRONT_KEYS)) for r in rows if r.fits]
+def _front_point(r: PlanRow) -> tuple[float, ...]:
+    return tuple(sign * _value(r, k) for k, sign in FRONT_KEYS)
+
+
+def rank_key(r: PlanRow, objective: str) -> tuple[Any, ...]:
+    """The recommendation's order: the objective, then energy per item, then fewer chips, then the
+    other front keys (so the first row is never dominated: it is on the front), then a native
+    precision over a compiler cast, then the label (deterministic)."""
+    key, sign = OBJECTIVES[objective]
+    first = (key, "energy_per_item_j", "chips")
+    rest = [sign_k * _value(r, k) for k, sign_k in FRONT_KEYS if k not in first]
+    return (sign * _value(r, key), _value(r, "energy_per_item_j"), r.chips, *rest, r.how != "native", r.label())
+
+
+def pareto_front(rows: list[PlanRow], constraints: Constraints | None = None) -> list[PlanRow]:
+    """Rows no other row beats on every one of latency, throughput, cost per item, energy per item,
+    accuracy drop and chip count (missing values count as worst), among the rows that fit (and, given
+    `constraints`, meet them: the recommendation is always one of these)."""
+    ok = [r for r in rows if r.fits and not (constraints is not None and constraints.violation(r))]
+    pts = [(r, _front_point(r)) for r in ok]
     front = []
     for r, p in pts:
         dominated = any(all(a <= b for a, b in zip(q, p, strict=True)) and q != p for _, q in pts)
@@ -89,7 +113,7 @@ def recommend(rows: list[PlanRow], objective: str, constraints: Constraints) -> 
     def score(r: PlanRow) -> float:
         return sign * _value(r, key)
 
-    ranked = sorted(rows, key=score)
+    ranked = sorted(rows, key=lambda r: rank_key(r, objective))
     ok = [r for r in ranked if not constraints.violation(r)]
     if not ok:
         best = ranked[0]
@@ -101,11 +125,20 @@ def recommend(rows: list[PlanRow], objective: str, constraints: Constraints) -> 
             "Relax a constraint or widen --devices/--precisions/--batch-sizes/--chips."
         )
     best = ok[0]
+    unpriced = sorted({r.device for r in rows if r.usd_per_hour is None})
+    if objective == "cost" and best.usd_per_million is None:
+        raise PlanError(
+            f"no configuration that meets your constraints has a price, so cost cannot rank them (no price in "
+            f"the catalog: {', '.join(unpriced)}); choose --objective latency, throughput or energy, "
+            "or priced --devices"
+        )
+    same = [r for r in ok[1:] if _front_point(r) == _front_point(best)]
+    folded = f" (and {len(same)} equivalent configuration{'s' if len(same) != 1 else ''})" if same else ""
     reasons = [
-        f"{best.label()}: the best {objective} among {len(ok)} configurations that meet your constraints "
-        f"({len(rows)} swept)."
+        f"{best.label()}{folded}: {_numbers(best)}; the best {objective} among {len(ok)} configurations that meet "
+        f"your constraints ({len(rows)} swept)."
     ]
-    other = next((r for r in ok if r.device != best.device), None)
+    other = next((r for r in ok if r.device != best.device and math.isfinite(score(r))), None)
     if other is not None:
         reasons.append(_compare(best, other, objective, constraints.metric))
     beaten_by = [r for r in ranked if score(r) < score(best) and constraints.violation(r)]
@@ -115,6 +148,8 @@ def recommend(rows: list[PlanRow], objective: str, constraints: Constraints) -> 
         reasons.append(f"{r.label()} is {better} but {constraints.violation(r)}.")
     if best.how not in ("native", "autocast"):
         reasons.append(f"note: {best.device} has no {best.precision} matrix unit; it is priced on its {best.how} path.")
+    if objective == "cost" and unpriced:
+        reasons.append(f"Not ranked on cost, no price in the catalog: {', '.join(unpriced)}.")
     if best.accuracy is None and get_format(best.format).storage_bits < 16:
         reasons.append(
             f"note: the accuracy of {best.format} was not measured, and formats below 16 bits can cost accuracy: "
@@ -130,6 +165,14 @@ WORDS = {
     "cost": "cheaper per million items",
     "energy": "less energy per item",
 }
+
+
+def _numbers(r: PlanRow) -> str:
+    """The row's figures, in readable units."""
+    ms = r.latency_ms
+    step = f"{ms * 1e3:.3g} µs" if ms < 1 else f"{ms:.3g} ms" if ms < 1e3 else f"{ms / 1e3:.3g} s"
+    cost = "no price" if r.usd_per_million is None else f"${r.usd_per_million:.3g} per million items"
+    return f"{step} per step, {r.throughput:.3g} items/s, {cost}, {r.energy_per_item_j * 1e3:.3g} mJ per item"
 
 
 def _times(better: PlanRow, ref: PlanRow, objective: str) -> str:
