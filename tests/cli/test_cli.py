@@ -68,3 +68,33 @@ def test_demo_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "formats" in capsys.readouterr().out
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import chipfit.cli.formats_cmd as formats_cmd
+
+    def interrupted(_args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(formats_cmd, "cmd_formats", interrupted)
+    assert main(["formats"]) == 130
+    err = capsys.readouterr().err
+    assert err == "chipfit: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(8.096e-06, "8.1 µs"), (0.0123, "12.3 ms"), (1.5, "1.5 s"), (4e-10, "0.4 ns"), (3600.0, "3.6e+03 s")],
+)
+def test_times_read_in_a_readable_unit(seconds: float, text: str) -> None:
+    from chipfit.report.text import seconds_text
+
+    assert seconds_text(seconds) == text
+
+
+def test_the_plan_table_shows_times_in_a_readable_unit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", "mlp", "--devices", "h100-sxm", "--precisions", "bf16", "--batch-sizes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "time/step" in out and " µs " in out and "ms/step" not in out

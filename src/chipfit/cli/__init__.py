@@ -51,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ValueError) as e:
         sys.stderr.write(f"chipfit: error: {e}\n")
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT; files are written atomically
+        sys.stderr.write("chipfit: interrupted\n")
+        return 130
 
 
 def entry() -> None:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from chipfit.cli.common import CliError, build_user_model, console, emit_json
 from chipfit.plan.html import drop_text
+from chipfit.report.text import seconds_text
 
 __all__ = ["add_parsers"]
 
@@ -222,7 +223,7 @@ def _print(p: Any, args: argparse.Namespace) -> None:
     for r in p.reasons:
         c.print(f"  - {r}")
     t = Table(title=f"Pareto front: {len(p.front)} of {len(p.rows)} configurations (first {args.top})")
-    cols = ["configuration", "ms/step", "items/s", "$/M items", "mJ/item", "GiB/chip"]
+    cols = ["configuration", "time/step", "items/s", "$/M items", "mJ/item", "GiB/chip"]
     if p.fp32_metric is not None:
         cols.append(f"{p.metric} drop" + (" (points)" if p.metric in ("top1", "agreement") else ""))
     for col in cols:
@@ -230,7 +231,7 @@ def _print(p: Any, args: argparse.Namespace) -> None:
     for r in p.front[: args.top]:
         cells = [
             r.label(),
-            f"{r.latency_ms:.4g}",
+            seconds_text(r.step_s),
             f"{r.throughput:.4g}",
             "-" if r.usd_per_million is None else f"{r.usd_per_million:.3g}",
             f"{r.energy_per_item_j * 1e3:.3g}",

@@ -12,6 +12,7 @@ from html import escape
 
 from chipfit.plan.plan import Plan
 from chipfit.report.plot import bar_chart, xy_chart
+from chipfit.report.text import seconds_text
 
 __all__ = ["CHARTS", "drop_text", "render_html"]
 
@@ -145,14 +146,14 @@ def render_html(p: Plan) -> str:
                 ),
             )
         )
-    head = ["configuration", "ms/step", "items/s", "$/M items", "J/item", "GiB/chip", "fits"]
+    head = ["configuration", "time/step", "items/s", "$/M items", "J/item", "GiB/chip", "fits"]
     if p.fp32_metric is not None:
         head.append(f"{p.metric} drop" + (" (points)" if p.metric in ("top1", "agreement") else ""))
     rows_html = []
     for r in p.front[:40]:
         cells = [
             r.label(),
-            f"{r.latency_ms:.4g}",
+            seconds_text(r.step_s),
             f"{r.throughput:.4g}",
             _money(r.usd_per_million),
             f"{r.energy_per_item_j:.3g}",

@@ -11,6 +11,7 @@ from typing import Any
 from chipfit.cost import Estimate
 from chipfit.formats import get_format
 from chipfit.plan.sweep import PlanRow
+from chipfit.report.text import seconds_text
 
 __all__ = ["OBJECTIVES", "Constraints", "Plan", "PlanError", "pareto_front", "recommend"]
 
@@ -169,8 +170,7 @@ WORDS = {
 
 def _numbers(r: PlanRow) -> str:
     """The row's figures, in readable units."""
-    ms = r.latency_ms
-    step = f"{ms * 1e3:.3g} µs" if ms < 1 else f"{ms:.3g} ms" if ms < 1e3 else f"{ms / 1e3:.3g} s"
+    step = seconds_text(r.step_s)
     cost = "no price" if r.usd_per_million is None else f"${r.usd_per_million:.3g} per million items"
     return f"{step} per step, {r.throughput:.3g} items/s, {cost}, {r.energy_per_item_j * 1e3:.3g} mJ per item"
 
