@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,21 +12,41 @@ from pathlib import Path
 __all__ = ["atomic_path", "cache_dir", "write_text_atomic"]
 
 
+_NOT_FILES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+              (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block succeeds, it replaces `path` in one
-    rename (with the permissions a new file gets under the umask), else it is removed. A reader
-    never sees a half-written file and a failed write leaves what was there."""
+    rename, else it is removed. A reader never sees a half-written file and a failed write leaves
+    what was there. A symlink is written through (its target is replaced, the link stays); an
+    existing file keeps its permissions (a new one gets the umask's); a directory, FIFO, device
+    or socket is refused with a ValueError before anything is written."""
     p = Path(path)
+    if p.is_symlink():
+        p = p.resolve()
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        what = next((w for test, w in _NOT_FILES if test(st.st_mode)), None)
+        if what is not None:
+            raise ValueError(f"{path} is {what}, not a file: give the path of a file to write")
     parent = p.parent if str(p.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+        if st is not None:
+            mode = stat.S_IMODE(st.st_mode)
+        else:
+            mask = os.umask(0)
+            os.umask(mask)
+            mode = 0o666 & ~mask
+        os.chmod(tmp, mode)
         os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):
