@@ -104,6 +104,11 @@ def test_cli_train(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     d = json.loads(capsys.readouterr().out)
     assert d["steps"] == 22 and d["loss_scaling"] == "none" and 0.5 < d["top1"] <= 1.0  # 1347 images / 64
     assert d["cost"]["step_s"] > 0 and (tmp_path / "p.svg").exists() and (tmp_path / "d.json").exists()
+    # the last epoch's mean over its 1347 items, not the last step's 1347 - 21 * 64 = 3 items
+    steps = json.loads((tmp_path / "d.json").read_text())["steps"]
+    by_hand = (sum(s["loss"] * 64 for s in steps[:21]) + steps[21]["loss"] * 3) / 1347
+    assert d["last_epoch_mean_loss"] == pytest.approx(by_hand, rel=1e-12)
+    assert d["final_loss"] == steps[-1]["loss"]
     assert main(["train", "resnet50", "--device", "t4", "--precision", "fp16"]) == 2
     assert "digits-cnn" in capsys.readouterr().err
     assert main(["train", "digits-cnn", "--device", "t4", "--precision", "fp16", "--loss-scaling", "x"]) == 2

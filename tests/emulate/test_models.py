@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,3 +119,22 @@ def test_cli_emulate_minilm_and_errors(capsys: pytest.CaptureFixture[str]) -> No
     assert "--device" in capsys.readouterr().err
     assert main(["emulate", "digits-cnn", "--device", "t4", "--precision", "int8", "--accumulate", "x"]) == 2
     assert "known: fp32, fp16" in capsys.readouterr().err
+
+
+def test_emulate_limit_evaluates_exactly_that_many_items(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["emulate", "digits-cnn", "--device", "a100-sxm", "--precision", "bf16", "--limit", "16", "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == 16  # was 32: the whole first batch of 32
+
+
+def test_out_of_range_targets_are_an_error_naming_the_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    data = tmp_path / "val.npz"
+    np.savez(data, inputs=np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32),
+             targets=np.array([0, 1, 2, 3, 4, 5, 6, 12]))  # fmt: skip
+    argv = ["plan", "digits-cnn", "--eval-data", str(data), "--devices", "h100-sxm", "--precisions", "bf16",
+            "--batch-sizes", "8"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "targets run from 0 to 12, but the model has 10 classes (0..9)" in err

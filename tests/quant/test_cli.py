@@ -57,3 +57,10 @@ def test_qat_example_runs_and_recovers() -> None:
     ptq = float(lines[0].split("top-1 ")[1].split(" %")[0])
     qat = float(lines[-1].split("top-1 ")[1].split(" %")[0])
     assert ptq < 70 < 80 < qat  # 42.00 % -> 85.56 % after one epoch here
+
+
+def test_cli_a_budget_that_cannot_be_met_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["quantize", "digits-cnn", "--method", "entropy", "--device", "t4", "--budget", "1.01", "--no-sensitivity"]
+    assert main(argv) == 2  # top-1 never exceeds 1: no choice of levels reaches it
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--budget 1.01 cannot be met on t4" in err and "bf16 for every layer" in err

@@ -73,7 +73,9 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             raise CliError(str(e)) from None
     data = spec.eval_data(args.batch)
     if args.limit:
-        data = data[: max(1, math.ceil(args.limit / args.batch))]
+        from chipfit.emulate.data import first_items
+
+        data = first_items(data, args.limit)  # exactly --limit items
     ev = evaluate(model, data, spec.metric, policies=policies)
     report = None
     if args.report:
@@ -128,7 +130,7 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--accumulate", help="accumulation preset: fp32 (default), fp16, fp8-fast-accum, fp8-promote-128")
     p.add_argument("--batch", type=int, default=32, help="evaluation batch size (default 32)")
-    p.add_argument("--limit", type=int, default=0, help="evaluate at most about this many items")
+    p.add_argument("--limit", type=int, default=0, help="evaluate the first N items only")
     p.add_argument("--report", action="store_true", help="per-op SQNR vs FP32 for the first device x precision")
     p.add_argument("--top", type=int, default=10, help="ops shown by --report")
     p.add_argument("--retrain", action="store_true", help="digits-cnn: train again and rewrite the cached weights")

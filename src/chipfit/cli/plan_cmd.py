@@ -10,6 +10,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from chipfit.cli.common import CliError, build_user_model, console, emit_json
+from chipfit.emulate.data import first_items
 from chipfit.plan.html import drop_text
 from chipfit.report.text import seconds_text
 
@@ -77,7 +78,7 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, s
             if spec.eval_data is not None:
                 data, metric = spec.eval_data(args.eval_batch), spec.metric
                 if args.eval_limit:
-                    data = data[: max(1, -(-args.eval_limit // args.eval_batch))]
+                    data = first_items(data, args.eval_limit)
             return model, (lambda b: spec.example_inputs(b)), args.model, data, metric
         fake = FakeTensorMode(allow_non_fake_inputs=True)  # shapes only: a 70B model costs no memory
         with fake:
@@ -96,7 +97,7 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, s
         except ValueError as e:
             raise CliError(str(e)) from None
         if args.eval_limit:
-            data = data[: max(1, -(-args.eval_limit // args.eval_batch))]
+            data = first_items(data, args.eval_limit)
         metric = args.metric or ("top1" if data[0][1] is not None else "cosine")
         if metric == "top1" and data[0][1] is None:
             raise CliError("--metric top1 needs 'targets' in --eval-data; use cosine or agreement")
@@ -282,7 +283,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--metric", help="with --eval-data: top1 (needs targets), agreement or cosine (default: "
                    "top1 with targets, else cosine)")  # fmt: skip
     p.add_argument("--eval-batch", type=int, default=64, help="batch size of the accuracy measurement")
-    p.add_argument("--eval-limit", type=int, default=0, help="measure accuracy on about this many items")
+    p.add_argument("--eval-limit", type=int, default=0, help="measure accuracy on the first N items only")
     p.add_argument("--no-accuracy", action="store_true", help="skip the accuracy measurement")
     p.add_argument(
         "--quant",

@@ -108,6 +108,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         levels = tuple(args.levels.split(",")) if args.levels else ("int4", "int8", "bf16")
         result = search(base, metric, device=args.device, budget=args.budget, sample=calib[0], calibrate=calib,
                         levels=levels, objective=args.search_objective)  # fmt: skip
+        if not result.met:
+            top = levels[-1]
+            raise CliError(
+                f"--budget {args.budget:g} cannot be met on {args.device}: the most accurate choice ({top} for every "
+                f"layer searched) reaches {result.metric:.6g}; lower the budget or add a more precise --levels entry"
+            )
     exported = None
     if args.export:
         from chipfit.quant.export import export_onnx, run_onnx

@@ -40,10 +40,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     with MixedPrecision(args.device, args.precision, model=model, loss_scaling=args.loss_scaling) as mp, \
             Progress(console=console(), disable=quiet, transient=True) as bar:  # fmt: skip
         task = bar.add_task(f"{args.device} {args.precision}", total=steps)
+        sizes: list[int] = []  # items per step, to weight the last epoch's mean loss
         for _ in range(args.epochs):
             perm = torch.randperm(len(d.x_train), generator=g)
             for i in range(0, len(perm), args.batch):
                 idx = perm[i : i + args.batch]
+                sizes.append(len(idx))
                 opt.zero_grad()
                 mp.backward(F.cross_entropy(model(d.x_train[idx]), d.y_train[idx]))
                 mp.step(opt)
@@ -57,8 +59,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         mp.save_json(args.save_json)
     if args.plot:
         mp.save_plot(args.plot)
+    per_epoch = -(-len(d.x_train) // args.batch)
+    last = list(zip(mp.history[-per_epoch:], sizes[-per_epoch:], strict=True))
+    epoch_loss = sum(r.loss * n for r, n in last) / sum(n for _, n in last)  # over the last epoch's items
     out: dict[str, Any] = {"model": args.model, "epochs": args.epochs, "top1": top1, **mp.summary(),
-                           "cost": cost.as_dict()}  # fmt: skip
+                           "last_epoch_mean_loss": epoch_loss, "cost": cost.as_dict()}  # fmt: skip
     if args.json:
         emit_json(out)
         return 0
@@ -74,7 +79,7 @@ def _print(o: dict[str, Any]) -> None:
     cost = o["cost"]
     rows = [
         ("held-out top-1", f"{100 * o['top1']:.2f} %"),
-        ("final loss", f"{o['final_loss']:.4f}"),
+        ("mean loss, last epoch", f"{o['last_epoch_mean_loss']:.4f}"),
         ("loss scaling", o["loss_scaling"]),
         ("final scale", f"{o['final_scale']:g}"),
         ("steps (skipped)", f"{o['steps']} ({o['skipped_steps']})"),

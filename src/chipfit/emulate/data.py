@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["load_batches"]
+__all__ = ["first_items", "load_batches"]
 
 FORMATS = (".pt", ".npz")
 
@@ -48,6 +48,24 @@ def _read(path: Path) -> tuple[list[torch.Tensor], torch.Tensor | None]:
     raw = obj["inputs"]
     inputs = [raw] if isinstance(raw, torch.Tensor) else list(raw) if isinstance(raw, (list, tuple)) else []
     return inputs, obj.get("targets")
+
+
+Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor | None]
+
+
+def first_items(batches: list[Batch], n: int) -> list[Batch]:
+    """The first `n` items of `batches` exactly (the last batch cut short); all when n >= their total."""
+    if n < 1:
+        raise ValueError(f"the item limit must be a positive integer, got {n}")
+    out: list[Batch] = []
+    left = n
+    for inputs, target in batches:
+        if left <= 0:
+            break
+        k = min(left, inputs[0].shape[0])
+        out.append((tuple(t[:k] for t in inputs), None if target is None else target[:k]))
+        left -= k
+    return out
 
 
 def load_batches(path: str | Path, batch: int) -> list[tuple[tuple[torch.Tensor, ...], torch.Tensor | None]]:

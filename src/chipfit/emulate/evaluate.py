@@ -28,6 +28,12 @@ MetricFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], float]
 def _top1(out: torch.Tensor, target: torch.Tensor | None, _ref: torch.Tensor) -> float:
     if target is None:
         raise ValueError("metric top1 needs targets in the data: (inputs, target) pairs")
+    classes = out.shape[-1]
+    if target.numel() and (int(target.min()) < 0 or int(target.max()) >= classes):
+        raise ValueError(
+            f"targets run from {int(target.min())} to {int(target.max())}, but the model has {classes} classes "
+            f"(0..{classes - 1}): check --eval-data's 'targets'"
+        )
     return float((out.argmax(-1) == target).float().mean())
 
 

@@ -112,6 +112,12 @@ class SearchResult:
     model: nn.Module | None = None
     objective: str = "latency"
 
+    @property
+    def met(self) -> bool:
+        """Whether the choice reaches the budget (when no choice can, the search ends with every
+        layer at the highest level and says so)."""
+        return self.metric >= self.budget
+
     def speedup_vs(self, level: str) -> float:
         return self.reference[f"all-{level}"]["latency_s"] / self.latency_s
 
@@ -123,6 +129,7 @@ class SearchResult:
             "device": self.device,
             "objective": self.objective,
             "budget": self.budget,
+            "met": self.met,
             "metric": self.metric,
             "latency_s": self.latency_s,
             "energy_j": self.energy_j,
