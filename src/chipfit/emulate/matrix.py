@@ -21,6 +21,7 @@ from torch import nn
 from chipfit.emulate.accumulate import chunked_matmul
 from chipfit.emulate.policy import NumericsPolicy, Operand
 from chipfit.emulate.scaling import Inv, format_max, round_to
+from chipfit.emulate.storage import FP32 as _FP32
 
 if TYPE_CHECKING:
     from chipfit.emulate.mode import EmulationMode
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["MATRIX_KERNELS", "Kernel", "handles", "short_name"]
 
 aten = torch.ops.aten
-_FP32 = "float32"
 _EXACT_F32 = 2**24
 
 Kernel = Callable[["EmulationMode", Any, tuple[Any, ...], dict[str, Any]], Any]

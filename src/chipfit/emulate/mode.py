@@ -43,6 +43,7 @@ from chipfit.emulate.passthrough import is_passthrough, rounding_is_idempotent
 from chipfit.emulate.policy import NumericsPolicy, Operand, Scaling, ScalingKind, policy_for
 from chipfit.emulate.report import OpStat, Report, RoundingWatch
 from chipfit.emulate.scaling import ScaleState, prepare, round_to
+from chipfit.emulate.storage import FP32 as _FP32
 from chipfit.emulate.storage import Storage
 from chipfit.trace.classify import classify
 from chipfit.vocab import MATRIX_CLASSES
@@ -50,7 +51,6 @@ from chipfit.vocab import MATRIX_CLASSES
 __all__ = ["EmulationMode", "Run", "emulate"]
 
 aten = torch.ops.aten
-_FP32 = "float32"
 
 
 @dataclass

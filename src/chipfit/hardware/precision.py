@@ -86,10 +86,6 @@ class Precision:
         object.__setattr__(self, "how", How(self.how))  # a plain string names a member or fails, listing them
 
     @property
-    def label(self) -> str:
-        return precision_label(self.requested, self.format, self.how)
-
-    @property
     def on_matrix_unit(self) -> bool:
         """The matrix unit runs it natively or by the compiler's documented cast."""
         return self.how in (How.NATIVE, How.AUTOCAST)

@@ -95,9 +95,9 @@ def _check_precisions_run(devices: Sequence[str | Device], precisions: Sequence[
     chosen = [get_device(d) for d in devices]  # unknown names fail here, listing the catalog
     for p in precisions:
         resolve_precision(chosen[0], p)  # unknown precisions fail here, listing the known ones
-        if any(resolve_precision(d, p).on_matrix_unit for d in chosen):
+        if _runs_somewhere(chosen, p):
             continue
-        runs = [d.name for d in list_devices() if resolve_precision(d, p).on_matrix_unit]
+        runs = [d.name for d in list_devices() if _runs_somewhere([d], p)]
         where = f"catalog devices that do: {', '.join(runs)}" if runs else "no catalog device does"
         raise PlanError(
             f"no chosen device runs {p} on its matrix unit ({where}); drop it from the precisions, "
