@@ -50,7 +50,8 @@ def test_trace_user_model_from_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     f = tmp_path / "my_model.py"
     f.write_text(USER_MODEL)
     save = tmp_path / "trace.json"
-    assert main(["trace", f"{f}:make", "--input-shape", "2,3,8,8", "--json", "--save", str(save)]) == 0
+    # --input-shape is one item, without the batch dimension; --batch sets the batch (issue 18)
+    assert main(["trace", f"{f}:make", "--input-shape", "3,8,8", "--batch", "2", "--json", "--save", str(save)]) == 0
     d = json.loads(capsys.readouterr().out)
     # conv: 2*N*Cout*Hout*Wout*Cin*k*k = 2*2*4*6*6*3*3*3 = 15552; linear: 2*2*5*144 = 2880
     assert d["flops_torch"] == 15552 + 2880
@@ -61,16 +62,16 @@ def test_trace_user_model_from_file(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_trace_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     f = tmp_path / "my_model.py"
     f.write_text(USER_MODEL)
-    assert main(["trace", f"{f}:broken", "--input-shape", "1,3,8,8"]) == 2
+    assert main(["trace", f"{f}:broken", "--input-shape", "3,8,8"]) == 2
     assert "raised RuntimeError: weights not found" in capsys.readouterr().err
-    assert main(["trace", f"{f}:make", "--input-shape", "1,3,9,9"]) == 2
+    assert main(["trace", f"{f}:make", "--input-shape", "3,9,9"]) == 2
     err = capsys.readouterr().err
     assert "module 'body.3' (Linear)" in err and "aten.addmm" in err
     assert main(["trace", f"{f}:make"]) == 2
     assert "needs --input-shape" in capsys.readouterr().err
     assert main(["trace", "resnet5"]) == 2
     assert "unknown model 'resnet5'; built-in: mlp" in capsys.readouterr().err
-    assert main(["trace", f"{f}:missing", "--input-shape", "1,3,8,8"]) == 2
+    assert main(["trace", f"{f}:missing", "--input-shape", "3,8,8"]) == 2
     assert "has no callable 'missing'" in capsys.readouterr().err
     assert main(["trace", "mlp", "--decode"]) == 2
     assert "has no decode step" in capsys.readouterr().err

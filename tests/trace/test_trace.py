@@ -207,7 +207,7 @@ def test_a_new_aten_op_registered_in_one_place_is_classified_costed_and_shown(
             "        return torch.bucketize(x, torch.zeros(16)).float() + x\n\n\n"
             "def make():\n    return M()\n"
         )
-        assert main(["trace", f"{path}:make", "--input-shape", "4,32", "--json"]) == 0
+        assert main(["trace", f"{path}:make", "--input-shape", "32", "--batch", "4", "--json"]) == 0
         shown = json.loads(capsys.readouterr().out)
         assert shown["by_class"]["reduction"]["flops"] >= 512
     finally:

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from chipfit.hardware.device import Device
+
 __all__ = ["TrainingCost", "training_cost"]
 
 
@@ -51,7 +53,7 @@ class TrainingCost:
 def training_cost(
     model: nn.Module,
     sample: Sequence[Any],
-    device: str,
+    device: str | Device,
     precision: str,
     *,
     optimizer: str = "adam",

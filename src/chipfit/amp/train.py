@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils._python_dispatch import _disable_current_modes
 
 from chipfit.amp.scaler import LossScaler
+from chipfit.hardware.device import Device
 from chipfit.emulate import NumericsPolicy, policy_for
 from chipfit.emulate.mode import Run, emulate
 from chipfit.emulate.report import RoundingCount
@@ -70,12 +71,12 @@ def _layer_of(param_name: str) -> str:
 class MixedPrecision:
     """See the module docstring. precision: a cost-model precision (fp32, tf32, bf16, fp16, fp8, ...)."""
 
-    def __init__(self, device: str, precision: str, *, model: nn.Module | None = None,
+    def __init__(self, device: str | Device, precision: str, *, model: nn.Module | None = None,
                  loss_scaling: str = "auto", init_scale: float = 2.0**16, growth_interval: int = 2000,
                  diagnostics: bool = True, policy: NumericsPolicy | None = None) -> None:  # fmt: skip
         if loss_scaling not in LOSS_SCALING:
             raise ValueError(f"unknown loss_scaling {loss_scaling!r}; known: {', '.join(LOSS_SCALING)}")
-        self.device = device
+        self.device = device if isinstance(device, str) else device.name
         self.precision = precision
         self.policy = policy or policy_for(device, precision, fp8_scaling="delayed")
         fp16 = "float16" in (self.policy.a.format, self.policy.b.format, self.policy.output)

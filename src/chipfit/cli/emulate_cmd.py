@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from chipfit.cli.common import CliError, builtin_with_data, console, emit_json
+from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
 
 __all__ = ["add_parsers", "grid", "metric_text"]
 
@@ -52,9 +53,9 @@ def metric_text(v: float, metric: str) -> str:
 def cmd_emulate(args: argparse.Namespace) -> int:
     from chipfit.emulate import emulate, evaluate
 
-    spec = builtin_with_data(args.model, "chipfit.evaluate(model, data, metric, devices, precisions)")
-    if args.batch < 1:
-        raise CliError(f"--batch must be >= 1, got {args.batch}")
+    choice = resolve_model(args, fake=False, data=True,
+                           own_model_hint="chipfit.evaluate(model, data, metric, devices, precisions)")  # fmt: skip
+    spec = choice.spec
     policies = grid(args.device or [], args.precision or [], args.device_file or [])
     if args.accumulate:
         from chipfit.emulate.accumulate import get_accumulation
@@ -67,10 +68,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
         model = digits_cnn_pretrained(retrain=True)
     else:
-        try:
-            model = spec.pretrained()
-        except RuntimeError as e:  # an optional extra that is not installed
-            raise CliError(str(e)) from None
+        model = choice.build(pretrained=True)
     data = spec.eval_data(args.batch)
     if args.limit:
         from chipfit.emulate.data import first_items
@@ -123,7 +121,7 @@ def add_parsers(sub: Any) -> None:
         description="Run digits-cnn (top-1 on scikit-learn's digits) or minilm (cosine to FP32 on 240 "
         "built-in sentences) with each device's arithmetic at each precision.",
     )
-    p.add_argument("model", help="digits-cnn or minilm")
+    add_model_args(p, batch=False, model_help="digits-cnn or minilm")
     p.add_argument("--device", action="append", help="catalog device (repeatable), or 'all'")
     p.add_argument(
         "--precision", action="append", help="fp32 tf32 bf16 fp16 fp8 e5m2 int8 int4 fp4 mxfp8 (repeatable), or 'all'"
@@ -134,6 +132,6 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--report", action="store_true", help="per-op SQNR vs FP32 for the first device x precision")
     p.add_argument("--top", type=int, default=10, help="ops shown by --report")
     p.add_argument("--retrain", action="store_true", help="digits-cnn: train again and rewrite the cached weights")
-    p.add_argument("--device-file", action="append", help="extra or overriding device TOML (repeatable)")
+    add_device_file_arg(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_emulate)

@@ -8,6 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from chipfit.cli.common import console, emit_json
+from chipfit.cli.model_args import add_device_file_arg
 from chipfit.cli.trace_cmd import _human, add_common_model_args, build_and_trace
 
 __all__ = ["add_parsers"]
@@ -21,11 +22,20 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     from chipfit.cost import estimate
     from chipfit.hardware import get_device
 
-    devices = args.device or ["h100-sxm"]
-    for d in devices:
-        get_device(d, args.device_file or ())  # fail fast, listing the known devices
+    from chipfit.hardware import list_devices
+    from chipfit.hardware.precision import resolve_precision
+
+    files = args.device_file or ()
+    names = args.device or ["h100-sxm"]
+    if "all" in names:
+        names = [d.name for d in list_devices(device_files=files)]
+    devices = [get_device(d, files) for d in dict.fromkeys(names)]  # fail fast, listing the known devices
+    precisions = list(dict.fromkeys(args.precision or ["bf16"]))  # a repeated --precision adds
+    for dev in devices:
+        for p in precisions:
+            resolve_precision(dev, p)  # fail fast, naming the precisions
     tr = build_and_trace(args)
-    ests = [estimate(tr, get_device(d, args.device_file or ()), args.precision) for d in devices]
+    ests = [estimate(tr, dev, p) for dev in devices for p in precisions]
     if args.json:
         out = []
         for e in ests:
@@ -39,7 +49,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         return 0
     c = console()
     c.print(
-        f"[bold]{tr.model}[/bold] {tr.mode}, batch {tr.batch}, precision {args.precision}: "
+        f"[bold]{tr.model}[/bold] {tr.mode}, batch {tr.batch}, precision {', '.join(precisions)}: "
         f"{_human(tr.flops, 'FLOP')} per step"
     )
     t = Table(title="estimate per device")
@@ -106,10 +116,14 @@ def add_parsers(sub: Any) -> None:
     ep = sub.add_parser("estimate", help="time, energy and money of a model step on one or more devices")
     add_common_model_args(ep)
     ep.add_argument(
-        "--device", action="append", metavar="NAME", help="catalog device (repeat to compare; default h100-sxm)"
-    )
-    ep.add_argument("--device-file", action="append", metavar="PATH", help="extra catalog file (repeatable)")
-    ep.add_argument("--precision", default="bf16", help="fp32, tf32, bf16, fp16, fp8, int8, int4, fp4 or a format name")
+        "--device", action="append", metavar="NAME",
+        help="catalog device (repeat to compare; 'all' for the whole catalog; default h100-sxm)",
+    )  # fmt: skip
+    add_device_file_arg(ep)
+    ep.add_argument(
+        "--precision", action="append",
+        help="fp32, tf32, bf16, fp16, fp8, int8, int4, fp4 or a format name (repeat to compare; default bf16)",
+    )  # fmt: skip
     ep.add_argument("--top", type=int, default=10)
     ep.add_argument("--json", action="store_true")
     ep.set_defaults(func=cmd_estimate)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 from typing import Any
 
 from rich.progress import Progress
 from rich.table import Table
 
-from chipfit.cli.common import CliError, build_user_model, console, emit_json
+from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
 from chipfit.emulate.data import first_items
 from chipfit.plan.html import drop_text
 from chipfit.report.text import seconds_text
@@ -60,38 +60,20 @@ def _calibration(args: argparse.Namespace, data: list[Any]) -> Any:
 def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, str]:
     """(model, inputs(batch), name, eval data or None, metric)."""
     import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
 
     from chipfit.emulate.evaluate import METRICS
-    from chipfit.models import MODELS, get_model
+    from chipfit.models import MODELS
 
     if args.metric and args.metric not in METRICS:
         raise CliError(f"unknown --metric {args.metric!r}; known: {', '.join(METRICS)}")
-    if args.model in MODELS and not args.eval_data:
-        spec = get_model(args.model)
-        data, metric = None, ""
-        if spec.pretrained is not None and not args.no_accuracy:
-            try:
-                model = spec.pretrained()
-            except RuntimeError as e:
-                raise CliError(str(e)) from None
-            if spec.eval_data is not None:
-                data, metric = spec.eval_data(args.eval_batch), spec.metric
-                if args.eval_limit:
-                    data = first_items(data, args.eval_limit)
-            return model, (lambda b: spec.example_inputs(b)), args.model, data, metric
-        fake = FakeTensorMode(allow_non_fake_inputs=True)  # shapes only: a 70B model costs no memory
-        with fake:
-            model = spec.build()
-
-        def inputs(b: int) -> Any:
-            with fake:
-                return spec.example_inputs(b)
-
-        return model, inputs, args.model, data, metric
-    if args.eval_data:  # a user model with its own data: built for real, traced on its data's shapes
+    if args.eval_data:  # the model with its own data: built for real, traced on its data's shapes
         from chipfit.emulate.data import load_batches
 
+        for flag, given in (("--input-shape", args.input_shape), ("--dtype", args.dtype),
+                            ("--seq-len", args.seq_len), ("--decode", args.decode)):  # fmt: skip
+            if given:
+                raise CliError(f"{flag} does not go with --eval-data: the model is traced on the data's item shapes")
+        choice = resolve_model(args, fake=False, shapes_from_data=True)
         try:
             data = load_batches(args.eval_data, args.eval_batch)
         except ValueError as e:
@@ -101,11 +83,7 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, s
         metric = args.metric or ("top1" if data[0][1] is not None else "cosine")
         if metric == "top1" and data[0][1] is None:
             raise CliError("--metric top1 needs 'targets' in --eval-data; use cosine or agreement")
-        if args.model in MODELS:
-            spec = get_model(args.model)
-            model = spec.pretrained() if spec.pretrained is not None else spec.build()
-        else:
-            model = build_user_model(args.model, contextlib.nullcontext())
+        model = choice.build(pretrained=True)
         first = data[0][0]
 
         def data_inputs(b: int) -> Any:
@@ -113,28 +91,24 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, s
             return tuple(torch.cat([t] * r)[:b] for t, r in zip(first, reps, strict=True))
 
         return model, data_inputs, args.model, data, metric
-    if not args.input_shape:
-        known = ", ".join(MODELS)
-        raise CliError(
-            f"unknown model {args.model!r}: a built-in ({known}) or path/to/file.py:factory with "
-            "--input-shape (one per positional input, without the batch dimension)"
-        )
-    try:
-        shapes = [[int(v) for v in s.split(",")] for s in args.input_shape]
-    except ValueError:
-        raise CliError("--input-shape must be integers like 3,224,224 (without the batch dimension)") from None
-    fake = FakeTensorMode(allow_non_fake_inputs=True)
-    model = build_user_model(args.model, fake)
-
-    def user_inputs(b: int) -> Any:
-        with fake:
-            return tuple(torch.randn(b, *s) for s in shapes)
-
-    return model, user_inputs, args.model, None, ""
+    spec = MODELS.get(args.model)
+    if spec is not None and spec.pretrained is not None and spec.eval_data is not None and not args.no_accuracy:
+        if args.seq_len is not None or args.decode:
+            raise CliError(
+                f"accuracy on {args.model}'s built-in data fixes its inputs; add --no-accuracy to price "
+                + ("another --seq-len" if args.seq_len is not None else "--decode")
+            )
+        choice = resolve_model(args, fake=False)
+        data = spec.eval_data(args.eval_batch)
+        if args.eval_limit:
+            data = first_items(data, args.eval_limit)
+        return choice.build(pretrained=True), choice.inputs, args.model, data, spec.metric
+    choice = resolve_model(args)  # shapes only: a 70B model costs no memory
+    return choice.build(), choice.inputs, args.model, None, ""
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from chipfit.hardware import list_devices
+    from chipfit.hardware import get_device, list_devices
     from chipfit.plan import BACKENDS, DEFAULT_BATCHES, OBJECTIVES, Constraints, PlanError, plan
     from chipfit.plan.html import render_html
 
@@ -146,7 +120,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise CliError("--ray-address goes with --backend ray")
     if args.workers is not None and args.workers < 1:
         raise CliError(f"--workers must be a positive integer, got {args.workers}")
-    devices = args.devices.split(",") if args.devices else [d.name for d in list_devices()]
+    files = args.device_file or ()
+    names = args.devices.split(",") if args.devices else [d.name for d in list_devices(device_files=files)]
+    devices = [get_device(n.strip(), files) for n in dict.fromkeys(names)]
     precisions = args.precisions.split(",") if args.precisions else None  # None: the defaults a device runs
     batches = _ints(args.batch_sizes, "--batch-sizes") if args.batch_sizes else list(DEFAULT_BATCHES)
     chips = _ints(args.chips, "--chips") if args.chips else [1]
@@ -258,8 +234,8 @@ def add_parsers(sub: Any) -> None:
         description="Sweep devices x precisions x batch sizes x chip counts with the cost model (accuracy by "
         "emulation where the model has data), and recommend one configuration with its reasons.",
     )
-    p.add_argument("model", help="a built-in model (see `chipfit models`) or path/to/file.py:factory")
-    p.add_argument("--input-shape", action="append", help="user models: one per positional input, no batch dim")
+    add_model_args(p, batch=False)
+    add_device_file_arg(p)
     p.add_argument("--objective", default="cost", help="latency, throughput, cost (default) or energy")
     p.add_argument("--max-latency-ms", type=float, help="longest acceptable step")
     p.add_argument("--max-accuracy-drop", type=float, help="top-1 points (or cosine units) you accept to lose")

@@ -11,8 +11,11 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from chipfit.cli.common import CliError, builtin_with_data, console, emit_json
+from chipfit.cli.common import CliError, console, emit_json
 from chipfit.cli.emulate_cmd import metric_text
+from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
+from chipfit.emulate.data import first_items
+from chipfit.hardware import get_device
 from chipfit.quant import CALIBRATORS, RECIPES
 
 __all__ = ["add_parsers"]
@@ -70,14 +73,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from chipfit.quant import layers, quantize_
     from chipfit.quant.search import search, sensitivity
 
-    spec = builtin_with_data(args.model, "chipfit.quant.quantize_(model, config, calibrate=...)")
+    choice = resolve_model(args, fake=False, data=True,
+                           own_model_hint="chipfit.quant.quantize_(model, config, calibrate=...)")  # fmt: skip
+    spec = choice.spec
+    if args.batch < 1:
+        raise CliError(f"--batch must be >= 1, got {args.batch}")
     if args.budget is not None and not args.device:
         raise CliError("--budget needs --device (the chip whose cost model the search minimises)")
     cfg = _config(args)
-    try:
-        base = spec.pretrained().eval()
-    except RuntimeError as e:
-        raise CliError(str(e)) from None
+    device = get_device(args.device, args.device_file or ()) if args.device else None
+    base = choice.build(pretrained=True).eval()
     data = spec.eval_data(args.batch)
     if spec.calib_data is not None:
         calib_batches = spec.calib_data(args.batch)
@@ -86,7 +91,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         calib_batches, data = data[:CALIB_SPLIT_BATCHES], data[CALIB_SPLIT_BATCHES:]
         split = f"first {CALIB_SPLIT_BATCHES} batches calibrate, the rest evaluate"
     if args.limit:
-        data = data[: max(1, math.ceil(args.limit / args.batch))]
+        data = first_items(data, args.limit)  # exactly --limit items
     calib = [inputs for inputs, _ in calib_batches]
     metric = _metric(spec.metric, data, base)
     fp32 = metric(base)
@@ -106,7 +111,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     result = None
     if args.budget is not None:
         levels = tuple(args.levels.split(",")) if args.levels else ("int4", "int8", "bf16")
-        result = search(base, metric, device=args.device, budget=args.budget, sample=calib[0], calibrate=calib,
+        result = search(base, metric, device=device, budget=args.budget, sample=calib[0], calibrate=calib,
                         levels=levels, objective=args.search_objective)  # fmt: skip
         if not result.met:
             top = levels[-1]
@@ -198,16 +203,17 @@ def add_parsers(sub: Any) -> None:
         "per-layer sensitivity table, and with --device/--budget a per-layer precision search that "
         "minimises the cost model's latency on that chip.",
     )
-    p.add_argument("model", help="digits-cnn or minilm")
+    add_model_args(p, batch=False, model_help="digits-cnn or minilm")
     p.add_argument("--method", help=f"INT8 calibration method: {', '.join(METHODS)} (default entropy)")
     p.add_argument("--recipe", help="a named recipe (see chipfit.quant.RECIPES): int8, int8-entropy, w4a8, fp8, ...")
     p.add_argument("--config", help="a QuantConfig JSON file")
     p.add_argument("--device", help="catalog device for the precision search")
+    add_device_file_arg(p)
     p.add_argument("--budget", type=float, help="least acceptable metric (top-1 fraction or mean cosine)")
     p.add_argument("--levels", help="search levels, cheapest first (default int4,int8,bf16)")
     p.add_argument("--search-objective", default="latency", help="what the search minimises: latency or energy")
     p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    p.add_argument("--limit", type=int, default=0, help="evaluate at most about this many items")
+    p.add_argument("--limit", type=int, default=0, help="evaluate the first N items only")
     p.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity table")
     p.add_argument("--export", help="write the quantized model as QDQ ONNX here (static int8 recipes)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

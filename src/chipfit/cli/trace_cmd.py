@@ -8,12 +8,10 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from chipfit.cli.common import CliError, build_user_model, console, emit_json
+from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.model_args import add_model_args, resolve_model
 
 __all__ = ["add_parsers", "build_and_trace"]
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64}
-
 
 def _human(n: float, unit: str = "") -> str:
     for scale, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -22,48 +20,14 @@ def _human(n: float, unit: str = "") -> str:
     return f"{n:.3g} {unit}".strip()
 
 
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(d) for d in text.lower().replace("x", ",").split(",") if d.strip())
-    except ValueError:
-        raise CliError(f"--input-shape {text!r} must be integers like 8,3,224,224") from None
-    if not dims or any(d < 1 for d in dims):
-        raise CliError(f"--input-shape {text!r} must be positive integers like 8,3,224,224")
-    return dims
-
-
 def build_and_trace(args: argparse.Namespace) -> Any:
     """Resolve MODEL (built-in or user factory), build it on fake tensors and trace it;
     bad arguments and untraceable models become CliErrors."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from chipfit.models import MODELS, get_model
     from chipfit.trace import TraceError, trace
 
-    if args.batch < 1:
-        raise CliError(f"--batch must be >= 1, got {args.batch}")
-    fake = FakeTensorMode(allow_non_fake_inputs=True)
-    if args.model in MODELS:
-        spec = get_model(args.model)
-        if args.input_shape:
-            raise CliError(
-                f"--input-shape is for user models; {args.model} makes its own inputs (use --batch, --seq-len)"
-            )
-        with fake:
-            model = spec.build()
-            inputs = spec.example_inputs(args.batch, args.seq_len, args.decode)
-    else:
-        if ":" not in args.model:
-            get_model(args.model)  # raises the error that lists the built-ins
-        if not args.input_shape:
-            raise CliError("a user model needs --input-shape (repeatable, one per positional input), e.g. 8,3,224,224")
-        dtype = DTYPES[args.dtype]
-        model = build_user_model(args.model, fake)
-        with fake:
-            shapes = [_shape(s) for s in args.input_shape]
-            inputs = tuple(
-                torch.randint(0, 2, s) if dtype == torch.int64 else torch.randn(s, dtype=dtype) for s in shapes
-            )
+    choice = resolve_model(args)
+    model = choice.build()
+    inputs = choice.inputs(args.batch)
     mode = "training" if args.train else "inference"
     try:
         return trace(model, inputs, mode=mode, optimizer=args.optimizer, name=args.model)
@@ -159,14 +123,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def add_common_model_args(p: argparse.ArgumentParser) -> None:
     from chipfit.trace.capture import OPTIMIZERS
 
-    p.add_argument("model", help="built-in name (chipfit models) or path/to/file.py:factory or package.module:factory")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--seq-len", type=int, default=None, help="sequence length for bert-* and decoder-* models")
-    p.add_argument(
-        "--decode", action="store_true", help="decoder-* models: one decode step over a KV cache of --seq-len"
-    )
-    p.add_argument("--input-shape", action="append", help="user models: one per positional input, e.g. 8,3,224,224")
-    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="user models: input dtype")
+    add_model_args(p)
     p.add_argument("--train", action="store_true", help="a training step: forward, backward, optimizer")
     p.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="training optimizer (default sgd)")
 

@@ -12,6 +12,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
+from chipfit.hardware import get_device
 
 __all__ = ["add_parsers"]
 
@@ -26,6 +28,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.model not in TRAINABLE:
         raise CliError(f"chipfit train runs {', '.join(TRAINABLE)} (its data is built in); got {args.model!r}")
+    resolve_model(args, fake=False, data=True, own_model_hint="chipfit.amp.MixedPrecision")  # the shared flag checks
+    device = get_device(args.device, args.device_file or ())
     if args.loss_scaling not in LOSS_SCALING:
         raise CliError(f"unknown --loss-scaling {args.loss_scaling!r}; known: {', '.join(LOSS_SCALING)}")
     if args.epochs < 1 or args.batch < 1:
@@ -37,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     g = torch.Generator().manual_seed(args.seed)
     steps = args.epochs * -(-len(d.x_train) // args.batch)
     quiet = args.json or args.no_progress
-    with MixedPrecision(args.device, args.precision, model=model, loss_scaling=args.loss_scaling) as mp, \
+    with MixedPrecision(device, args.precision, model=model, loss_scaling=args.loss_scaling) as mp, \
             Progress(console=console(), disable=quiet, transient=True) as bar:  # fmt: skip
         task = bar.add_task(f"{args.device} {args.precision}", total=steps)
         sizes: list[int] = []  # items per step, to weight the last epoch's mean loss
@@ -53,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model.eval()
     with torch.no_grad():
         top1 = float((model(d.x_test).argmax(-1) == d.y_test).float().mean())
-    cost = training_cost(model, (d.x_train[: args.batch],), args.device, args.precision,
+    cost = training_cost(model, (d.x_train[: args.batch],), device, args.precision,
                          loss_fn=lambda out: F.cross_entropy(out, d.y_train[: args.batch]))  # fmt: skip
     if args.save_json:
         mp.save_json(args.save_json)
@@ -101,8 +105,9 @@ def add_parsers(sub: Any) -> None:
         description="Train digits-cnn (scikit-learn's digits) from scratch with the device's training numerics: "
         "FP32 master weights, loss scaling, per-step gradient underflow/overflow diagnostics.",
     )
-    p.add_argument("model", help="digits-cnn")
+    add_model_args(p, batch=False, model_help="digits-cnn")
     p.add_argument("--device", required=True, help="catalog device (see `chipfit devices`)")
+    add_device_file_arg(p)
     p.add_argument("--precision", required=True, help="fp32, tf32, bf16, fp16, fp8, ...")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch", type=int, default=64)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from chipfit.hardware.device import Device
 from chipfit.quant.api import Calibration, _set, layers, only, quantize_
 from chipfit.quant.spec import QuantConfig, get_recipe
 
@@ -140,7 +141,7 @@ class SearchResult:
 
 
 def _layer_costs(
-    model: nn.Module, sample: Sequence[Any], device: str, precisions: list[str], names: list[str]
+    model: nn.Module, sample: Sequence[Any], device: str | Device, precisions: list[str], names: list[str]
 ) -> dict[str, tuple[float, float, dict[str, tuple[float, float]]]]:
     """precision -> (model latency, model energy, layer -> (latency, energy))."""
     from chipfit.cost import estimate
@@ -162,7 +163,7 @@ def search(
     model: nn.Module,
     metric: Metric,
     *,
-    device: str,
+    device: str | Device,
     budget: float,
     sample: Sequence[Any],
     calibrate: Calibration | None = None,
@@ -186,6 +187,7 @@ def search(
     from chipfit.hardware import get_device
 
     dev = get_device(device)
+    device = dev.name
     usable = []
     for lv in levels:
         try:
@@ -197,7 +199,7 @@ def search(
         raise ValueError(f"{device} runs none of the levels {', '.join(levels)}")
     top = usable[-1]
     names = [n for n, m in model.named_modules() if type(m).__name__ in targets]
-    costs = _layer_costs(model, sample, device, [LEVELS[lv][1] for lv in usable], names)
+    costs = _layer_costs(model, sample, dev, [LEVELS[lv][1] for lv in usable], names)
     variants: dict[str, nn.Module] = {}
     for lv in usable:
         recipe = LEVELS[lv][0]
