@@ -9,11 +9,42 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "cache_dir", "write_text_atomic"]
+from chipfit.errors import InputError
+
+__all__ = ["atomic_path", "cache_dir", "check_output_path", "write_text_atomic"]
 
 
 _NOT_FILES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
               (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))  # fmt: skip
+
+
+def _target(path: str | Path) -> tuple[Path, os.stat_result | None]:
+    """The file `path` names (through a symlink) and its stat, refusing what is not a file."""
+    p = Path(path)
+    if p.is_symlink():
+        p = p.resolve()
+    try:
+        st = os.stat(p)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    if st is not None:
+        what = next((w for test, w in _NOT_FILES if test(st.st_mode)), None)
+        if what is not None:
+            raise InputError(f"{path} is {what}, not a file: give the path of a file to write")
+    return p, st
+
+
+def check_output_path(path: str | Path) -> None:
+    """Refuse, before any work is done, an output path that cannot be written: not a file, under
+    something that is not a folder, or in a folder this user cannot write."""
+    p, _st = _target(path)
+    ancestor = p.parent if str(p.parent) else Path(".")
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"cannot write {path}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {path}: no write permission in {ancestor}")
 
 
 @contextmanager
@@ -23,17 +54,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     what was there. A symlink is written through (its target is replaced, the link stays); an
     existing file keeps its permissions (a new one gets the umask's); a directory, FIFO, device
     or socket is refused with a ValueError before anything is written."""
-    p = Path(path)
-    if p.is_symlink():
-        p = p.resolve()
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        what = next((w for test, w in _NOT_FILES if test(st.st_mode)), None)
-        if what is not None:
-            raise ValueError(f"{path} is {what}, not a file: give the path of a file to write")
+    p, st = _target(path)
     parent = p.parent if str(p.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".tmp")

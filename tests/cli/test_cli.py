@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +100,55 @@ def test_the_plan_table_shows_times_in_a_readable_unit(capsys: pytest.CaptureFix
     assert main(["plan", "mlp", "--devices", "h100-sxm", "--precisions", "bf16", "--batch-sizes", "1"]) == 0
     out = capsys.readouterr().out
     assert "time/step" in out and " µs " in out and "ms/step" not in out
+
+
+def test_a_bug_shows_its_traceback_and_says_it_is_a_bug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import chipfit.cli.formats_cmd as formats_cmd
+
+    def buggy(_args: object) -> int:
+        return int(math.log10(0))  # an internal error, not the user's: "math domain error" alone would hide it
+
+    monkeypatch.setattr(formats_cmd, "cmd_formats", buggy)
+    assert main(["formats"]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ValueError: math domain error" in err
+    assert err.rstrip().splitlines()[-1].startswith("chipfit: internal error: this is a bug in chipfit")
+
+
+def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    model = tmp_path / "net.py"
+    model.write_text("import torch\n\ndef make():\n    return torch.nn.Linear(8, 2)\n")
+    data = tmp_path / "wrong.pt"
+    torch.save({"inputs": torch.randn(4, 5), "targets": torch.zeros(4, dtype=torch.long)}, data)
+    cases = [
+        (["plan", f"{model}:make", "--eval-data", str(data), "--devices", "a100-sxm", "--backend", "serial"],
+         "the model fails on the evaluation data in plain FP32 (batch 1, inputs [4, 5])"),
+        (["plan", f"{model}:make", "--input-shape", "5", "--devices", "a100-sxm", "--backend", "serial"],
+         "cannot run on fake tensors"),
+        (["plan", "mlp", "--csv", str(tmp_path)], "is a directory, not a file"),
+        (["plan", "mlp", "--html", str(model / "r.html")], "is not a folder"),
+        (["trace", "mlp", "--batch", "x"], "argument --batch: 'x' is not a positive integer"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (argv, err)
+
+
+def test_an_unwritable_output_is_refused_before_the_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import chipfit.plan as plan_pkg
+
+    def never(*_a: object, **_k: object) -> None:
+        raise AssertionError("the sweep ran although its output cannot be written")
+
+    monkeypatch.setattr(plan_pkg, "plan", never)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["plan", "mlp", "--csv", str(blocker / "out.csv")]) == 2
+    assert "is not a folder" in capsys.readouterr().err

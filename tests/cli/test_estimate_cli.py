@@ -51,4 +51,6 @@ def test_estimate_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["estimate", "mlp", "--device", "t4", "--precision", "fp7"]) == 2
     assert "unknown precision 'fp7'; known: fp32" in capsys.readouterr().err
     assert main(["estimate", "mlp", "--batch", "0"]) == 2
-    assert "--batch must be >= 1" in capsys.readouterr().err
+    err = capsys.readouterr().err  # a usage error is one line too, pointing at --help
+    assert err == ("chipfit estimate: error: argument --batch: '0' is not a positive integer up to 2,147,483,647 "
+                   "(see `chipfit estimate --help`)\n")  # fmt: skip

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from chipfit.errors import InputError
 from chipfit.hardware.device import Device
 
 __all__ = ["TrainingCost", "training_cost"]
@@ -66,7 +67,7 @@ def training_cost(
     from chipfit.trace.capture import OPTIMIZERS
 
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+        raise InputError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
     dev = get_device(device)
     fmt = resolve_precision(dev, precision).format
     tr = trace(model, list(sample), mode="training", loss_fn=loss_fn, optimizer=optimizer)

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from chipfit.errors import InputError
+
 __all__ = ["LossScaler", "ScalerStep"]
 
 
@@ -44,13 +46,13 @@ class LossScaler:
 
     def __post_init__(self) -> None:
         if self.init_scale <= 0:
-            raise ValueError(f"init_scale must be > 0, got {self.init_scale}")
+            raise InputError(f"init_scale must be > 0, got {self.init_scale}")
         if self.growth_factor <= 1.0:
-            raise ValueError(f"growth_factor must be > 1, got {self.growth_factor}")
+            raise InputError(f"growth_factor must be > 1, got {self.growth_factor}")
         if not 0.0 < self.backoff_factor < 1.0:
-            raise ValueError(f"backoff_factor must be in (0, 1), got {self.backoff_factor}")
+            raise InputError(f"backoff_factor must be in (0, 1), got {self.backoff_factor}")
         if self.growth_interval < 1:
-            raise ValueError(f"growth_interval must be >= 1, got {self.growth_interval}")
+            raise InputError(f"growth_interval must be >= 1, got {self.growth_interval}")
         self._scale = torch.tensor(self.init_scale, dtype=torch.float32)
         self._growth_tracker = 0
         self._found_inf: bool | None = None  # None: not unscaled this step

@@ -32,10 +32,11 @@ from torch import nn
 from torch.utils._python_dispatch import _disable_current_modes
 
 from chipfit.amp.scaler import LossScaler
-from chipfit.hardware.device import Device
 from chipfit.emulate import NumericsPolicy, policy_for
 from chipfit.emulate.mode import Run, emulate
 from chipfit.emulate.report import RoundingCount
+from chipfit.errors import InputError
+from chipfit.hardware.device import Device
 from chipfit.paths import write_text_atomic
 
 __all__ = ["LOSS_SCALING", "MixedPrecision", "StepRecord"]
@@ -75,7 +76,7 @@ class MixedPrecision:
                  loss_scaling: str = "auto", init_scale: float = 2.0**16, growth_interval: int = 2000,
                  diagnostics: bool = True, policy: NumericsPolicy | None = None) -> None:  # fmt: skip
         if loss_scaling not in LOSS_SCALING:
-            raise ValueError(f"unknown loss_scaling {loss_scaling!r}; known: {', '.join(LOSS_SCALING)}")
+            raise InputError(f"unknown loss_scaling {loss_scaling!r}; known: {', '.join(LOSS_SCALING)}")
         self.device = device if isinstance(device, str) else device.name
         self.precision = precision
         self.policy = policy or policy_for(device, precision, fp8_scaling="delayed")

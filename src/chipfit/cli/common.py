@@ -9,17 +9,54 @@ from typing import Any
 
 from rich.console import Console
 
-__all__ = ["CliError", "console", "emit_json", "jsonable", "num"]
+from chipfit.errors import InputError
+
+__all__ = ["CliError", "console", "count_or_all", "emit_json", "jsonable", "num", "positive", "progress_bar"]
 
 
-class CliError(Exception):
-    """A user error: printed as one line, exit status 2."""
+class CliError(InputError):
+    """A user error found by the CLI itself: printed as one line, exit status 2."""
 
 
 def console() -> Console:
     """Wide enough for our tables when output goes to a pipe or a file."""
     probe = Console()
     return Console(highlight=False, width=probe.width if probe.is_terminal else 160)
+
+
+MAX_COUNT = 2**31 - 1  # a batch, length or count beyond this overflows tensor sizes long before it means anything
+
+
+def _count(text: str, least: int) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        v = None
+    if v is None or not least <= v <= MAX_COUNT:
+        what = "a positive integer" if least else "a non-negative integer (0: all)"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what} up to {MAX_COUNT:,}")
+    return v
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer in [1, MAX_COUNT], else a one-line usage error."""
+    return _count(text, 1)
+
+
+def count_or_all(text: str) -> int:
+    """argparse type: an integer in [0, MAX_COUNT] where 0 means no limit."""
+    return _count(text, 0)
+
+
+def progress_bar(quiet: bool = False) -> Any:
+    """A transient progress bar on a terminal; nothing at all (not even a blank line) when `quiet` or
+    on a pipe or file."""
+    from rich.progress import Progress
+
+    c = console()
+    return Progress(console=c, disable=quiet or not c.is_terminal, transient=True)
 
 
 def jsonable(obj: Any) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.common import CliError, console, count_or_all, emit_json, positive
 from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
 
 __all__ = ["add_parsers", "grid", "metric_text"]
@@ -127,10 +127,10 @@ def add_parsers(sub: Any) -> None:
         "--precision", action="append", help="fp32 tf32 bf16 fp16 fp8 e5m2 int8 int4 fp4 mxfp8 (repeatable), or 'all'"
     )
     p.add_argument("--accumulate", help="accumulation preset: fp32 (default), fp16, fp8-fast-accum, fp8-promote-128")
-    p.add_argument("--batch", type=int, default=32, help="evaluation batch size (default 32)")
-    p.add_argument("--limit", type=int, default=0, help="evaluate the first N items only")
+    p.add_argument("--batch", type=positive, default=32, help="evaluation batch size (default 32)")
+    p.add_argument("--limit", type=count_or_all, default=0, help="evaluate the first N items only")
     p.add_argument("--report", action="store_true", help="per-op SQNR vs FP32 for the first device x precision")
-    p.add_argument("--top", type=int, default=10, help="ops shown by --report")
+    p.add_argument("--top", type=positive, default=10, help="ops shown by --report")
     p.add_argument("--retrain", action="store_true", help="digits-cnn: train again and rewrite the cached weights")
     add_device_file_arg(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")

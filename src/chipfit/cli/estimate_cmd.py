@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from chipfit.cli.common import console, emit_json
+from chipfit.cli.common import console, emit_json, positive
 from chipfit.cli.model_args import add_device_file_arg
 from chipfit.cli.trace_cmd import _human, add_common_model_args, build_and_trace
 
@@ -20,9 +20,7 @@ def _money(v: float | None) -> str:
 
 def cmd_estimate(args: argparse.Namespace) -> int:
     from chipfit.cost import estimate
-    from chipfit.hardware import get_device
-
-    from chipfit.hardware import list_devices
+    from chipfit.hardware import get_device, list_devices
     from chipfit.hardware.precision import resolve_precision
 
     files = args.device_file or ()
@@ -124,7 +122,7 @@ def add_parsers(sub: Any) -> None:
         "--precision", action="append",
         help="fp32, tf32, bf16, fp16, fp8, int8, int4, fp4 or a format name (repeat to compare; default bf16)",
     )  # fmt: skip
-    ep.add_argument("--top", type=int, default=10)
+    ep.add_argument("--top", type=positive, default=10)
     ep.add_argument("--json", action="store_true")
     ep.set_defaults(func=cmd_estimate)
 

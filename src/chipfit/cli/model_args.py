@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from chipfit.cli.common import CliError, build_user_model
+from chipfit.cli.common import CliError, build_user_model, positive
 
 __all__ = ["DTYPES", "ModelChoice", "add_device_file_arg", "add_model_args", "parse_item_shape", "resolve_model"]
 
@@ -39,7 +39,7 @@ def add_model_args(p: argparse.ArgumentParser, *, batch: bool = True, model_help
     """MODEL, --batch (unless the command sweeps batches itself), --input-shape, --dtype, --seq-len, --decode."""
     p.add_argument("model", help=model_help)
     if batch:
-        p.add_argument("--batch", type=int, default=1, help="items per step (default 1)")
+        p.add_argument("--batch", type=positive, default=1, help="items per step (default 1)")
     p.add_argument(
         "--input-shape", action="append", metavar="DIMS",
         help="user models: the shape of one item of a positional input, without the batch dimension, e.g. "
@@ -49,12 +49,16 @@ def add_model_args(p: argparse.ArgumentParser, *, batch: bool = True, model_help
         "--dtype", action="append", choices=sorted(DTYPES),
         help="user models: the inputs' dtype (once for all, or once per --input-shape; default float32)",
     )  # fmt: skip
-    p.add_argument("--seq-len", type=int, help="sequence length of the bert-*, decoder-* and minilm models")
-    p.add_argument("--decode", action="store_true", help="decoder-* models: one decode step over a KV cache of --seq-len")
+    p.add_argument("--seq-len", type=positive, help="sequence length of the bert-*, decoder-* and minilm models")
+    p.add_argument(
+        "--decode", action="store_true", help="decoder-* models: one decode step over a KV cache of --seq-len"
+    )
 
 
 def add_device_file_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device-file", action="append", metavar="PATH", help="extra or overriding device TOML (repeatable)")
+    p.add_argument(
+        "--device-file", action="append", metavar="PATH", help="extra or overriding device TOML (repeatable)"
+    )
 
 
 def parse_item_shape(text: str) -> tuple[int, ...]:
@@ -93,7 +97,8 @@ class ModelChoice:
         """The module: on fake tensors when the choice is fake, else for real (a built-in's trained
         weights with `pretrained`)."""
         if self.spec is None:
-            return build_user_model(self.name, self._mode())
+            user: torch.nn.Module = build_user_model(self.name, self._mode())
+            return user
         if pretrained and self.spec.pretrained is not None:
             try:
                 model: torch.nn.Module = self.spec.pretrained()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.progress import Progress
 from rich.table import Table
 
-from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.common import CliError, console, count_or_all, emit_json, positive, progress_bar
 from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
 from chipfit.emulate.data import first_items
 from chipfit.plan.html import drop_text
@@ -142,7 +141,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         drop = drop / 100  # given in points
     cons = Constraints(args.max_latency_ms, drop, args.max_usd_per_hour)
     quiet = args.json or args.csv_only
-    with Progress(console=console(), disable=quiet, transient=True) as bar:
+    with progress_bar(quiet) as bar:
         task = bar.add_task("sweeping", total=None)
 
         def progress(done: int, total: int) -> None:
@@ -258,21 +257,21 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--metric", help="with --eval-data: top1 (needs targets), agreement or cosine (default: "
                    "top1 with targets, else cosine)")  # fmt: skip
-    p.add_argument("--eval-batch", type=int, default=64, help="batch size of the accuracy measurement")
-    p.add_argument("--eval-limit", type=int, default=0, help="measure accuracy on the first N items only")
+    p.add_argument("--eval-batch", type=positive, default=64, help="batch size of the accuracy measurement")
+    p.add_argument("--eval-limit", type=count_or_all, default=0, help="measure accuracy on the first N items only")
     p.add_argument("--no-accuracy", action="store_true", help="skip the accuracy measurement")
     p.add_argument(
         "--quant",
         help="a quantization recipe (see `chipfit quantize --help`) or QuantConfig JSON file: where a device runs "
         "its formats, the accuracy is the quantized model's instead of emulation's generic scaling",
     )
-    p.add_argument("--top", type=int, default=15, help="Pareto rows shown")
+    p.add_argument("--top", type=positive, default=15, help="Pareto rows shown")
     p.add_argument(
         "--backend",
         default="local",
         help="where the sweep runs: local (a process pool, default), ray (a Ray cluster) or serial",
     )
-    p.add_argument("--workers", type=int, help="local: worker processes (default one per core); ray: CPUs")
+    p.add_argument("--workers", type=positive, help="local: worker processes (default one per core); ray: CPUs")
     p.add_argument("--ray-address", help="ray: the cluster to join (default: start a local instance; 'auto')")
     p.add_argument("--html", help="write a self-contained HTML report here")
     p.add_argument("--csv", help="write every configuration as CSV here")

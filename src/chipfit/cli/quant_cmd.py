@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.common import CliError, console, count_or_all, emit_json, positive
 from chipfit.cli.emulate_cmd import metric_text
 from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
 from chipfit.emulate.data import first_items
@@ -109,7 +109,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         })  # fmt: skip
     sens = sensitivity(model, metric, sample=calib[0]) if not args.no_sensitivity else []
     result = None
-    if args.budget is not None:
+    if args.budget is not None and device is not None:
         levels = tuple(args.levels.split(",")) if args.levels else ("int4", "int8", "bf16")
         result = search(base, metric, device=device, budget=args.budget, sample=calib[0], calibrate=calib,
                         levels=levels, objective=args.search_objective)  # fmt: skip
@@ -212,8 +212,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--budget", type=float, help="least acceptable metric (top-1 fraction or mean cosine)")
     p.add_argument("--levels", help="search levels, cheapest first (default int4,int8,bf16)")
     p.add_argument("--search-objective", default="latency", help="what the search minimises: latency or energy")
-    p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    p.add_argument("--limit", type=int, default=0, help="evaluate the first N items only")
+    p.add_argument("--batch", type=positive, default=32, help="batch size (default 32)")
+    p.add_argument("--limit", type=count_or_all, default=0, help="evaluate the first N items only")
     p.add_argument("--no-sensitivity", action="store_true", help="skip the per-layer sensitivity table")
     p.add_argument("--export", help="write the quantized model as QDQ ONNX here (static int8 recipes)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-import torch
 from rich.table import Table
 
-from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.common import CliError, console, emit_json, positive
 from chipfit.cli.model_args import add_model_args, resolve_model
 
 __all__ = ["add_parsers", "build_and_trace"]
+
 
 def _human(n: float, unit: str = "") -> str:
     for scale, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -134,7 +134,7 @@ def add_parsers(sub: Any) -> None:
     mp.set_defaults(func=cmd_models)
     tp = sub.add_parser("trace", help="every op of a model's inference or training step, without running it")
     add_common_model_args(tp)
-    tp.add_argument("--top", type=int, default=10, help="how many top ops to list")
+    tp.add_argument("--top", type=positive, default=10, help="how many top ops to list")
     tp.add_argument("--save", metavar="PATH", help="write the full trace (every record) as JSON")
     tp.add_argument("--json", action="store_true")
     tp.set_defaults(func=cmd_trace)

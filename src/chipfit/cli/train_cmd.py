@@ -8,10 +8,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 from rich.table import Table
 
-from chipfit.cli.common import CliError, console, emit_json
+from chipfit.cli.common import CliError, console, emit_json, positive, progress_bar
 from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
 from chipfit.hardware import get_device
 
@@ -42,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     steps = args.epochs * -(-len(d.x_train) // args.batch)
     quiet = args.json or args.no_progress
     with MixedPrecision(device, args.precision, model=model, loss_scaling=args.loss_scaling) as mp, \
-            Progress(console=console(), disable=quiet, transient=True) as bar:  # fmt: skip
+            progress_bar(quiet) as bar:  # fmt: skip
         task = bar.add_task(f"{args.device} {args.precision}", total=steps)
         sizes: list[int] = []  # items per step, to weight the last epoch's mean loss
         for _ in range(args.epochs):
@@ -109,8 +108,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--device", required=True, help="catalog device (see `chipfit devices`)")
     add_device_file_arg(p)
     p.add_argument("--precision", required=True, help="fp32, tf32, bf16, fp16, fp8, ...")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--epochs", type=positive, default=10)
+    p.add_argument("--batch", type=positive, default=64)
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--loss-scaling", default="auto", help="auto (default), dynamic, static, none")

@@ -30,6 +30,7 @@ from typing import Any
 
 from chipfit.cost.memory import StepMemory, step_memory, traffic_scale
 from chipfit.cost.units import MATRIX_MODELS
+from chipfit.errors import InputError
 from chipfit.hardware import Device, get_device
 from chipfit.hardware.precision import PRECISION_ALIASES, How, Precision, resolve_precision
 from chipfit.trace import Trace
@@ -157,7 +158,7 @@ class Estimate:
         """Sums by 'op_class', 'module' (first path component), 'layer' (the full module path: the
         innermost module that ran the op), 'phase' or 'unit'; largest time first."""
         if key not in BY_KEYS:
-            raise ValueError(f"unknown key {key!r}; known: {', '.join(BY_KEYS)}")
+            raise InputError(f"unknown key {key!r}; known: {', '.join(BY_KEYS)}")
         out: dict[str, dict[str, float]] = defaultdict(lambda: {"time_s": 0.0, "energy_j": 0.0, "flops": 0.0, "ops": 0})
         for r in self.rows:
             k = r.module.split(".")[0] if key == "module" else r.module if key == "layer" else getattr(r, key)

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from chipfit.errors import InputError
 from chipfit.hardware import Device, MatrixUnit
 from chipfit.hardware.device import MATRIX_KINDS
 
@@ -38,7 +39,7 @@ MATRIX_MODELS: dict[str, MatrixModel] = {}
 def register_matrix_model(kind: str) -> Callable[[MatrixModel], MatrixModel]:
     def deco(fn: MatrixModel) -> MatrixModel:
         if kind in MATRIX_MODELS:
-            raise ValueError(f"a matrix model for {kind!r} is already registered")
+            raise InputError(f"a matrix model for {kind!r} is already registered")
         MATRIX_MODELS[kind] = fn
         return fn
 
@@ -79,7 +80,7 @@ def systolic_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str)
     elif dataflow == "weight-stationary":
         sr, sc, t = k, n, m
     else:
-        raise ValueError(f"unknown dataflow {dataflow!r}; known: output-stationary, weight-stationary")
+        raise InputError(f"unknown dataflow {dataflow!r}; known: output-stationary, weight-stationary")
     folds = math.ceil(sr / rows) * math.ceil(sc / cols)
     return folds * (2 * rows + cols + t - 2)
 

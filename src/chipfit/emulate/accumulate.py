@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from chipfit.errors import InputError
 from chipfit.formats import FloatFormat, NanEncoding, Rounding, get_format, quantize
 from chipfit.formats._kernels import accumulate_kernel, narrow_kernel
 from chipfit.formats.profiles import get_profile
@@ -62,7 +63,7 @@ def accumulator_format(name: str) -> FloatFormat:
     f = ACCUMULATOR_FORMATS.get(name) or get_format(name)
     if not isinstance(f, FloatFormat):
         known = ", ".join([*ACCUMULATOR_FORMATS, "or a float format of chipfit.formats"])
-        raise ValueError(f"accumulator format {name!r} must be a float format; known: {known}")
+        raise InputError(f"accumulator format {name!r} must be a float format; known: {known}")
     return f
 
 
@@ -86,11 +87,11 @@ class Accumulation:
         accumulator_format(self.format)
         parse_rounding(self.rounding)
         if self.chunk_k is not None and self.chunk_k < 1:
-            raise ValueError(f"chunk_k must be >= 1 or None, got {self.chunk_k}")
+            raise InputError(f"chunk_k must be >= 1 or None, got {self.chunk_k}")
         if self.promote_k is not None and (
             self.chunk_k is None or self.promote_k < self.chunk_k or self.promote_k % self.chunk_k
         ):
-            raise ValueError(f"promote_k ({self.promote_k}) must be a multiple of chunk_k ({self.chunk_k})")
+            raise InputError(f"promote_k ({self.promote_k}) must be a multiple of chunk_k ({self.chunk_k})")
 
     @property
     def default(self) -> bool:
@@ -135,7 +136,7 @@ def get_accumulation(acc: str | Accumulation) -> Accumulation:
     try:
         return ACCUMULATIONS[acc]
     except KeyError:
-        raise ValueError(f"unknown accumulation {acc!r}; known: {', '.join(ACCUMULATIONS)}") from None
+        raise InputError(f"unknown accumulation {acc!r}; known: {', '.join(ACCUMULATIONS)}") from None
 
 
 _ROWS = 32  # output rows computed together, so each row of b is reused from cache

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from chipfit.errors import InputError
+
 __all__ = ["first_items", "load_batches"]
 
 FORMATS = (".pt", ".npz")
@@ -56,7 +58,7 @@ Batch = tuple[tuple[torch.Tensor, ...], torch.Tensor | None]
 def first_items(batches: list[Batch], n: int) -> list[Batch]:
     """The first `n` items of `batches` exactly (the last batch cut short); all when n >= their total."""
     if n < 1:
-        raise ValueError(f"the item limit must be a positive integer, got {n}")
+        raise InputError(f"the item limit must be a positive integer, got {n}")
     out: list[Batch] = []
     left = n
     for inputs, target in batches:
@@ -76,7 +78,7 @@ def load_batches(path: str | Path, batch: int) -> list[tuple[tuple[torch.Tensor,
     if not p.is_file():
         raise _bad(p, "no such file")
     if batch < 1:
-        raise ValueError(f"batch must be a positive integer, got {batch}")
+        raise InputError(f"batch must be a positive integer, got {batch}")
     inputs, targets = _read(p)
     if not inputs or not all(isinstance(t, torch.Tensor) and t.dim() >= 1 for t in inputs):
         raise _bad(p, "'inputs' is not a tensor or a list of tensors with an item dimension")

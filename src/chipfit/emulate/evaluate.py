@@ -19,6 +19,7 @@ from torch import nn
 
 from chipfit.emulate.mode import emulate
 from chipfit.emulate.policy import NumericsPolicy, policy_for
+from chipfit.errors import InputError
 
 __all__ = ["METRICS", "EvalRow", "Evaluation", "evaluate"]
 
@@ -27,10 +28,10 @@ MetricFn = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], float]
 
 def _top1(out: torch.Tensor, target: torch.Tensor | None, _ref: torch.Tensor) -> float:
     if target is None:
-        raise ValueError("metric top1 needs targets in the data: (inputs, target) pairs")
+        raise InputError("metric top1 needs targets in the data: (inputs, target) pairs")
     classes = out.shape[-1]
     if target.numel() and (int(target.min()) < 0 or int(target.max()) >= classes):
-        raise ValueError(
+        raise InputError(
             f"targets run from {int(target.min())} to {int(target.max())}, but the model has {classes} classes "
             f"(0..{classes - 1}): check --eval-data's 'targets'"
         )
@@ -102,6 +103,23 @@ def _call(model: nn.Module, inputs: Any) -> torch.Tensor:
     return out.detach()
 
 
+def _reference(model: nn.Module, batches: list[Any]) -> list[torch.Tensor]:
+    """The FP32 outputs. The user's model failing on the user's data is the user's to fix (the
+    shapes do not match, the model raises): an InputError naming the batch and its shapes."""
+    out = []
+    for i, (inp, _t) in enumerate(batches):
+        try:
+            out.append(_call(model, inp))
+        except Exception as e:  # any failure of the user's own model on the user's data
+            items = inp if isinstance(inp, (tuple, list)) else (inp,)
+            shapes = ", ".join(str(list(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__ for t in items)
+            raise InputError(
+                f"the model fails on the evaluation data in plain FP32 (batch {i + 1}, inputs {shapes}): "
+                f"{type(e).__name__}: {e}"
+            ) from e
+    return out
+
+
 def _score(metric: MetricFn, outs: list[torch.Tensor], batches: list[Any], refs: list[torch.Tensor]) -> float:
     total = n = 0.0
     for out, (_inp, target), ref in zip(outs, batches, refs, strict=True):
@@ -132,7 +150,7 @@ def evaluate(
     """
     if isinstance(metric, str):
         if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)} (or pass a callable)")
+            raise InputError(f"unknown metric {metric!r}; known: {', '.join(METRICS)} (or pass a callable)")
         fn, name = METRICS[metric], metric
     elif callable(metric):
         fn, name = (lambda o, t, _r: float(metric(o, t))), getattr(metric, "__name__", "custom")  # type: ignore[call-arg]
@@ -140,14 +158,14 @@ def evaluate(
         raise TypeError("metric must be a name or a callable (outputs, targets) -> float")
     batches = list(data)
     if not batches:
-        raise ValueError("data is empty")
+        raise InputError("data is empty")
     jobs = [policy_for(d, p, accumulate=accumulate) for d in devices for p in precisions] + list(policies)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             t0 = time.perf_counter()
-            refs = [_call(model, inp) for inp, _t in batches]
+            refs = _reference(model, batches)
             fp32_s = time.perf_counter() - t0
             fp32 = _score(fn, refs, batches, refs)
             ev = Evaluation(name, fp32, sum(r.shape[0] for r in refs), fp32_seconds=fp32_s)

@@ -22,6 +22,7 @@ from chipfit.emulate.accumulate import chunked_matmul
 from chipfit.emulate.policy import NumericsPolicy, Operand
 from chipfit.emulate.scaling import Inv, format_max, round_to
 from chipfit.emulate.storage import FP32 as _FP32
+from chipfit.errors import InputError
 
 if TYPE_CHECKING:
     from chipfit.emulate.mode import EmulationMode
@@ -41,7 +42,7 @@ def handles(*ops: Any) -> Callable[[Kernel], Kernel]:
     def deco(fn: Kernel) -> Kernel:
         for op in ops:
             if op in MATRIX_KERNELS:
-                raise ValueError(f"{op} already has a matrix kernel ({MATRIX_KERNELS[op].__name__})")
+                raise InputError(f"{op} already has a matrix kernel ({MATRIX_KERNELS[op].__name__})")
             MATRIX_KERNELS[op] = fn
         return fn
 

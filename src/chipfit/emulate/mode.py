@@ -45,6 +45,7 @@ from chipfit.emulate.report import OpStat, Report, RoundingWatch
 from chipfit.emulate.scaling import ScaleState, prepare, round_to
 from chipfit.emulate.storage import FP32 as _FP32
 from chipfit.emulate.storage import Storage
+from chipfit.errors import InputError
 from chipfit.trace.classify import classify
 from chipfit.vocab import MATRIX_CLASSES
 
@@ -66,7 +67,7 @@ class Run:
     def report(self, sqnr: bool | None = None) -> Report:
         """Per-op formats and fallbacks; SQNR against the FP32 shadow when the run kept one."""
         if sqnr and not self.shadow:
-            raise ValueError("SQNR needs an FP32 shadow run: use emulate(..., shadow=True)")
+            raise InputError("SQNR needs an FP32 shadow run: use emulate(..., shadow=True)")
         rows = sorted(self.stats.values(), key=lambda r: r.order)
         if sqnr is False:
             rows = [OpStat(**{**r.__dict__, "measured": False}) for r in rows]
@@ -104,7 +105,7 @@ class Run:
     def shadow_of(self, t: torch.Tensor) -> torch.Tensor:
         """The FP32 shadow value of a tensor produced under emulation (needs shadow=True)."""
         if self._mode is None or not self.shadow:
-            raise ValueError("no shadow run: use emulate(..., shadow=True)")
+            raise InputError("no shadow run: use emulate(..., shadow=True)")
         got = self._mode.shadows.get(t)
         return t if got is None else got
 
@@ -465,12 +466,12 @@ def emulate(
     """
     if policy is None:
         if device is None or precision is None:
-            raise ValueError("emulate needs device= and precision= (see `chipfit devices`), or policy=")
+            raise InputError("emulate needs device= and precision= (see `chipfit devices`), or policy=")
         policy = policy_for(
             device, precision, accumulate=accumulate, tf32_rounding=tf32_rounding, fp8_scaling=fp8_scaling
         )
     elif device is not None or precision is not None or accumulate is not None:
-        raise ValueError("pass either policy= or device=/precision=/accumulate=, not both")
+        raise InputError("pass either policy= or device=/precision=/accumulate=, not both")
     run = Run(policy, shadow)
     mode = EmulationMode(policy, run, shadow)
     if watch:

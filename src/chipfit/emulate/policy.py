@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from chipfit.emulate.accumulate import Accumulation, get_accumulation
+from chipfit.errors import InputError
 from chipfit.formats import BlockFormat, FloatFormat, IntFormat, get_format
 from chipfit.formats.quantize import parse_rounding
 from chipfit.hardware import Device, get_device
@@ -73,12 +74,12 @@ class Scaling:
 
     def __post_init__(self) -> None:
         if self.kind not in SCALING_KINDS:
-            raise ValueError(f"unknown scaling {self.kind!r}; known: {', '.join(SCALING_KINDS)}")
+            raise InputError(f"unknown scaling {self.kind!r}; known: {', '.join(SCALING_KINDS)}")
         object.__setattr__(self, "kind", ScalingKind(self.kind))  # a name given as a string becomes the member
         if self.amax_algo not in AMAX_ALGOS:
-            raise ValueError(f"unknown amax_algo {self.amax_algo!r}; known: {', '.join(AMAX_ALGOS)}")
+            raise InputError(f"unknown amax_algo {self.amax_algo!r}; known: {', '.join(AMAX_ALGOS)}")
         if self.history < 1:
-            raise ValueError(f"history must be >= 1, got {self.history}")
+            raise InputError(f"history must be >= 1, got {self.history}")
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Operand:
         parse_rounding(self.rounding)
         if isinstance(f, IntFormat) and self.scaling.kind == "none":
             kinds = ", ".join(SCALING_KINDS[1:])
-            raise ValueError(f"{self.format} operands need a scale; scaling must be one of {kinds}")
+            raise InputError(f"{self.format} operands need a scale; scaling must be one of {kinds}")
 
     @property
     def exact(self) -> bool:
@@ -145,9 +146,9 @@ class NumericsPolicy:
     def __post_init__(self) -> None:
         for fmt in (self.output, *([] if self.activations == "promote" else [self.activations])):
             if not isinstance(get_format(fmt), FloatFormat):
-                raise ValueError(f"storage format {fmt!r} must be a float format (outputs hold real values)")
+                raise InputError(f"storage format {fmt!r} must be a float format (outputs hold real values)")
         if self.matrix_fallback not in ("", "vector", "host"):
-            raise ValueError(f"matrix_fallback must be '', 'vector' or 'host', got {self.matrix_fallback!r}")
+            raise InputError(f"matrix_fallback must be '', 'vector' or 'host', got {self.matrix_fallback!r}")
 
     @property
     def exact(self) -> bool:
@@ -218,7 +219,7 @@ def policy_for(
     """
     dev = get_device(device) if isinstance(device, str) else device
     if fp8_scaling not in ("delayed", "dynamic"):
-        raise ValueError(f"unknown fp8_scaling {fp8_scaling!r}; known: delayed, dynamic")
+        raise InputError(f"unknown fp8_scaling {fp8_scaling!r}; known: delayed, dynamic")
     acc = get_accumulation(accumulate) if accumulate is not None else Accumulation()
     prec = resolve_precision(dev, precision)  # an alias or a format name; unknown names list both
     host = tuple(dev.support.host_op_classes)
@@ -266,7 +267,7 @@ def policy_for(
             notes=tuple(notes),
         )
     if not isinstance(f, FloatFormat):  # e.g. a device file whose autocast names a binary format
-        raise ValueError(f"{dev.name}: precision {precision!r} resolves to {fmt}, which has no matrix-unit numerics")
+        raise InputError(f"{dev.name}: precision {precision!r} resolves to {fmt}, which has no matrix-unit numerics")
     if f.bits < 8:  # FP4/FP6 tensor cores always run block-scaled (NVFP4 or MX); else per-tensor scales
         block = next((b for b in ("nvfp4", "mxfp4") if dev.peak(b)), None)
         op = Operand(block) if block else Operand(fmt, Scaling(ScalingKind.DYNAMIC))

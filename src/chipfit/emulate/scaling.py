@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from chipfit.emulate.policy import Operand
+from chipfit.errors import InputError
 from chipfit.formats import BlockFormat, FloatFormat, IntFormat, Rounding, get_format, quantize
 from chipfit.formats._kernels import dynamic_int_kernel, dynamic_scaled_kernel
 from chipfit.formats.profiles import get_profile
@@ -139,7 +140,7 @@ def prepare(
     q_fn = quantizer(op.format, op.rounding, None if integer else "saturate")
     if s.kind == "delayed":
         if state is None:
-            raise ValueError("delayed scaling needs a ScaleState")
+            raise InputError("delayed scaling needs a ScaleState")
         scale = state.scale
         amax_now = float(amax_over(xf, None))
         if integer:

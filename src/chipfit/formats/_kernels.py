@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from chipfit.errors import InputError
 from chipfit.formats.profiles import EXP_ONES, QNAN, SIGN, Profile
 from chipfit.formats.reference import f32_bits, int_bounds_f32
 from chipfit.formats.spec import FloatFormat, IntFormat, NanEncoding, Overflow, Rounding
@@ -268,7 +269,7 @@ def _scalar_body(
     the float32 result in `dst`, indented for a fused kernel's loop (deterministic roundings
     only). The body's own names (a, b, s, e, q, r, t, ...) are left to it: fused loops' names end in _."""
     if rounding is Rounding.STOCHASTIC:
-        raise ValueError("fused kernels take deterministic rounding modes only")
+        raise InputError("fused kernels take deterministic rounding modes only")
     consts, body = _float_body(fmt, prof, rounding, overflow, False)
     body = body.replace("np.int64(src[i])", f"np.int64(np.float32({src}).view(np.uint32))")
     body = body.replace("dst[i] = np.uint32(out & 0xFFFFFFFF)", f"{dst} = np.uint32(out & 0xFFFFFFFF).view(np.float32)")
@@ -465,7 +466,7 @@ def dynamic_int_kernel(fmt: IntFormat, rounding: Rounding) -> Callable[..., Any]
     finite), step = fl32(amax / fmt_max) and dst = int_kernel(fl32(src / step)). src and dst
     are flat float32 arrays (deterministic roundings only)."""
     if rounding is Rounding.STOCHASTIC:
-        raise ValueError("fused kernels take deterministic rounding modes only")
+        raise InputError("fused kernels take deterministic rounding modes only")
     consts, body = _int_body(fmt, rounding)
     lines = [
         "t = np.float32(np.float64(src_[i_]) / step64_) * np.float32(INV_STEP)",  # fl32(x / step): exact division

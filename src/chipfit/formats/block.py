@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from chipfit.errors import InputError
 from chipfit.formats.codec import _codes_of, decode
 from chipfit.formats.profiles import PROFILES, Profile, get_profile
 from chipfit.formats.quantize import as_float32, empty_f32, parse_rounding, quantize
@@ -107,7 +108,7 @@ def _parts(
     if x.dim() == 0:
         x = x.reshape(1)
     if not -x.dim() <= axis < x.dim():
-        raise ValueError(f"axis {axis} out of range for a {x.dim()}-d tensor")
+        raise InputError(f"axis {axis} out of range for a {x.dim()}-d tensor")
     blocks, n = _to_blocks(x, fmt.block_size, axis)
     amax = blocks.abs().amax(dim=-1) if fmt.scale.man_bits else torch.empty(0)
     ts: float | None = None

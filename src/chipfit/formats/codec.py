@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from chipfit.errors import InputError
 from chipfit.formats.profiles import Profile, get_profile
 from chipfit.formats.quantize import quantize
 from chipfit.formats.registry import get_format
@@ -90,7 +91,7 @@ def _codes_of(q: torch.Tensor, f: FloatFormat | IntFormat | BinaryFormat, prof: 
 def decode_table(fmt: FloatFormat | IntFormat | BinaryFormat, profile: Profile) -> torch.Tensor:
     """float32 value of every code of `fmt` (formats of up to 24 bits)."""
     if fmt.bits > 24:
-        raise ValueError(f"{fmt.name} has {fmt.bits}-bit codes; tables are built for up to 24 bits")
+        raise InputError(f"{fmt.name} has {fmt.bits}-bit codes; tables are built for up to 24 bits")
     codes = np.arange(fmt.num_codes, dtype=np.int64)
     if isinstance(fmt, BinaryFormat):
         return torch.tensor([-1.0, 1.0], dtype=torch.float32)
@@ -142,13 +143,13 @@ def decode(
         raise TypeError("codes must be an integer torch.Tensor")
     if packed:
         if count is None:
-            raise ValueError("decode(packed=True) needs count, the number of codes packed")
+            raise InputError("decode(packed=True) needs count, the number of codes packed")
         codes = unpack(codes, f.bits, count)
     if isinstance(f, FloatFormat) and f.bits == 32:
         return codes.to(torch.int32).view(torch.float32)  # float32 codes are its bits, as int32
     c = codes.to(torch.int64)
     if bool((c < 0).any()) or bool((c >= f.num_codes).any()):
-        raise ValueError(f"codes out of range for {f.name}: valid codes are 0..{f.num_codes - 1}")
+        raise InputError(f"codes out of range for {f.name}: valid codes are 0..{f.num_codes - 1}")
     table = decode_table(f, get_profile(profile)).to(codes.device)
     return table[c]
 
@@ -156,7 +157,7 @@ def decode(
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
     """Pack codes of `bits` (1..8) bits into a flat little-endian uint8 bitstream."""
     if not 1 <= bits <= 8:
-        raise ValueError(f"pack handles 1..8-bit codes, got {bits}")
+        raise InputError(f"pack handles 1..8-bit codes, got {bits}")
     c = codes.detach().cpu().reshape(-1).to(torch.uint8).numpy()
     if bits == 8:
         return torch.from_numpy(c.copy())
@@ -167,15 +168,15 @@ def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
 def unpack(data: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     """Inverse of `pack`: the first `count` codes as uint8."""
     if not 1 <= bits <= 8:
-        raise ValueError(f"unpack handles 1..8-bit codes, got {bits}")
+        raise InputError(f"unpack handles 1..8-bit codes, got {bits}")
     raw = data.detach().cpu().reshape(-1).to(torch.uint8).numpy()
     if bits == 8:
         if count > raw.size:
-            raise ValueError(f"asked for {count} codes, data holds {raw.size}")
+            raise InputError(f"asked for {count} codes, data holds {raw.size}")
         return torch.from_numpy(raw[:count].copy())
     stream = np.unpackbits(raw, bitorder="little")
     if count * bits > stream.size:
-        raise ValueError(f"asked for {count} {bits}-bit codes, data holds {stream.size // bits}")
+        raise InputError(f"asked for {count} {bits}-bit codes, data holds {stream.size // bits}")
     bitmat = stream[: count * bits].reshape(count, bits)
     padded = np.zeros((count, 8), dtype=np.uint8)
     padded[:, :bits] = bitmat

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from importlib import metadata
 
+from chipfit.errors import InputError
 from chipfit.formats.spec import FloatFormat, NanEncoding, Overflow
 
 __all__ = [
@@ -250,4 +251,4 @@ def get_profile(profile: str | Profile | None) -> Profile:
     try:
         return PROFILES[ALIASES.get(profile, profile)]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(profile_names())}") from None
+        raise InputError(f"unknown profile {profile!r}; known: {', '.join(profile_names())}") from None

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from chipfit.errors import InputError
 from chipfit.formats import _kernels
 from chipfit.formats.profiles import Profile, get_profile
 from chipfit.formats.registry import get_format
@@ -38,7 +39,7 @@ def parse_rounding(rounding: str | Rounding) -> Rounding:
     try:
         return Rounding(rounding)
     except ValueError:
-        raise ValueError(f"unknown rounding {rounding!r}; known: {', '.join(m.value for m in Rounding)}") from None
+        raise InputError(f"unknown rounding {rounding!r}; known: {', '.join(m.value for m in Rounding)}") from None
 
 
 def parse_overflow(overflow: str | Overflow | None) -> Overflow | None:
@@ -47,7 +48,7 @@ def parse_overflow(overflow: str | Overflow | None) -> Overflow | None:
     try:
         return Overflow(overflow)
     except ValueError:
-        raise ValueError(f"unknown overflow {overflow!r}; known: {', '.join(m.value for m in Overflow)}") from None
+        raise InputError(f"unknown overflow {overflow!r}; known: {', '.join(m.value for m in Overflow)}") from None
 
 
 def as_float32(x: Any, what: str = "x") -> torch.Tensor:
@@ -123,14 +124,14 @@ def quantize(
     mode = parse_rounding(rounding)
     ovf = parse_overflow(overflow)
     if subnormals not in ("keep", "flush"):
-        raise ValueError(f"unknown subnormals {subnormals!r}; known: keep, flush")
+        raise InputError(f"unknown subnormals {subnormals!r}; known: keep, flush")
     prof = get_profile(profile)
     xf = as_float32(x)
     if out is not None:
         if not isinstance(out, torch.Tensor) or out.dtype != torch.float32:
             raise TypeError("out must be a float32 torch.Tensor")
         if out.shape != xf.shape:
-            raise ValueError(f"out has shape {tuple(out.shape)}, x has {tuple(xf.shape)}")
+            raise InputError(f"out has shape {tuple(out.shape)}, x has {tuple(xf.shape)}")
     if isinstance(f, BlockFormat):
         from chipfit.formats.block import quantize_block
 
@@ -165,7 +166,7 @@ def quantizer(
     if isinstance(f, BlockFormat):
         raise TypeError(f"quantizer() is for elementwise formats; use quantize(x, {f.name!r}, axis=...)")
     if mode is Rounding.STOCHASTIC:
-        raise ValueError("quantizer() does not bind stochastic rounding; use quantize(..., generator=...)")
+        raise InputError("quantizer() does not bind stochastic rounding; use quantize(..., generator=...)")
     kernel = kernel_for(f, get_profile(profile), mode, parse_overflow(overflow), False)
 
     def q(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -188,6 +189,6 @@ def kernel_for(
         return _kernels.int_kernel(f, mode)
     if isinstance(f, BinaryFormat):
         if mode not in (Rounding.NEAREST_EVEN, Rounding.NEAREST_AWAY, Rounding.STOCHASTIC):
-            raise ValueError(f"binary supports rounding nearest-even, nearest-away, stochastic; got {mode.value}")
+            raise InputError(f"binary supports rounding nearest-even, nearest-away, stochastic; got {mode.value}")
         return _kernels.binary_kernel(mode)
     raise TypeError(f"cannot quantize elementwise to {type(f).__name__}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from fractions import Fraction
 
+from chipfit.errors import InputError
 from chipfit.formats.profiles import EXP_ONES, QNAN, SIGN, Profile, get_profile
 from chipfit.formats.spec import (
     BinaryFormat,
@@ -49,7 +50,7 @@ def f32_bits(value: Fraction | float) -> int:
     f = float(value)
     bits: int = struct.unpack("<I", struct.pack("<f", f))[0]
     if isinstance(value, Fraction) and f32_value(bits) != value:
-        raise ValueError(f"{value} is not representable in float32")
+        raise InputError(f"{value} is not representable in float32")
     return bits
 
 
@@ -273,6 +274,6 @@ def mx_scale_exponents(
             rounded = (sig / step + Fraction(1, 2)).__floor__() * step
             k = e + (1 if rounded >= 2 else 0) - elem_emax
         else:
-            raise ValueError(f"unknown scale rule {rule!r}; known: floor, ceil, even")
+            raise InputError(f"unknown scale rule {rule!r}; known: floor, ceil, even")
         out.append(min(max(k, lo), hi))
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from chipfit.errors import InputError
 from chipfit.formats.spec import (
     BinaryFormat,
     BlockFormat,
@@ -24,7 +25,7 @@ FORMATS: dict[str, Format] = {}
 def register_format(fmt: Format, *, replace: bool = False) -> Format:
     """Add a format to the registry; every registry-parametrized test picks it up."""
     if fmt.name in FORMATS and not replace:
-        raise ValueError(f"format {fmt.name!r} is already registered (pass replace=True to override)")
+        raise InputError(f"format {fmt.name!r} is already registered (pass replace=True to override)")
     FORMATS[fmt.name] = fmt
     return fmt
 
@@ -38,7 +39,7 @@ def get_format(fmt: str | Format) -> Format:
     try:
         return FORMATS[fmt]
     except KeyError:
-        raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}") from None
+        raise InputError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}") from None
 
 
 def storage_bytes(fmt: str | Format, elements: float = 1) -> float:

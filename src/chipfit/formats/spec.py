@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
+from chipfit.errors import InputError
+
 __all__ = [
     "BinaryFormat",
     "BlockFormat",
@@ -72,7 +74,7 @@ def container_bits(bits: int) -> int:
 
 def _check_name(name: str) -> None:
     if not name or not all(c.isalnum() or c in "_-" for c in name):
-        raise ValueError(f"format name {name!r} must be non-empty letters, digits, '_' or '-'")
+        raise InputError(f"format name {name!r} must be non-empty letters, digits, '_' or '-'")
 
 
 @dataclass(frozen=True)
@@ -98,17 +100,17 @@ class FloatFormat:
         if not isinstance(self.nan, NanEncoding):
             object.__setattr__(self, "nan", NanEncoding(self.nan))
         if not 1 <= self.exp_bits <= 8:
-            raise ValueError(f"{self.name}: exp_bits must be in 1..8, got {self.exp_bits}")
+            raise InputError(f"{self.name}: exp_bits must be in 1..8, got {self.exp_bits}")
         if not 0 <= self.man_bits <= 23:
-            raise ValueError(f"{self.name}: man_bits must be in 0..23, got {self.man_bits}")
+            raise InputError(f"{self.name}: man_bits must be in 0..23, got {self.man_bits}")
         if self.inf and self.nan is not NanEncoding.IEEE:
-            raise ValueError(f"{self.name}: infinities need the IEEE NaN encoding (exponent all ones)")
+            raise InputError(f"{self.name}: infinities need the IEEE NaN encoding (exponent all ones)")
         if self.nan is NanEncoding.FNUZ and not self.signed:
-            raise ValueError(f"{self.name}: fnuz needs a sign bit (its NaN is the negative-zero code)")
+            raise InputError(f"{self.name}: fnuz needs a sign bit (its NaN is the negative-zero code)")
         if self.nan is NanEncoding.IEEE and self.man_bits == 0 and not self.inf:
-            raise ValueError(f"{self.name}: IEEE NaN needs at least one mantissa bit")
+            raise InputError(f"{self.name}: IEEE NaN needs at least one mantissa bit")
         if self.max_exponent > 127 or self.min_exponent - self.man_bits < -149:
-            raise ValueError(
+            raise InputError(
                 f"{self.name}: range 2^{self.min_exponent - self.man_bits}..2^{self.max_exponent} "
                 "does not fit in float32 (2^-149..2^127)"
             )
@@ -218,9 +220,9 @@ class IntFormat:
     def __post_init__(self) -> None:
         _check_name(self.name)
         if not 1 <= self.bits <= 32:
-            raise ValueError(f"{self.name}: bits must be in 1..32, got {self.bits}")
+            raise InputError(f"{self.name}: bits must be in 1..32, got {self.bits}")
         if self.narrow and not self.signed:
-            raise ValueError(f"{self.name}: narrow range only applies to signed integers")
+            raise InputError(f"{self.name}: narrow range only applies to signed integers")
 
     @property
     def num_codes(self) -> int:
@@ -319,11 +321,11 @@ class BlockFormat:
     def __post_init__(self) -> None:
         _check_name(self.name)
         if self.block_size < 1:
-            raise ValueError(f"{self.name}: block_size must be >= 1")
+            raise InputError(f"{self.name}: block_size must be >= 1")
         if not isinstance(self.scale_rule, ScaleRule):
             object.__setattr__(self, "scale_rule", ScaleRule(self.scale_rule))
         if self.element.max <= 0:
-            raise ValueError(f"{self.name}: element format has no positive values")
+            raise InputError(f"{self.name}: element format has no positive values")
 
     @property
     def element_emax(self) -> int:

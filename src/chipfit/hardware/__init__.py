@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from chipfit.errors import InputError
 from chipfit.hardware.device import (
     FAMILIES,
     Compute,
@@ -61,7 +62,7 @@ def get_device(name: str | Device, device_files: Sequence[str | Path] = ()) -> D
     try:
         return catalog[name]
     except KeyError:
-        raise ValueError(f"unknown device {name!r}; known: {', '.join(sorted(catalog))}") from None
+        raise InputError(f"unknown device {name!r}; known: {', '.join(sorted(catalog))}") from None
 
 
 def list_devices(
@@ -71,9 +72,9 @@ def list_devices(
     from chipfit.formats import FORMATS
 
     if family is not None and family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+        raise InputError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
     if fmt is not None and fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+        raise InputError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     out = [d for d in load_catalog(device_files).values() if family is None or d.family == family]
     out.sort(key=lambda d: (FAMILIES.index(d.family), d.year, d.name))
     return [d for d in out if fmt is None or d.peak(fmt) > 0]

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from chipfit.errors import InputError
 from chipfit.formats import get_format
 from chipfit.hardware import energy
 from chipfit.vocab import How
@@ -54,7 +55,7 @@ class Source:
         kind, sep, ref = text.partition(":")
         kind = kind.strip()
         if not sep or kind not in SOURCE_KINDS or not ref.strip():
-            raise ValueError(
+            raise InputError(
                 f"source must be 'KIND: reference' with KIND one of {', '.join(SOURCE_KINDS)}; got {text!r}"
             )
         return cls(kind, ref.strip())

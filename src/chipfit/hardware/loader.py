@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chipfit.errors import InputError
 from chipfit.formats import FORMATS
 from chipfit.hardware import energy
 from chipfit.hardware.device import (
@@ -100,7 +101,7 @@ SECTION_KEYS = {
 OP_CLASSES = DEVICE_OP_CLASSES  # what a device file may name
 
 
-class CatalogError(ValueError):
+class CatalogError(InputError):
     """A malformed catalog file or device; the message names file, device and field."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chipfit.errors import InputError
 from chipfit.formats import FORMATS
 from chipfit.hardware.device import Device
 from chipfit.vocab import How
@@ -98,7 +99,7 @@ def resolve_precision(device: Device, precision: str) -> Precision:
     lacks (`support.unsupported_format`: vector or host)."""
     names = PRECISION_ALIASES.get(precision, (precision,))
     if names[0] not in FORMATS:
-        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(precision_names())}")
+        raise InputError(f"unknown precision {precision!r}; known: {', '.join(precision_names())}")
     first = names[0]
     if first in device.support.autocast:
         return Precision(precision, device.support.autocast[first], How.AUTOCAST)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from chipfit.errors import InputError
 from chipfit.models import digits as _digits
 from chipfit.models import minilm as _minilm
 from chipfit.models.transformer import BERT, Decoder, DecoderConfig
@@ -50,12 +51,12 @@ class ModelSpec:
 
     def example_inputs(self, batch: int = 1, seq_len: int | None = None, decode: bool = False) -> Inputs:
         if batch < 1:
-            raise ValueError(f"batch must be >= 1, got {batch}")
+            raise InputError(f"batch must be >= 1, got {batch}")
         length = seq_len if seq_len is not None else self.default_seq_len
         if self.default_seq_len and length < 1:
-            raise ValueError(f"seq_len must be >= 1, got {length}")
+            raise InputError(f"seq_len must be >= 1, got {length}")
         if decode and self.task != "decoder":
-            raise ValueError(f"{self.name} has no decode step (only the decoder-* models do)")
+            raise InputError(f"{self.name} has no decode step (only the decoder-* models do)")
         return self.inputs(batch, length, decode)
 
 
@@ -142,7 +143,7 @@ def get_model(name: str) -> ModelSpec:
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown model {name!r}; built-in: {', '.join(MODELS)}; or a user model as path/to/file.py:factory "
             "or package.module:factory"
         ) from None
@@ -152,27 +153,27 @@ def load_user_model(ref: str) -> Callable[[], nn.Module]:
     """`path/to/file.py:factory` or `package.module:factory` -> the factory callable."""
     target, sep, attr = ref.rpartition(":")
     if not sep or not target or not attr:
-        raise ValueError(f"user model {ref!r} must be path/to/file.py:factory or package.module:factory")
+        raise InputError(f"user model {ref!r} must be path/to/file.py:factory or package.module:factory")
     if target.endswith(".py") or "/" in target:
         path = Path(target)
         if not path.is_file():
-            raise ValueError(f"user model file {path} not found")
+            raise InputError(f"user model file {path} not found")
         name = f"chipfit_user_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
-            raise ValueError(f"cannot import {path}")
+            raise InputError(f"cannot import {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
         except Exception as e:
-            raise ValueError(f"importing {path} failed: {type(e).__name__}: {e}") from e
+            raise InputError(f"importing {path} failed: {type(e).__name__}: {e}") from e
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as e:
-            raise ValueError(f"cannot import module {target!r}: {e}") from e
+            raise InputError(f"cannot import module {target!r}: {e}") from e
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise ValueError(f"{target} has no callable {attr!r}")
+        raise InputError(f"{target} has no callable {attr!r}")
     return factory

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from chipfit.errors import InputError
+
 __all__ = ["BERT", "Attention", "Decoder", "DecoderConfig", "EncoderLayer", "RMSNorm"]
 
 
@@ -27,7 +29,7 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.kv_heads = heads, kv_heads or heads
         if heads % self.kv_heads:
-            raise ValueError(f"heads ({heads}) must be a multiple of kv_heads ({self.kv_heads})")
+            raise InputError(f"heads ({heads}) must be a multiple of kv_heads ({self.kv_heads})")
         self.head_dim = dim // heads
         kv_dim = self.kv_heads * self.head_dim
         self.q_proj = nn.Linear(dim, dim, bias=bias)

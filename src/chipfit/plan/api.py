@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from chipfit.cost import Estimate
+from chipfit.errors import InputError
 from chipfit.hardware.device import Device
 from chipfit.plan.backend import BACKENDS
 from chipfit.plan.plan import OBJECTIVES, Constraints, Plan, PlanError, pareto_front, recommend
@@ -151,13 +152,13 @@ def plan(
     from chipfit.hardware import list_devices
 
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+        raise InputError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+        raise InputError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     if not batches or any(b < 1 for b in batches):
-        raise ValueError(f"batch sizes must be positive integers, got {list(batches)}")
+        raise InputError(f"batch sizes must be positive integers, got {list(batches)}")
     if not chips or any(n < 1 for n in chips):
-        raise ValueError(f"chip counts must be positive integers, got {list(chips)}")
+        raise InputError(f"chip counts must be positive integers, got {list(chips)}")
     names: list[str | Device] = list(devices) if devices else [d.name for d in list_devices()]
     if precisions is None:  # the defaults: those some chosen device runs (all of them with allow_fallback)
         precisions = [p for p in DEFAULT_PRECISIONS if allow_fallback or _runs_somewhere(names, p)]
@@ -170,10 +171,10 @@ def plan(
     accuracy = None
     if eval_data is not None:
         if not metric:
-            raise ValueError("eval_data needs a metric: top1, agreement or cosine")
+            raise InputError("eval_data needs a metric: top1, agreement or cosine")
         fp32, accuracy = measure_accuracy(model, eval_data, metric, names, precisions, quant=quant, calibrate=calibrate)
     elif quant is not None:
-        raise ValueError("quant needs eval_data and a metric: its accuracy is measured, like emulation's")
+        raise InputError("quant needs eval_data and a metric: its accuracy is measured, like emulation's")
     rows = sweep(
         model,
         inputs,

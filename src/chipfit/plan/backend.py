@@ -20,6 +20,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chipfit.errors import InputError
+
 if TYPE_CHECKING:
     from chipfit.plan.sweep import PlanRow, SweepTask
     from chipfit.trace import Trace
@@ -112,7 +114,7 @@ class Ray:
         try:
             import ray
         except ImportError:
-            raise ValueError("--backend ray needs Ray: pip install 'chipfit[ray]' (or choose local, serial)") from None
+            raise InputError("--backend ray needs Ray: pip install 'chipfit[ray]' (or choose local, serial)") from None
         from chipfit.plan.sweep import price
 
         self.ray = ray
@@ -123,7 +125,7 @@ class Ray:
             try:
                 ray.init(**opts)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ValueError(f"could not reach a Ray cluster at {address!r}: {e}") from None
+                raise InputError(f"could not reach a Ray cluster at {address!r}: {e}") from None
         self.cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._remote = ray.remote(price)
         self._refs: dict[int, Any] = {}  # id(trace) -> object ref: each trace is shipped once
@@ -155,9 +157,9 @@ class Ray:
 @contextmanager
 def open_backend(name: str, *, workers: int | None = None, ray_address: str | None = None) -> Iterator[Backend]:
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+        raise InputError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
     if workers is not None and workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers}")
+        raise InputError(f"workers must be a positive integer, got {workers}")
     if name == "ray":
         yield Ray(ray_address, workers)
     elif name == "local" and (workers or os.cpu_count() or 1) > 1:

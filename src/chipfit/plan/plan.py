@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chipfit.cost import Estimate
+from chipfit.errors import InputError
 from chipfit.formats import get_format
 from chipfit.plan.sweep import PlanRow
 from chipfit.report.text import seconds_text
@@ -33,7 +34,7 @@ FRONT_KEYS = (
 )
 
 
-class PlanError(ValueError):
+class PlanError(InputError):
     """No configuration satisfies the constraints (the message says which one bit)."""
 
 
@@ -106,7 +107,7 @@ def pareto_front(rows: list[PlanRow], constraints: Constraints | None = None) ->
 def recommend(rows: list[PlanRow], objective: str, constraints: Constraints) -> tuple[PlanRow, list[str]]:
     """The best row for `objective` under `constraints`, and the reasons in plain words."""
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+        raise InputError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
     key, sign = OBJECTIVES[objective]
     if not rows:
         raise PlanError("nothing was swept: give at least one device, precision, batch size and chip count")
@@ -181,7 +182,7 @@ def _times(better: PlanRow, ref: PlanRow, objective: str) -> str:
     vb, vr = _value(better, key), _value(ref, key)
     if vb <= 0 or vr <= 0 or not math.isfinite(vb) or not math.isfinite(vr):
         return WORDS[objective]
-    return f"{(vr / vb if sign > 0 else vb / vr):.2g}x {WORDS[objective]}"
+    return f"{(vr / vb if sign > 0 else vb / vr):.3g}x {WORDS[objective]}"  # 1.05x, not 1x
 
 
 def _ratio_words(a: PlanRow, b: PlanRow, objective: str) -> str:

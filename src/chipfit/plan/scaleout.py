@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from chipfit.cost import Estimate
 from chipfit.cost.estimate import Unit
 from chipfit.cost.memory import traffic_scale
+from chipfit.errors import InputError
 from chipfit.hardware.device import Link
 from chipfit.trace import Trace
 from chipfit.vocab import Phase
@@ -98,11 +99,11 @@ def scale_out(
     """The step time of one chip's step (an Estimate with its trace, or its StepParts) spread over
     n chips with `strategy`."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+        raise InputError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     if isinstance(step, StepParts):
         parts = step
     elif trace is None:
-        raise ValueError("scale_out needs the trace of an Estimate")
+        raise InputError("scale_out needs the trace of an Estimate")
     else:
         parts = StepParts.of(step, trace)
     if n == 1:
@@ -111,12 +112,12 @@ def scale_out(
         if not training:
             return ScaleOut("data", n, parts.step_s, 0.0, "independent replicas")
         if link is None:
-            raise ValueError("no chip-to-chip interconnect in the catalog for data-parallel training")
+            raise InputError("no chip-to-chip interconnect in the catalog for data-parallel training")
         comm = ring_allreduce_s(parts.grads_bytes, n, link)
         exposed = max(0.0, comm - parts.backward_s) if overlap else comm
         return ScaleOut("data", n, parts.step_s + exposed, exposed, f"ring all-reduce {comm * 1e3:.3g} ms")
     if link is None:
-        raise ValueError(f"no chip-to-chip interconnect in the catalog for {strategy}-parallel")
+        raise InputError(f"no chip-to-chip interconnect in the catalog for {strategy}-parallel")
     if strategy == "tensor":  # per-op launch overheads are not split
         split = parts.matrix_work_s / n + parts.matrix_overhead_s + parts.other_s
         comm = ring_allreduce_s(parts.pair_output_bytes, n, link)

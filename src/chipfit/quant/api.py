@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from chipfit.errors import InputError
 from chipfit.quant.modules import QuantLayer
 from chipfit.quant.spec import DEFAULT_RECIPE, QuantConfig, get_recipe
 
@@ -145,13 +146,13 @@ def quantize_(model: nn.Module, config: QuantConfig | str | None = None, *,
     SmoothQuant and bias correction."""
     cfg = _resolve(config)
     if not _wrap(model, cfg):
-        raise ValueError(f"no module of types {', '.join(cfg.targets)} to quantize (after overrides)")
+        raise InputError(f"no module of types {', '.join(cfg.targets)} to quantize (after overrides)")
     qls = layers(model)
     static = [ql for ql in qls.values() if ql.aq is not None and not ql.aq.spec.dynamic and ql.aq.spec.kind != "block"]
     needs_data = bool(static) or cfg.smoothquant_alpha is not None or cfg.bias_correction
     if needs_data and calibrate is None:
         why = "static activation ranges" if static else "SmoothQuant/bias correction"
-        raise ValueError(
+        raise InputError(
             f"config {cfg.name!r} needs calibration data for {why}: pass calibrate=<batches or callable>, "
             "or use a dynamic or weight-only recipe (int8, int8-weight-only, int4-weight-only, w4a8)"
         )
@@ -212,7 +213,7 @@ def only(model: nn.Module, names: Iterable[str] | None) -> Iterator[None]:
     keep = set(names or ())
     unknown = keep - set(qls)
     if unknown:
-        raise ValueError(f"unknown quantized layers {sorted(unknown)}; known: {', '.join(qls)}")
+        raise InputError(f"unknown quantized layers {sorted(unknown)}; known: {', '.join(qls)}")
     saved = {n: (ql.wq.enabled if ql.wq else None, ql.aq.enabled if ql.aq else None) for n, ql in qls.items()}
     try:
         for n, ql in qls.items():

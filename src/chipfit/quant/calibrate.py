@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from chipfit.errors import InputError
+
 __all__ = [
     "CALIBRATORS",
     "Calibrator",
@@ -117,7 +119,7 @@ def entropy_amax(counts: np.ndarray, edges: np.ndarray, bits: int = 8, unsigned:
 
 def percentile_amax(counts: np.ndarray, edges: np.ndarray, percentile: float = 99.99) -> float:
     if not 0 < percentile <= 100:
-        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+        raise InputError(f"percentile must be in (0, 100], got {percentile}")
     cdf = np.cumsum(counts / counts.sum())
     idx = int(np.searchsorted(cdf, percentile / 100))
     return float(edges[min(idx, len(edges) - 1)])
@@ -159,7 +161,7 @@ CALIBRATORS: dict[str, Calibrator] = {}
 def register_calibrator(c: Calibrator) -> Calibrator:
     """Add a calibration method: QuantSpec(calibrator=name), the recipes and the CLI pick it up."""
     if c.name in CALIBRATORS:
-        raise ValueError(f"calibrator {c.name!r} is already registered")
+        raise InputError(f"calibrator {c.name!r} is already registered")
     CALIBRATORS[c.name] = c
     return c
 
@@ -170,7 +172,7 @@ class Observer:
     def __init__(self, method: str, *, percentile: float = 99.99, momentum: float = 0.01, bits: int = 8,
                  fake_quant: Callable[[np.ndarray, float], np.ndarray] | None = None) -> None:  # fmt: skip
         if method not in CALIBRATORS:
-            raise ValueError(f"unknown calibrator {method!r}; known: {', '.join(CALIBRATORS)}")
+            raise InputError(f"unknown calibrator {method!r}; known: {', '.join(CALIBRATORS)}")
         self.method = method
         self.calibrator = CALIBRATORS[method]
         self.percentile = percentile
@@ -201,7 +203,7 @@ class Observer:
     def amax(self) -> float:
         """The symmetric clipping threshold."""
         if self.lo is None or self.hi is None:
-            raise ValueError("observer saw no data: run calibration batches through the model first")
+            raise InputError("observer saw no data: run calibration batches through the model first")
         full = max(abs(self.lo), abs(self.hi))
         if self.calibrator.threshold is None or self.hist.width == 0.0:
             return full
@@ -210,7 +212,7 @@ class Observer:
     def range(self) -> tuple[float, float]:
         """(lo, hi) for asymmetric quantization: histogram methods clip both ends to their amax."""
         if self.lo is None or self.hi is None:
-            raise ValueError("observer saw no data: run calibration batches through the model first")
+            raise InputError("observer saw no data: run calibration batches through the model first")
         if not self.calibrator.histogram:
             return self.lo, self.hi
         a = self.amax()
@@ -219,7 +221,7 @@ class Observer:
 
 def _mse(o: Observer) -> float:
     if o.fake_quant is None:
-        raise ValueError("the mse calibrator needs the format's fake_quant")
+        raise InputError("the mse calibrator needs the format's fake_quant")
     return mse_amax(o.hist.counts, o.hist.edges, o.fake_quant)
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chipfit.errors import InputError
 from chipfit.paths import atomic_path
 from chipfit.quant.api import _set, layers
 from chipfit.quant.modules import QuantLayer, TensorQuant
@@ -52,7 +53,7 @@ def _check(name: str, tq: TensorQuant | None, role: str) -> None:
     else:
         ok = ok and s.granularity == "tensor" and not s.dynamic
     if not ok:
-        raise ValueError(
+        raise InputError(
             f"layer {name}: {role} spec '{s.describe()}' has no QDQ export; supported: {SUPPORTED} "
             "(use a static recipe such as int8-entropy, int8-percentile or int8-minmax)"
         )
@@ -88,7 +89,7 @@ class _QdqLayer(nn.Module):
         self.a_format = ql.aq.spec.format if ql.aq is not None else ""
         if ql.aq is not None:
             if ql.aq.amax is None:
-                raise ValueError("a quantized layer has no calibrated input range: quantize_(..., calibrate=...)")
+                raise InputError("a quantized layer has no calibrated input range: quantize_(..., calibrate=...)")
             a = ql.aq.amax.float()
             self.a_scale = float(torch.where(a > 0, a, torch.ones_like(a)) / _qmax(self.a_format))
 
@@ -166,7 +167,7 @@ def export_onnx(model: nn.Module, sample: Sequence[Any], path: str | Path, *, op
     """Write the quantized `model` as QDQ ONNX to `path` (atomically); returns the path."""
     qls = layers(model)
     if not qls:
-        raise ValueError("the model has no quantized layers: run quantize_ first")
+        raise InputError("the model has no quantized layers: run quantize_ first")
     for name, ql in qls.items():
         _check(name, ql.wq, "weight")
         _check(name, ql.aq, "input")

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from chipfit.emulate.scaling import amax_over
+from chipfit.errors import InputError
 from chipfit.formats import IntFormat, get_format, quantize
 from chipfit.quant.calibrate import Observer
 from chipfit.quant.spec import QuantSpec
@@ -48,7 +49,7 @@ def fake_quant(
         return _ste(x, quantize(x.detach(), spec.format, axis=k_axis))
     if kind == "int" and not spec.symmetric:
         if lo is None or hi is None:
-            raise ValueError("affine quantization needs lo and hi")
+            raise InputError("affine quantization needs lo and hi")
         qmin, qmax = _int_bounds(spec)
         levels = qmax - qmin
         lo_, hi_ = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)  # the range holds zero exactly
@@ -57,7 +58,7 @@ def fake_quant(
         q = (torch.clamp(torch.round(x.detach() / s) + zp, qmin, qmax) - zp) * s
         return _ste(x, q)
     if amax is None:
-        raise ValueError("symmetric quantization needs amax")
+        raise InputError("symmetric quantization needs amax")
     safe = torch.where(amax > 0, amax, torch.ones_like(amax))
     if kind == "int":
         qmin, qmax = _int_bounds(spec)
@@ -139,9 +140,9 @@ class TensorQuant(nn.Module):
     def enable_lsq(self) -> None:
         """Turn the symmetric scale into a trained parameter (LSQ), initialised from the range."""
         if self.spec.kind != "int" or not self.spec.symmetric:
-            raise ValueError("LSQ needs a symmetric integer spec")
+            raise InputError("LSQ needs a symmetric integer spec")
         if self.amax is None:
-            raise ValueError("calibrate (or set the weight range) before enabling LSQ")
+            raise InputError("calibrate (or set the weight range) before enabling LSQ")
         _, qmax = _int_bounds(self.spec)
         self.log_scale = nn.Parameter(torch.log(torch.clamp(self.amax, min=1e-12) / qmax))
 
@@ -176,7 +177,7 @@ class TensorQuant(nn.Module):
         if s.granularity == "group":
             return self._group(x)
         if not self.calibrated:
-            raise ValueError(f"{self.role} quantizer has no range: calibrate the model (quantize_(..., calibrate=...))")
+            raise InputError(f"{self.role} quantizer has no range: calibrate the model (quantize_(..., calibrate=...))")
         return fake_quant(x, s, amax=self.amax, lo=self.lo, hi=self.hi)
 
     def _group(self, w: torch.Tensor) -> torch.Tensor:

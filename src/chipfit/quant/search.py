@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from chipfit.errors import InputError
 from chipfit.hardware.device import Device
 from chipfit.quant.api import Calibration, _set, layers, only, quantize_
 from chipfit.quant.spec import QuantConfig, get_recipe
@@ -68,7 +69,7 @@ def sensitivity(model: nn.Module, metric: Metric, sample: Sequence[Any] | None =
     sample: positional inputs of one batch for the SQNR (None: SQNR is not measured)."""
     qls = layers(model)
     if not qls:
-        raise ValueError("the model has no quantized layers: run quantize_ first")
+        raise InputError("the model has no quantized layers: run quantize_ first")
     with only(model, None):
         ref_metric = metric(model)
         inputs: dict[str, torch.Tensor] = {}
@@ -178,11 +179,11 @@ def search(
     levels: cheapest first, from LEVELS; the last is the fallback every layer can take.
     sample: one batch of positional inputs (for tracing the cost and for SQNR)."""
     if objective not in SEARCH_OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(SEARCH_OBJECTIVES)}")
+        raise InputError(f"unknown objective {objective!r}; known: {', '.join(SEARCH_OBJECTIVES)}")
     which = SEARCH_OBJECTIVES.index(objective)
     bad = [lv for lv in levels if lv not in LEVELS]
     if bad or not levels:
-        raise ValueError(f"unknown levels {bad}; known: {', '.join(LEVELS)}")
+        raise InputError(f"unknown levels {bad}; known: {', '.join(LEVELS)}")
     from chipfit.cost import resolve_precision
     from chipfit.hardware import get_device
 
@@ -196,7 +197,7 @@ def search(
         except ValueError:
             continue
     if not usable:
-        raise ValueError(f"{device} runs none of the levels {', '.join(levels)}")
+        raise InputError(f"{device} runs none of the levels {', '.join(levels)}")
     top = usable[-1]
     names = [n for n, m in model.named_modules() if type(m).__name__ in targets]
     costs = _layer_costs(model, sample, dev, [LEVELS[lv][1] for lv in usable], names)

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from chipfit.errors import InputError
 from chipfit.formats import BlockFormat, FloatFormat, IntFormat, get_format, list_formats
 from chipfit.quant.calibrate import CALIBRATORS
 
@@ -48,29 +49,29 @@ class QuantSpec:
         try:
             f = get_format(self.format)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"unknown format {self.format!r}; known: {', '.join(f.name for f in list_formats())}"
             ) from None
         if self.granularity not in GRANULARITIES:
-            raise ValueError(f"unknown granularity {self.granularity!r}; known: {', '.join(GRANULARITIES)}")
+            raise InputError(f"unknown granularity {self.granularity!r}; known: {', '.join(GRANULARITIES)}")
         if self.calibrator not in CALIBRATORS:
-            raise ValueError(f"unknown calibrator {self.calibrator!r}; known: {', '.join(CALIBRATORS)}")
+            raise InputError(f"unknown calibrator {self.calibrator!r}; known: {', '.join(CALIBRATORS)}")
         if isinstance(f, BlockFormat) != (self.granularity == "block"):
-            raise ValueError(
+            raise InputError(
                 f"{self.format}: block formats (mx*, nvfp4) take granularity 'block' and other formats do not"
             )
         if not isinstance(f, (IntFormat, FloatFormat, BlockFormat)):
-            raise ValueError(f"{self.format} cannot be a quantization target; use an int, float or block format")
+            raise InputError(f"{self.format} cannot be a quantization target; use an int, float or block format")
         if not self.symmetric and not isinstance(f, IntFormat):
-            raise ValueError("asymmetric (zero-point) quantization needs an integer format")
+            raise InputError("asymmetric (zero-point) quantization needs an integer format")
         if self.learnable and not isinstance(f, IntFormat):
-            raise ValueError("learnable (LSQ) scales need an integer format")
+            raise InputError("learnable (LSQ) scales need an integer format")
         if self.group_size < 1:
-            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+            raise InputError(f"group_size must be >= 1, got {self.group_size}")
         if self.granularity == "token" and not self.dynamic:
-            raise ValueError("per-token scales are dynamic: set dynamic=True")
+            raise InputError("per-token scales are dynamic: set dynamic=True")
         if not 0 < self.percentile <= 100:
-            raise ValueError(f"percentile must be in (0, 100], got {self.percentile}")
+            raise InputError(f"percentile must be in (0, 100], got {self.percentile}")
 
     @property
     def kind(self) -> str:
@@ -114,12 +115,12 @@ class QuantConfig:
 
     def __post_init__(self) -> None:
         if self.weights is None and self.activations is None:
-            raise ValueError("a config must quantize weights, activations or both")
+            raise InputError("a config must quantize weights, activations or both")
         if self.smoothquant_alpha is not None and not 0 <= self.smoothquant_alpha <= 1:
-            raise ValueError(f"smoothquant_alpha must be in [0, 1], got {self.smoothquant_alpha}")
+            raise InputError(f"smoothquant_alpha must be in [0, 1], got {self.smoothquant_alpha}")
         for s in (self.weights, *(o.weights for o in self.overrides)):
             if s is not None and (s.granularity == "token" or s.dynamic):
-                raise ValueError("weights take tensor, channel, group or block granularity (not token/dynamic)")
+                raise InputError("weights take tensor, channel, group or block granularity (not token/dynamic)")
 
     def for_module(self, name: str) -> tuple[QuantSpec | None, QuantSpec | None] | None:
         """(weights, activations) for module `name`, or None when it is skipped."""
@@ -146,7 +147,7 @@ class QuantConfig:
         known = {f.name for f in dataclasses.fields(QuantConfig)}
         extra = set(d) - known
         if extra:
-            raise ValueError(f"unknown config keys {sorted(extra)}; known: {', '.join(sorted(known))}")
+            raise InputError(f"unknown config keys {sorted(extra)}; known: {', '.join(sorted(known))}")
 
         def spec(v: Any) -> QuantSpec | None:
             if v is None:
@@ -154,7 +155,7 @@ class QuantConfig:
             fields = {f.name for f in dataclasses.fields(QuantSpec)}
             bad = set(v) - fields
             if bad:
-                raise ValueError(f"unknown spec keys {sorted(bad)}; known: {', '.join(sorted(fields))}")
+                raise InputError(f"unknown spec keys {sorted(bad)}; known: {', '.join(sorted(fields))}")
             return QuantSpec(**v)
 
         d = dict(d)
@@ -208,4 +209,4 @@ def get_recipe(name: str) -> QuantConfig:
     try:
         return RECIPES[name]
     except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None
+        raise InputError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None

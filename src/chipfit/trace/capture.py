@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.module_tracker import ModuleTracker
 
+from chipfit.errors import InputError
 from chipfit.trace.classify import classify, gemm_shape, op_flops
 from chipfit.trace.records import Footprint, OpRecord, Trace
 
@@ -45,7 +46,7 @@ class KVCacheModel(Protocol):
 _SKIP_NAMESPACES = ("prim.", "profiler.")
 
 
-class TraceError(RuntimeError):
+class TraceError(InputError, RuntimeError):
     """The model could not be traced; the message names the module and the op."""
 
 
@@ -170,9 +171,9 @@ def trace(
     optimizer: sgd (no state) | adam (two moments) | None (no step), training only.
     """
     if mode not in ("inference", "training"):
-        raise ValueError(f"unknown mode {mode!r}; known: inference, training")
+        raise InputError(f"unknown mode {mode!r}; known: inference, training")
     if optimizer not in (*OPTIMIZERS, None):
-        raise ValueError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}, None")
+        raise InputError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}, None")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     training = mode == "training"

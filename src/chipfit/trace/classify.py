@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import flop_registry
 
+from chipfit.errors import InputError
 from chipfit.vocab import MATRIX_CLASSES, OpClass
 
 __all__ = [
@@ -124,7 +125,7 @@ def register_op(*names: str, op_class: OpClass, flops: FlopsFn | None = None, ge
     table = PREFIX_RULES if prefix else OP_RULES
     for name in names:
         if name in table:
-            raise ValueError(f"aten op {name!r} is already registered as {table[name].op_class}")
+            raise InputError(f"aten op {name!r} is already registered as {table[name].op_class}")
         table[name] = rule
     return rule
 
@@ -215,7 +216,7 @@ def _sdpa_flops(name: str, _args: tuple[Any, ...], ins: Shapes, _outs: Shapes) -
 def _pool_flops(_name: str, args: tuple[Any, ...], _ins: Shapes, outs: Shapes) -> int:
     """A compare (or add) per window element per output."""
     if len(args) < 2 or not isinstance(args[1], (list, tuple)):
-        raise ValueError("no kernel size: the class's per-element count applies")
+        raise InputError("no kernel size: the class's per-element count applies")
     window = math.prod(int(v) for v in args[1]) if args[1] else 1
     return 2 * window * _numel(outs[0])
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chipfit.errors import InputError
 from chipfit.paths import write_text_atomic
 
 __all__ = ["Footprint", "OpRecord", "Trace"]
@@ -163,7 +164,7 @@ class Trace:
 
     def top(self, n: int = 10, key: str = "flops") -> list[OpRecord]:
         if key not in ("flops", "bytes"):
-            raise ValueError(f"unknown key {key!r}; known: flops, bytes")
+            raise InputError(f"unknown key {key!r}; known: flops, bytes")
         return sorted(self.records, key=lambda r: getattr(r, key), reverse=True)[:n]
 
     def summary(self) -> dict[str, Any]:
