@@ -87,6 +87,48 @@ def test_kv_cache_footprint() -> None:
     fp = trace(model, inputs).footprint
     # 2 (K, V) * 12 layers * batch 2 * 4 KV heads * (100 + 1) positions * 64 head dim * 4 bytes
     assert fp.kv_cache_bytes == 2 * 12 * 2 * 4 * 101 * 64 * 4
+    assert fp.inputs_bytes == 2 * 8  # the tokens only: the cache is counted once, as the KV cache
+
+
+def test_decode_reads_the_cache_once_and_updates_it_in_place() -> None:
+    """Issue 18: a decode step moved the whole cache twice (torch.cat copies) and counted it twice."""
+    spec = get_model("decoder-125m")
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model, inputs = spec.build(), spec.example_inputs(4, 2048, decode=True)
+    tr = trace(model, inputs)
+    kv, params = tr.footprint.kv_cache_bytes, tr.footprint.params_bytes
+    assert sum(r.bytes for r in tr.records if r.op in ("aten.cat.default", "aten.copy_.default")) < 0.01 * kv
+    # the attention matmuls read the cache once (plus their small scores); before, the concatenation
+    # copied it (read past, write past + new) before reading it again: over 3x the cache
+    attn = sum(r.bytes - r.param_bytes for r in tr.records if r.op_class == "matmul" and r.module.endswith("attn"))
+    assert kv < attn < 1.05 * kv
+    table = 32000 * 768 * 4  # the embedding table is only gathered from: its parameter bytes are not all read
+    assert tr.bytes - params + table < 1.25 * kv  # the rest: eager softmax/scale traffic, activations
+
+
+def test_in_place_decode_gives_the_prefill_answer() -> None:
+    torch.manual_seed(0)
+    model = get_model("decoder-125m").build().eval()
+    c = model.config
+    tokens = torch.randint(0, c.vocab, (2, 6))
+    with torch.no_grad():
+        full = model(tokens)[:, -1]
+        cache = torch.zeros(2, c.layers, 2, c.kv_heads, 6, c.head_dim)
+        for t in range(6):  # one token at a time, each step writing its slot of the cache in place
+            step = model(tokens[:, t : t + 1], cache[:, :, :, :, : t + 1])
+    assert torch.allclose(step[:, -1], full, atol=1e-4)
+
+
+def test_a_trace_reads_a_broadcast_tensor_once() -> None:
+    x = torch.randn(4, 1, 64)
+    w = torch.randn(64, 32)
+
+    class M(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.bmm(x, w.expand(4, 64, 32))
+
+    rec = trace(M(), (x,)).records[-1]
+    assert rec.op == "aten.bmm.default" and rec.bytes == (4 * 64 + 64 * 32 + 4 * 32) * 4
 
 
 @pytest.mark.parametrize("mode", ["inference", "training"])

@@ -93,7 +93,7 @@ def _decoder(c: DecoderConfig) -> Callable[[int, int, bool], Inputs]:
     def make(b: int, s: int, decode: bool) -> Inputs:
         if not decode:
             return (torch.randint(0, c.vocab, (b, s)),)
-        cache = torch.zeros(2, c.layers, b, c.kv_heads, s, c.head_dim)
+        cache = torch.zeros(2, c.layers, b, c.kv_heads, s + 1, c.head_dim)  # s past positions and the new one
         return (torch.randint(0, c.vocab, (b, 1)), cache)
 
     return make

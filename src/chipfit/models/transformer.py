@@ -51,8 +51,11 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, s, self.kv_heads, hd).transpose(1, 2)
         if rope is not None:
             q, k = _rotate(q, *rope), _rotate(k, *rope)
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        if past is not None:  # a preallocated cache: write this step's keys and values in place, attend over it
+            at = past[0].shape[2] - s
+            past[0][:, :, at:].copy_(k)
+            past[1][:, :, at:].copy_(v)
+            k, v = past
         # group the query heads that share a KV head: (b, kv_heads, g * s, hd)
         qg = q.reshape(b, self.kv_heads, g * s, hd)
         scores = torch.matmul(qg, k.transpose(-2, -1)) / math.sqrt(hd)
@@ -170,8 +173,10 @@ class DecoderLayer(nn.Module):
 class Decoder(nn.Module):
     """Llama-style decoder: RMSNorm, rotary positions, grouped-query attention, SwiGLU.
 
-    forward(tokens) is a prefill; forward(tokens, kv_cache) with kv_cache of shape
-    (2, layers, batch, kv_heads, past_len, head_dim) is a decode step over `tokens`."""
+    forward(tokens) is a prefill; forward(tokens, kv_cache) is a decode step over `tokens` with a
+    preallocated cache of shape (2, layers, batch, kv_heads, past_len + tokens, head_dim), as
+    serving stacks keep it: the step writes its keys and values into the last `tokens` positions in
+    place and attends over the whole cache, which is read once and never copied."""
 
     def __init__(self, c: DecoderConfig) -> None:
         super().__init__()
@@ -184,7 +189,9 @@ class Decoder(nn.Module):
     def forward(self, tokens: torch.Tensor, kv_cache: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config
         s = tokens.shape[1]
-        past_len = 0 if kv_cache is None else kv_cache.shape[4]
+        past_len = 0 if kv_cache is None else kv_cache.shape[4] - s
+        if past_len < 0:
+            raise InputError(f"the KV cache holds {kv_cache.shape[4]} positions, fewer than the {s} tokens of the step")
         pos = torch.arange(past_len, past_len + s, device=tokens.device, dtype=torch.float32)
         inv = 1.0 / (c.rope_theta ** (torch.arange(0, c.head_dim // 2, device=tokens.device) * 2.0 / c.head_dim))
         freqs = torch.outer(pos, inv)
@@ -204,8 +211,13 @@ class Decoder(nn.Module):
         return 2 * c.layers * batch * c.kv_heads * length * c.head_dim * torch.finfo(dtype).bits // 8
 
     def step_kv_cache_bytes(self, inputs: Sequence[Any]) -> int:
-        """The cache after a step on (tokens[, kv_cache]): past positions plus the step's tokens
-        (chipfit.trace.KVCacheModel)."""
+        """The cache after a step on (tokens[, kv_cache]): the preallocated cache, or after a prefill
+        the positions it filled (chipfit.trace.KVCacheModel)."""
         tokens = inputs[0]
-        past = inputs[1].shape[4] if len(inputs) > 1 and isinstance(inputs[1], torch.Tensor) else 0
-        return self.kv_cache_bytes(tokens.shape[0], past + tokens.shape[1])
+        if len(inputs) > 1 and isinstance(inputs[1], torch.Tensor):
+            return self.kv_cache_bytes(tokens.shape[0], inputs[1].shape[4], inputs[1].dtype)
+        return self.kv_cache_bytes(tokens.shape[0], tokens.shape[1])
+
+    def kv_cache_inputs(self, inputs: Sequence[Any]) -> tuple[int, ...]:
+        """Which positional inputs are the cache (counted once, as the KV cache, not again as inputs)."""
+        return (1,) if len(inputs) > 1 else ()

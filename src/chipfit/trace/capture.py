@@ -35,7 +35,9 @@ OPTIMIZERS = ("adam", "sgd")
 class KVCacheModel(Protocol):
     """A model with a key/value cache says how large it is; the tracer does not guess a layout.
     Any model (the built-in decoders, or yours) that defines this method gets its cache counted
-    in the trace's footprint."""
+    in the trace's footprint. A model whose cache is one of its inputs also defines
+    `kv_cache_inputs(inputs) -> tuple[int, ...]`, the positions of those inputs, so the cache is
+    counted once (as the KV cache) and not again as an input."""
 
     def step_kv_cache_bytes(self, inputs: Sequence[Any]) -> int:
         """Bytes of the cache resident after one step on `inputs` (the positional inputs the
@@ -52,6 +54,16 @@ class TraceError(InputError, RuntimeError):
 
 def _nbytes(t: torch.Tensor) -> int:
     return int(t.numel()) * t.element_size()
+
+
+def _read_bytes(t: torch.Tensor) -> int:
+    """Bytes an op must read of `t`: its distinct elements. A broadcast (stride-0) dimension is
+    read once, not once per repeat: `expand` makes a (4, 4096, 4096) view of one 4096 x 4096 weight."""
+    distinct = 1
+    for size, stride in zip(t.shape, t.stride(), strict=True):
+        if stride != 0:
+            distinct *= int(size)
+    return distinct * t.element_size() if t.numel() else 0
 
 
 def _tensors(x: Any) -> list[torch.Tensor]:
@@ -114,9 +126,9 @@ class _Recorder(TorchDispatchMode):
         for t in ins:
             if id(t) not in seen:
                 seen.add(id(t))
-                read += _nbytes(t)
+                read += _read_bytes(t)
                 if t.untyped_storage()._cdata in self.param_storages:
-                    param_read += _nbytes(t)
+                    param_read += _read_bytes(t)
         written = sum(_nbytes(t) for t in outs)
         if op_class == "embedding" and self.phase == "forward":
             # a gather reads the rows it fetches (as many bytes as it writes) and its indices, not the whole table
@@ -247,14 +259,16 @@ def trace(
         model.train(was_training)
 
     kv = int(model.step_kv_cache_bytes(inputs)) if isinstance(model, KVCacheModel) else 0
+    cache_at = set(model.kv_cache_inputs(inputs)) if kv and hasattr(model, "kv_cache_inputs") else set()
     in_tensors = _tensors(inputs)
+    non_cache = _tensors([x for i, x in enumerate(inputs) if i not in cache_at])
     footprint = Footprint(
         params_bytes=param_bytes,
         grads_bytes=grads_bytes,
         optimizer_bytes=opt_bytes,
         activations_peak_bytes=_peak(rec.events[:backward_end], grad_allocs),
         kv_cache_bytes=kv,
-        inputs_bytes=sum(_nbytes(t) for t in in_tensors),
+        inputs_bytes=sum(_nbytes(t) for t in non_cache),
     )
     batch = int(in_tensors[0].shape[0]) if in_tensors and in_tensors[0].dim() else 1
     return Trace(
