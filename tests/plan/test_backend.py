@@ -36,7 +36,7 @@ def _plan(backend: str, **kw: Any) -> dict[str, Any]:
     args: dict[str, Any] = {
         "name": "mlp",
         "devices": ["a100-sxm", "h100-sxm", "t4", "tpu-v5e", "gaudi2", "inferentia2", "edge-tpu"],
-        "precisions": ["fp32", "bf16", "int8"],
+        "precisions": ["fp32", "bf16", "fp8"],
         "batches": [1, 16, 256],
         "chips": [1, 2, 4],
         "training": True,

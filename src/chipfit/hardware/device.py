@@ -161,6 +161,16 @@ class Support:
     source: Source
 
 
+@dataclass(frozen=True, kw_only=True)
+class Training:
+    """The formats the device's software stack trains in (mixed precision: FP32 master weights,
+    the matrix math in the format). A device without it is not offered for training; integer
+    formats never are (no production stack trains in INT8)."""
+
+    formats: tuple[str, ...]
+    source: Source
+
+
 @dataclass(frozen=True)
 class Device:
     name: str
@@ -178,6 +188,7 @@ class Device:
     support: Support
     host_link: Link | None = None
     interconnect: Link | None = None
+    training: Training | None = None  # None: no training stack in the catalog
     price: Price | None = None
     published_ops_per_j: float | None = None
     published_efficiency_source: Source | None = None
@@ -200,6 +211,10 @@ class Device:
     def on_chip(self) -> MemoryLevel | None:
         sram = [m for m in self.memory if m.kind == "sram"]
         return max(sram, key=lambda m: m.capacity_bytes) if sram else None
+
+    def trains_in(self, fmt: str) -> bool:
+        """Does the device's stack train with its matrix math in `fmt` (catalog `training.formats`)?"""
+        return self.training is not None and fmt in self.training.formats
 
     def peak(self, fmt: str) -> float:
         """Dense peak ops/s for `fmt` (0 when the matrix unit does not run it)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InputError
-from chipfit.formats import FORMATS
+from chipfit.formats import FORMATS, IntFormat
 from chipfit.hardware import energy
 from chipfit.hardware.device import (
     DATAFLOWS,
@@ -37,6 +37,7 @@ from chipfit.hardware.device import (
     Price,
     Source,
     Support,
+    Training,
     frozen_map,
 )
 from chipfit.vocab import DEVICE_OP_CLASSES
@@ -82,7 +83,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
 TOP_KEYS = {
     "extends", "display_name", "vendor", "family", "year", "process_nm", "description", "source",
     "compute", "matrix_units", "memory", "power", "support", "host_link", "interconnect", "price",
-    "published_ops_per_j", "published_efficiency_source",
+    "training", "published_ops_per_j", "published_efficiency_source",
 }  # fmt: skip
 SECTION_KEYS = {
     "compute": {
@@ -97,6 +98,7 @@ SECTION_KEYS = {
     "support": {"autocast", "unsupported_format", "host_op_classes", "host", "source"},
     "link": {"kind", "bandwidth_bytes_per_s", "topology", "source", "generation", "latency_s"},
     "price": {"usd_per_hour", "basis", "date", "source"},
+    "training": {"formats", "source"},
 }  # fmt: skip
 OP_CLASSES = DEVICE_OP_CLASSES  # what a device file may name
 
@@ -433,6 +435,19 @@ def _build(name: str, d: dict[str, Any]) -> Device:
             _source(ctx, pr, "source", "price."),
         )
 
+    training = None
+    if "training" in d:
+        tr = _table(ctx, d, "training")
+        _check_keys(ctx, "training.", tr, SECTION_KEYS["training"])
+        names = _req(ctx, tr, "formats", "training.")
+        if not isinstance(names, list) or not names:
+            raise ctx.fail("training.formats", "must be a non-empty list of format names")
+        for i, n in enumerate(names):
+            _fmt(ctx, f"training.formats[{i}]", n)
+            if isinstance(FORMATS[n], IntFormat):
+                raise ctx.fail(f"training.formats[{i}]", f"{n} is an integer format; no stack trains in one")
+        training = Training(formats=tuple(names), source=_source(ctx, tr, "source", "training."))
+
     family = _str(ctx, d, "family", "", FAMILIES)
     pub = _num(ctx, d, "published_ops_per_j") if "published_ops_per_j" in d else None
     pub_src = _source(ctx, d, "published_efficiency_source") if pub is not None else None
@@ -453,6 +468,7 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         host_link=link("host_link"),
         interconnect=link("interconnect"),
         price=price,
+        training=training,
         published_ops_per_j=pub,
         published_efficiency_source=pub_src,
         file=ctx.file,

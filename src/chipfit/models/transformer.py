@@ -191,7 +191,7 @@ class Decoder(nn.Module):
         s = tokens.shape[1]
         past_len = 0 if kv_cache is None else kv_cache.shape[4] - s
         if past_len < 0:
-            raise InputError(f"the KV cache holds {kv_cache.shape[4]} positions, fewer than the {s} tokens of the step")
+            raise InputError(f"the KV cache holds {past_len + s} positions, fewer than the {s} tokens of the step")
         pos = torch.arange(past_len, past_len + s, device=tokens.device, dtype=torch.float32)
         inv = 1.0 / (c.rope_theta ** (torch.arange(0, c.head_dim // 2, device=tokens.device) * 2.0 / c.head_dim))
         freqs = torch.outer(pos, inv)

@@ -13,7 +13,7 @@ from chipfit.errors import InputError
 from chipfit.hardware.device import Device
 from chipfit.plan.backend import BACKENDS
 from chipfit.plan.plan import OBJECTIVES, Constraints, Plan, PlanError, pareto_front, recommend
-from chipfit.plan.sweep import Measured, PlanRow, sweep
+from chipfit.plan.sweep import Measured, PlanRow, offered, sweep
 from chipfit.quant.spec import QuantConfig
 
 __all__ = ["DEFAULT_BATCHES", "DEFAULT_PRECISIONS", "measure_accuracy", "plan"]
@@ -81,29 +81,33 @@ def _runs_config(pol: Any, cfg: QuantConfig) -> bool:
     return cfg.activations is None or pol.a.format == cfg.activations.format
 
 
-def _runs_somewhere(devices: Sequence[str | Device], precision: str) -> bool:
+def _runs_somewhere(
+    devices: Sequence[str | Device], precision: str, *, training: bool = False, allow_fallback: bool = False
+) -> bool:
     from chipfit.hardware import get_device
-    from chipfit.hardware.precision import resolve_precision
 
-    return any(resolve_precision(get_device(d), precision).on_matrix_unit for d in devices)
+    return any(offered(get_device(d), precision, training=training, allow_fallback=allow_fallback) for d in devices)
 
 
-def _check_precisions_run(devices: Sequence[str | Device], precisions: Sequence[str]) -> None:
-    """A precision no chosen device runs on its matrix unit is an error naming the devices that do."""
+def _check_precisions_run(
+    devices: Sequence[str | Device], precisions: Sequence[str], *, training: bool = False, allow_fallback: bool = False
+) -> None:
+    """A precision no chosen device runs on its matrix unit (or, for training, trains in) is an error
+    naming the devices that do."""
     from chipfit.hardware import get_device, list_devices
     from chipfit.hardware.precision import resolve_precision
 
     chosen = [get_device(d) for d in devices]  # unknown names fail here, listing the catalog
     for p in precisions:
         resolve_precision(chosen[0], p)  # unknown precisions fail here, listing the known ones
-        if _runs_somewhere(chosen, p):
+        if _runs_somewhere(chosen, p, training=training, allow_fallback=allow_fallback):
             continue
-        runs = [d.name for d in list_devices() if _runs_somewhere([d], p)]
+        runs = [d.name for d in list_devices() if _runs_somewhere([d], p, training=training)]
+        verb = "trains in" if training else "runs"
         where = f"catalog devices that do: {', '.join(runs)}" if runs else "no catalog device does"
-        raise PlanError(
-            f"no chosen device runs {p} on its matrix unit ({where}); drop it from the precisions, "
-            "or pass allow_fallback (--allow-fallback) to price it on vector units and hosts"
-        )
+        fix = "" if training else ", or pass allow_fallback (--allow-fallback) to price it on vector units and hosts"
+        raise PlanError(f"no chosen device {verb} {p}" + ("" if training else " on its matrix unit")
+                        + f" ({where}); drop it from the precisions{fix}")  # fmt: skip
 
 
 def _estimate_of(
@@ -160,10 +164,19 @@ def plan(
     if not chips or any(n < 1 for n in chips):
         raise InputError(f"chip counts must be positive integers, got {list(chips)}")
     names: list[str | Device] = list(devices) if devices else [d.name for d in list_devices()]
-    if precisions is None:  # the defaults: those some chosen device runs (all of them with allow_fallback)
-        precisions = [p for p in DEFAULT_PRECISIONS if allow_fallback or _runs_somewhere(names, p)]
-    elif not allow_fallback:
-        _check_precisions_run(names, precisions)
+    if training:
+        from chipfit.hardware import get_device
+
+        if all(get_device(d).training is None for d in names):
+            trainers = ", ".join(d.name for d in list_devices() if d.training is not None)
+            raise PlanError(f"no chosen device has a training stack in the catalog; devices that train: {trainers}")
+    if precisions is None:  # the defaults: those some chosen device runs (trains in, for training)
+        precisions = [
+            p for p in DEFAULT_PRECISIONS
+            if _runs_somewhere(names, p, training=training, allow_fallback=allow_fallback)
+        ]  # fmt: skip
+    elif training or not allow_fallback:
+        _check_precisions_run(names, precisions, training=training, allow_fallback=allow_fallback)
     cons = constraints or Constraints()
     if metric and cons.metric != metric:
         cons = dataclasses.replace(cons, metric=metric)  # drops are in the metric's units
@@ -194,6 +207,14 @@ def plan(
     result = Plan(name, objective, cons, rows, metric=metric, fp32_metric=fp32, training=training)
     result.front = pareto_front(rows, cons)
     result.best, result.reasons = recommend(rows, objective, cons)
+    if training:
+        from chipfit.hardware import get_device
+
+        untrained = sorted(d.name for d in map(get_device, names) if d.training is None)
+        if untrained:
+            result.reasons.append(
+                f"Not offered for training (no training stack in the catalog): {', '.join(untrained)}."
+            )
     if result.best is not None:
         result.best_estimate = _estimate_of(model, inputs, result.best, training, optimizer)
     if accuracy is not None and quant is not None:

@@ -96,6 +96,18 @@ class SweepTask:
         return len(self.devices) * len(self.precisions)
 
 
+def offered(dev: Device, precision: str, *, training: bool, allow_fallback: bool) -> bool:
+    """Is (device, precision) a configuration to sweep? The matrix unit runs it (natively or by the
+    compiler's documented cast) unless fallbacks are allowed, and for training the device's stack
+    trains in that format (catalog `training.formats`; never an integer format)."""
+    from chipfit.hardware.precision import resolve_precision
+
+    prec = resolve_precision(dev, precision)
+    if not (prec.on_matrix_unit or allow_fallback):
+        return False
+    return not training or dev.trains_in(prec.format)
+
+
 def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
     """The rows of `task`, in device, precision, (strategy, chips) order. Runs in any process."""
     from chipfit.cost import estimate, resolve_precision
@@ -104,9 +116,9 @@ def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
     b = task.batch
     for dev in task.devices:
         for p in task.precisions:
+            if not offered(dev, p, training=task.training, allow_fallback=task.allow_fallback):
+                continue  # the chip does not run (or train in) it: not a configuration to recommend
             prec = resolve_precision(dev, p)
-            if not (prec.on_matrix_unit or task.allow_fallback):
-                continue  # the chip does not run it: not a configuration to recommend
             est = estimate(tr, dev, p)
             parts = StepParts.of(est, tr)
             price_h = dev.price.usd_per_hour if dev.price is not None else None

@@ -259,7 +259,8 @@ def trace(
         model.train(was_training)
 
     kv = int(model.step_kv_cache_bytes(inputs)) if isinstance(model, KVCacheModel) else 0
-    cache_at = set(model.kv_cache_inputs(inputs)) if kv and hasattr(model, "kv_cache_inputs") else set()
+    named = getattr(model, "kv_cache_inputs", None)
+    cache_at = set(named(inputs)) if kv and callable(named) else set()
     in_tensors = _tensors(inputs)
     non_cache = _tensors([x for i, x in enumerate(inputs) if i not in cache_at])
     footprint = Footprint(
