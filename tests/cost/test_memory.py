@@ -83,8 +83,12 @@ def test_estimate_plan_and_amp_agree_on_the_training_footprint(precision: str, o
     amp = training_cost(model, (x,), dev.name, precision, optimizer=optimizer)
     rows = sweep(model, lambda b: (torch.randn(b, 64),), devices=[dev.name], precisions=[precision], batches=[16],
                  training=True, optimizer=optimizer, backend="serial")  # fmt: skip
-    (single,) = [r for r in rows if r.chips == 1]
-    assert est.footprint_bytes == amp.total_bytes == int(single.memory_per_chip_bytes)
+    if precision == "int8":  # no stack trains in INT8: plan offers no such row; estimate and amp still price it
+        assert rows == []
+        assert est.footprint_bytes == amp.total_bytes
+    else:
+        (single,) = [r for r in rows if r.chips == 1]
+        assert est.footprint_bytes == amp.total_bytes == int(single.memory_per_chip_bytes)
     n = 19_210
     per_param = 4 + 4 + (8 if optimizer == "adam" else 0)  # FP32 master + FP32 gradient + moments
     per_param += 0 if storage_bytes(fmt) == 4 else storage_bytes(fmt)  # the working copy, when narrower

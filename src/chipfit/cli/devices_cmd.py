@@ -125,13 +125,21 @@ def cmd_devices_show(args: argparse.Namespace) -> int:
         s.add_row("", f"{m.energy_pj_per_byte:.3g} pJ/B", str(m.energy_source))
     s.add_row("power", f"TDP {d.power.tdp_w:g} W", str(d.power.source))
     s.add_row("", f"idle {d.power.idle_w:g} W", str(d.power.idle_source))
-    for label, link in (("host link", d.host_link), ("interconnect", d.interconnect)):
+    for label, link in (("host link", d.host_link), ("interconnect", d.interconnect), ("scale-out", d.scale_out)):
         if link is not None:
+            domain = f", {link.domain_chips} chips per domain" if link.domain_chips else ""
             s.add_row(
                 label,
-                f"{link.kind} {link.generation} {link.bandwidth_bytes_per_s / 1e9:g} GB/s/dir, {link.topology}".strip(),
+                f"{link.kind} {link.generation} {link.bandwidth_bytes_per_s / 1e9:g} GB/s/dir, {link.topology}{domain}",
                 str(link.source),
             )
+            hop = f" + {link.hop_latency_s * 1e6:g} us per extra hop" if link.hop_latency_s else ""
+            base = f", {link.collective_latency_s * 1e6:g} us per collective" if link.collective_latency_s else ""
+            s.add_row("", f"latency {link.latency_s * 1e6:g} us per message{hop}{base}", str(link.latency_source))
+    if d.training is not None:
+        s.add_row("training", ", ".join(d.training.formats), str(d.training.source))
+    else:
+        s.add_row("training", "none (no training stack in the catalog)", "")
     sup = d.support
     auto = ", ".join(f"{k}->{v}" for k, v in sup.autocast.items()) or "none"
     host_ops = ", ".join(sup.host_op_classes) or "none"

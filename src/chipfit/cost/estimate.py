@@ -13,7 +13,8 @@ Per op (all from shapes):
   (metadata only) cost nothing.
 - fallback: op classes the device leaves to its host, and formats it cannot run
   when its policy is "host", run on the host device and pay the host link both
-  ways: the op's inputs go over, its outputs come back.
+  ways: the op's inputs go over, its outputs come back (two messages, each paying
+  the link's latency, plus the bytes over its bandwidth).
 - energy: flops x arithmetic pJ/op (hardware.energy) + bytes x pJ/byte of the
   serving level + idle power x time; host fallbacks add the host's energy and the
   link's bytes at LINK_PJ_PER_BYTE.
@@ -286,7 +287,8 @@ def _cost(
     if to_host and host is not None and device.host_link is not None:
         c, m, o, e, _unit, peak = _op_on(host, resolve_precision(host, "float32"), rec, 1.0, model_bytes / scale)
         moved = rec.bytes * scale
-        transfer = moved / device.host_link.bandwidth_bytes_per_s
+        link = device.host_link  # inputs over, outputs back: two messages, each paying the link's latency
+        transfer = moved / link.bandwidth_bytes_per_s + 2 * link.latency_s
         energy = e + moved * LINK_PJ_PER_BYTE * 1e-12 + device.power.idle_w * (max(c, m) + o + transfer)
         bound = Bound.TRANSFER if transfer >= max(c, m, o) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
         return _row(rec, Unit.HOST, (c, m, o, transfer), bound, energy, moved, peak, True)

@@ -36,7 +36,10 @@ __all__ = [
 FAMILIES = ("gpu", "tpu", "inference-asic", "training-asic", "npu", "fpga", "cpu")
 MATRIX_KINDS = ("systolic", "tensor-core", "simd", "dsp")
 MEMORY_KINDS = ("hbm", "gddr", "dram", "sram")
-LINK_KINDS = ("pcie", "nvlink", "ici", "neuronlink", "infinity-fabric", "hccs", "roce", "ethernet", "usb", "soc")
+LINK_KINDS = (
+    "pcie", "nvlink", "ici", "neuronlink", "infinity-fabric", "hccs", "roce", "ethernet", "infiniband", "efa", "dcn",
+    "usb", "soc",
+)  # fmt: skip
 TOPOLOGIES = ("none", "point-to-point", "switch", "ring", "torus-2d", "torus-3d", "hypercube", "mesh")
 SOURCE_KINDS = ("datasheet", "paper", "measured", "derived", "third-party", "assumed")
 DATAFLOWS = ("output-stationary", "weight-stationary")
@@ -99,16 +102,27 @@ class MemoryLevel:
     energy_source: Source
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Link:
-    """A host link or chip-to-chip interconnect; bandwidth per chip, per direction."""
+    """A host link, a chip-to-chip interconnect (the fast domain) or a scale-out network;
+    bandwidth per chip, per direction.
+
+    A collective over the link is costed step by step as alpha + bytes / bandwidth
+    (plan.collectives): alpha is `latency_s` (one message step, endpoint to endpoint, with the
+    communication library's own cost) plus `hop_latency_s` for every hop beyond the first on a
+    direct network (a torus); every collective also pays `collective_latency_s` once (the
+    library's fixed cost of launching one: NCCL's baseLat)."""
 
     kind: str
     bandwidth_bytes_per_s: float
     topology: str
     source: Source
+    latency_s: float
+    latency_source: Source
     generation: str = ""
-    latency_s: float = 0.0
+    hop_latency_s: float = 0.0
+    collective_latency_s: float = 0.0
+    domain_chips: int = 0  # chips this link joins directly (an NVLink board, a TPU pod's torus); 0: unbounded
 
 
 @dataclass(frozen=True)
@@ -187,7 +201,8 @@ class Device:
     power: Power
     support: Support
     host_link: Link | None = None
-    interconnect: Link | None = None
+    interconnect: Link | None = None  # the fast domain: what tensor parallelism uses
+    scale_out: Link | None = None  # the network between fast domains (InfiniBand, EFA, a TPU pod's DCN)
     training: Training | None = None  # None: no training stack in the catalog
     price: Price | None = None
     published_ops_per_j: float | None = None

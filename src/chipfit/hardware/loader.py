@@ -68,7 +68,10 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "tdp_w": (0.1, 2000, "watts"),
     "idle_w": (0, 2000, "watts"),
     "link_bandwidth_bytes_per_s": (1e7, 1e13, "bytes per second, per direction"),
-    "latency_s": (0, 1e-2, "seconds"),
+    "latency_s": (1e-8, 1e-2, "seconds (1 us = 1e-6)"),
+    "hop_latency_s": (0, 1e-4, "seconds (1 us = 1e-6)"),
+    "collective_latency_s": (0, 1e-3, "seconds (1 us = 1e-6)"),
+    "domain_chips": (2, 1e6, "chips"),
     "usd_per_hour": (0.001, 1000, "US dollars per chip-hour"),
     "published_ops_per_j": (1e9, 1e15, "ops per joule (1 TOPS/W = 1e12)"),
     "matmul_efficiency": (0.05, 1.0, "a fraction of peak"),
@@ -82,7 +85,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
 
 TOP_KEYS = {
     "extends", "display_name", "vendor", "family", "year", "process_nm", "description", "source",
-    "compute", "matrix_units", "memory", "power", "support", "host_link", "interconnect", "price",
+    "compute", "matrix_units", "memory", "power", "support", "host_link", "interconnect", "scale_out", "price",
     "training", "published_ops_per_j", "published_efficiency_source",
 }  # fmt: skip
 SECTION_KEYS = {
@@ -96,7 +99,8 @@ SECTION_KEYS = {
     "memory": {"kind", "capacity_bytes", "bandwidth_bytes_per_s", "source", "energy_pj_per_byte", "energy_source"},
     "power": {"tdp_w", "idle_w", "source", "idle_source"},
     "support": {"autocast", "unsupported_format", "host_op_classes", "host", "source"},
-    "link": {"kind", "bandwidth_bytes_per_s", "topology", "source", "generation", "latency_s"},
+    "link": {"kind", "bandwidth_bytes_per_s", "topology", "source", "generation", "latency_s", "latency_source",
+             "hop_latency_s", "collective_latency_s", "domain_chips"},
     "price": {"usd_per_hour", "basis", "date", "source"},
     "training": {"formats", "source"},
 }  # fmt: skip
@@ -415,13 +419,20 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         t = _table(ctx, d, key)
         w = f"{key}."
         _check_keys(ctx, w, t, SECTION_KEYS["link"])
+        domain = _num(ctx, t, "domain_chips", w) if "domain_chips" in t else 0
+        if domain != int(domain):
+            raise ctx.fail(f"{w}domain_chips", f"must be a whole number of chips, got {domain}")
         return Link(
-            _str(ctx, t, "kind", w, LINK_KINDS),
-            _num(ctx, t, "bandwidth_bytes_per_s", w, "link_bandwidth_bytes_per_s"),
-            _str(ctx, t, "topology", w, TOPOLOGIES),
-            _source(ctx, t, "source", w),
-            str(t.get("generation", "")),
-            _num(ctx, t, "latency_s", w) if "latency_s" in t else 0.0,
+            kind=_str(ctx, t, "kind", w, LINK_KINDS),
+            bandwidth_bytes_per_s=_num(ctx, t, "bandwidth_bytes_per_s", w, "link_bandwidth_bytes_per_s"),
+            topology=_str(ctx, t, "topology", w, TOPOLOGIES),
+            source=_source(ctx, t, "source", w),
+            latency_s=_num(ctx, t, "latency_s", w),  # required: a link without latency made 100,000 chips free
+            latency_source=_source(ctx, t, "latency_source", w),
+            generation=str(t.get("generation", "")),
+            hop_latency_s=_num(ctx, t, "hop_latency_s", w) if "hop_latency_s" in t else 0.0,
+            collective_latency_s=_num(ctx, t, "collective_latency_s", w) if "collective_latency_s" in t else 0.0,
+            domain_chips=int(domain),
         )
 
     price = None
@@ -467,6 +478,7 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         support=support,
         host_link=link("host_link"),
         interconnect=link("interconnect"),
+        scale_out=link("scale_out"),
         price=price,
         training=training,
         published_ops_per_j=pub,

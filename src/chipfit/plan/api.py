@@ -122,6 +122,22 @@ def _estimate_of(
     return estimate(tr, row.device, row.precision)
 
 
+def _unjoined_reasons(result: Plan, devices: Sequence[str | Device], chips: Sequence[int], training: bool) -> None:
+    """Say which chip counts a device's fabric cannot join (tensor and pipeline parallel; for training
+    data parallel too), instead of leaving the rows out without a word."""
+    from chipfit.hardware import get_device
+    from chipfit.plan.collectives import Fabric
+
+    kinds = "parallel configurations" if training else "tensor- or pipeline-parallel configurations"
+    for d in map(get_device, devices):
+        fab = Fabric.of(d)
+        out = [(n, fab.reach(n)) for n in sorted(set(chips))]
+        out = [(n, r) for n, r in out if r]
+        if out:
+            counts = ", ".join(str(n) for n, _ in out)
+            result.reasons.append(f"No {kinds} of {d.name} on {counts} chips: {out[-1][1]}.")
+
+
 def plan(
     model: nn.Module,
     inputs: Callable[[int], Sequence[Any]],
@@ -207,6 +223,7 @@ def plan(
     result = Plan(name, objective, cons, rows, metric=metric, fp32_metric=fp32, training=training)
     result.front = pareto_front(rows, cons)
     result.best, result.reasons = recommend(rows, objective, cons)
+    _unjoined_reasons(result, names, chips, training)
     if training:
         from chipfit.hardware import get_device
 

@@ -120,7 +120,7 @@ def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
                 continue  # the chip does not run (or train in) it: not a configuration to recommend
             prec = resolve_precision(dev, p)
             est = estimate(tr, dev, p)
-            parts = StepParts.of(est, tr)
+            parts = StepParts.of(est, tr, dev)
             price_h = dev.price.usd_per_hour if dev.price is not None else None
             acc = task.accuracy.get((dev.name, p))
             cap = float(dev.main_memory.capacity_bytes)
@@ -133,12 +133,12 @@ def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
                         None,
                         "data" if strategy == "single" else strategy,
                         n,
-                        dev.interconnect,
+                        dev,
                         training=task.training,
                         batch=b,
                     )
                 except ValueError:
-                    continue  # no interconnect for this strategy
+                    continue  # the fabric cannot join n chips (no interconnect, or no network beyond the domain)
                 global_batch = b * n if strategy == "data" else b
                 mem = est.memory.per_chip_bytes(strategy, n)
                 thr = global_batch / so.step_s if so.step_s > 0 else math.inf
@@ -156,7 +156,7 @@ def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
                         throughput=thr,
                         usd_per_hour=usd_h,
                         usd_per_million=(usd_h / 3600 / thr * 1e6) if usd_h is not None else None,
-                        energy_per_item_j=est.energy_j / b,
+                        energy_per_item_j=so.energy_j / global_batch,
                         memory_per_chip_bytes=mem,
                         capacity_bytes=cap,
                         fits=mem <= cap,
