@@ -188,6 +188,33 @@ def test_training_gives_gradients_for_every_parameter(device: str, precision: st
         assert any(r.phase == "backward" and r.op_class in ("matmul", "conv") for r in run.report().rows)
 
 
+def test_backward_ops_carry_their_module_paths() -> None:
+    """Issue 17: emulate tracks modules with torch's ModuleTracker, as the tracer does, so the backward
+    pass's matrix ops name the layer they belong to (they were all reported at module "")."""
+    torch.manual_seed(0)
+    model = DigitsCNN()
+    with emulate(device="h100-sxm", precision="bf16") as run:
+        model(torch.randn(4, 1, 8, 8)).pow(2).mean().backward()
+    rows = run.report().rows
+    forward = {r.module for r in rows if r.phase == "forward" and r.op_class in ("matmul", "conv")}
+    backward = {r.module for r in rows if r.phase == "backward" and r.op_class in ("matmul", "conv")}
+    assert forward and backward and "" not in backward
+    assert backward <= forward  # the same layers' paths: features.0, classifier.1, ...
+    assert any(m.startswith("classifier") for m in backward) and any(m.startswith("features") for m in backward)
+
+
+def test_delayed_scaling_keys_repeat_across_steps() -> None:
+    """A call site's key is the same every step, so delayed scaling reuses its amax history."""
+    lin = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    with emulate(device="h100-sxm", precision="fp8", fp8_scaling="delayed") as run:
+        for _ in range(3):
+            lin(torch.randn(8, 16)).pow(2).mean().backward()
+        states = run._mode.states  # type: ignore[attr-defined]
+    assert states and len(states) == len({k for k in states})
+    forward_sites = {k[:4] for k in states if k[0] == "forward"}
+    assert forward_sites == {("forward", "0", "addmm", 1), ("forward", "2", "addmm", 1)}
+
+
 def test_fp8_training_uses_e5m2_for_gradients() -> None:
     lin = nn.Linear(16, 16)
     x = torch.randn(4, 16)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 from torch.utils._pytree import tree_map
+from torch.utils.module_tracker import ModuleTracker
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from chipfit.emulate.matrix import MATRIX_KERNELS, short_name
@@ -140,6 +141,80 @@ def _sumsq(t: torch.Tensor) -> float:
     return float(torch.sum(t.detach().double() ** 2))
 
 
+class _PassTracker(ModuleTracker):
+    """torch's ModuleTracker, also saying when an outermost module call starts (a new forward pass,
+    whose call-site counts, delayed scaling's keys, start again). Without autograd (inference
+    under no_grad) there is no backward to follow, so the hooks skip the tracker's per-call pytree
+    walk over inputs and outputs that only registers backward hooks: the same paths, less work on
+    the hot path."""
+
+    def __init__(self, on_new_pass: Any) -> None:
+        super().__init__()
+        self._on_new_pass = on_new_pass
+        self.version = 0  # bumped whenever `parents` changes, so the innermost path is worked out once
+        self._innermost: tuple[int, int, str] = (0, -1, "")
+        self._names: dict[nn.Module, str] = {}  # the tracker's names, looked up once per module
+        self._stack: list[str] = []  # modules entered without autograd, innermost last
+
+    def _name(self, mod: nn.Module) -> str:
+        name = self._names.get(mod)
+        if name is None:
+            name = self._names[mod] = self._get_mod_name(mod)
+        return name
+
+    def innermost(self) -> str:
+        """The innermost module's tracker name ("" outside every module), cached until `parents` changes."""
+        parents = self.parents
+        if self._stack and len(parents) == len(self._stack) + 1:  # every open module came by the fast path
+            return self._stack[-1]
+        key = (id(parents), self.version)
+        if self._innermost[:2] == key:
+            return self._innermost[2]
+        name = "" if len(parents) < 2 else max(parents, key=lambda p: (p != "Global", p.count(".")))
+        self._innermost = (*key, name)
+        return name
+
+    def _get_append_fn(self, name: str, is_bw: bool) -> Any:
+        fn = super()._get_append_fn(name, is_bw)
+
+        def append(*args: Any) -> None:
+            fn(*args)
+            self.version += 1
+
+        return append
+
+    def _get_pop_fn(self, name: str, is_bw: bool) -> Any:
+        fn = super()._get_pop_fn(name, is_bw)
+
+        def pop(*args: Any) -> None:
+            fn(*args)
+            self.version += 1
+
+        return pop
+
+    def _fw_pre_hook(self, mod: nn.Module, input: Any) -> None:
+        if len(self.parents) == 1:  # only "Global": an outermost call
+            self._stack.clear()
+            self._on_new_pass()
+        if torch.is_grad_enabled():
+            super()._fw_pre_hook(mod, input)
+        else:
+            name = self._name(mod)
+            self.parents.add(name)
+            self._stack.append(name)
+            self.version += 1
+
+    def _fw_post_hook(self, mod: nn.Module, input: Any, output: Any) -> None:
+        if torch.is_grad_enabled():
+            super()._fw_post_hook(mod, input, output)
+        else:
+            name = self._name(mod)
+            self.parents.discard(name)
+            if self._stack and self._stack[-1] == name:
+                self._stack.pop()
+            self.version += 1
+
+
 class EmulationMode(TorchDispatchMode):
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -163,21 +238,18 @@ class EmulationMode(TorchDispatchMode):
         self.current = ""  # the op being run (for the watch)
         self.numerics: dict[tuple[str, bool], str] = {}  # (phase, handled) -> matrix numerics text
         self.writes_first: dict[Any, bool] = {}  # op -> writes its first argument (in place)
-        self.frames: list[tuple[str, Counter[str]]] = [("", Counter())]
-        self.names: dict[int, str] = {}
+        self.tracker: _PassTracker | None = None  # module paths, forward and backward (torch's own tracker)
+        self.paths: dict[str, str] = {}  # tracker name -> dotted module path
+        self.sites: Counter[tuple[str, str, str]] = Counter()  # (phase, module, op) -> calls in this pass
         self.phase = "forward"
-        self.bw_counter: Counter[str] = Counter()
 
     # ------------------------------------------------------------ entering and leaving
     active = False
-    _hooks: tuple[Any, ...] = ()
 
     def attach(self) -> None:
-        """Start intercepting: push the dispatch mode and register the global module hooks."""
-        self._hooks = (
-            nn.modules.module.register_module_forward_pre_hook(self.enter_module),
-            nn.modules.module.register_module_forward_hook(self.exit_module),
-        )
+        """Start intercepting: push the dispatch mode and start torch's ModuleTracker."""
+        self.tracker = _PassTracker(lambda: self._new_pass("forward"))
+        self.tracker.__enter__()
         self.__enter__()
         self.active = True
 
@@ -185,37 +257,39 @@ class EmulationMode(TorchDispatchMode):
         """Stop intercepting (the state stays for a later attach)."""
         self.active = False
         self.__exit__(None, None, None)
-        for h in self._hooks:
-            h.remove()
-        self._hooks = ()
-        self.frames = [("", Counter())]
+        if self.tracker is not None:
+            self.tracker.__exit__(None, None, None)
+            self.tracker = None
 
-    # ------------------------------------------------------------ module paths (forward hooks)
-    def enter_module(self, module: nn.Module, _args: Any) -> None:
-        if len(self.frames) == 1:  # a new outermost call: a new pass
-            self.frames[0] = ("", Counter())
-        if id(module) not in self.names:
-            if len(self.frames) == 1:  # an outermost module: name its tree once
-                root = type(module).__name__
-                for path, m in module.named_modules():
-                    self.names.setdefault(id(m), path or root)
-            else:
-                self.names[id(module)] = type(module).__name__
-        self.frames.append((self.names[id(module)], Counter()))
-
-    def exit_module(self, _module: nn.Module, _args: Any, _out: Any) -> None:
-        if len(self.frames) > 1:
-            self.frames.pop()
+    # ------------------------------------------------------------ module paths (torch's ModuleTracker)
+    def _module(self) -> str:
+        """The innermost module running now, as a dotted path (`features.0`; the root by its class
+        name), in forward and in backward alike; "" outside every module."""
+        if self.tracker is None:
+            return ""
+        name = self.tracker.innermost()
+        if not name:
+            return ""
+        path = self.paths.get(name)
+        if path is None:
+            path = self.paths[name] = name.partition(".")[2] or name
+        return path
 
     # ------------------------------------------------------------ bookkeeping
     def _site(self, name: str) -> tuple[Any, ...]:
-        """A stable key for a matrix-op call site, for delayed scaling's amax history."""
-        if self.phase == "backward":
-            self.bw_counter[name] += 1
-            return ("backward", name, self.bw_counter[name])
-        path, counter = self.frames[-1]
-        counter[name] += 1
-        return ("forward", path, name, counter[name])
+        """A stable key for a matrix-op call site, for delayed scaling's amax history: the module,
+        the op, and how many times that module ran that op so far in this pass."""
+        key = (self.phase, self._module(), name)
+        self.sites[key] += 1
+        return (*key, self.sites[key])
+
+    def _new_pass(self, phase: str, after_backward: bool = False) -> None:
+        for key in [k for k in self.sites if k[0] == phase]:
+            del self.sites[key]
+        if after_backward and self.tracker is not None:
+            for h in self.tracker._hooks:  # the backward has run: the tracker's grad hooks for it are spent
+                h.remove()
+            self.tracker._hooks.clear()
 
     def _state(self, site: tuple[Any, ...], which: str, op: Operand) -> ScaleState | None:
         if op.scaling.kind != "delayed" or op.exact or op.block:
@@ -227,7 +301,7 @@ class EmulationMode(TorchDispatchMode):
         return st
 
     def _stat(self, name: str, cls: str, numerics: str, fallback: str) -> OpStat:
-        module = self.frames[-1][0] if self.phase == "forward" else ""
+        module = self._module()
         key = (self.phase, module, name)
         st = self.run.stats.get(key)
         if st is None:
@@ -271,12 +345,9 @@ class EmulationMode(TorchDispatchMode):
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         phase = "backward" if torch._C._current_graph_task_id() != -1 else "forward"
-        if phase != self.phase:
+        if phase != self.phase:  # a new backward pass, or forward after one: their call counts start again
             self.phase = phase
-            if phase == "backward":
-                self.bw_counter = Counter()
-            else:
-                self.frames[0] = ("", Counter())
+            self._new_pass(phase, after_backward=phase == "forward")
         known = self.classes.get(func)
         if known is None:
             known = self.classes[func] = (classify(func, "forward"), short_name(func))
