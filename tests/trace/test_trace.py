@@ -209,13 +209,9 @@ def test_user_module_is_not_modified() -> None:
     assert torch.equal(model.weight, before) and model.weight.grad is None
 
 
-class _Bucketize(nn.Module):
+class _RunningLogSumExp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.bucketize(x, self.edges).float() + x  # type: ignore[operator]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("edges", torch.linspace(-1, 1, 16))
+        return torch.logcumsumexp(x, -1) + x  # no rule, no torch formula, no decomposition
 
 
 def test_a_new_aten_op_registered_in_one_place_is_classified_costed_and_shown(
@@ -227,33 +223,35 @@ def test_a_new_aten_op_registered_in_one_place_is_classified_costed_and_shown(
     from chipfit.vocab import OpClass
 
     x = torch.randn(4, 32)
-    before = trace(_Bucketize(), [x])
-    (rec,) = [r for r in before.records if r.op == "aten.bucketize.Tensor"]
+    before = trace(_RunningLogSumExp(), [x])
+    (rec,) = [r for r in before.records if r.op == "aten.logcumsumexp.default"]
     assert rec.op_class == "other" and rec.flops_source == "none" and rec in before.uncosted()
     try:
-        # a binary search over 16 edges: log2(16) = 4 compares per element; 4 * 4*32 = 512
-        register_op("bucketize", op_class=OpClass.REDUCTION, flops=lambda _n, args, ins, _o: 4 * ins[0][0] * ins[0][1])
-        with pytest.raises(ValueError, match="'bucketize' is already registered as reduction"):
-            register_op("bucketize", op_class=OpClass.ELEMENTWISE)
-        after = trace(_Bucketize(), [x])
-        (rec,) = [r for r in after.records if r.op == "aten.bucketize.Tensor"]
+        # a running log-sum-exp: exp, add, log per element; 4 * 4*32 = 512 (with the max shift)
+        register_op(
+            "logcumsumexp", op_class=OpClass.REDUCTION, flops=lambda _n, args, ins, _o: 4 * ins[0][0] * ins[0][1]
+        )
+        with pytest.raises(ValueError, match="'logcumsumexp' is already registered as reduction"):
+            register_op("logcumsumexp", op_class=OpClass.ELEMENTWISE)
+        after = trace(_RunningLogSumExp(), [x])
+        (rec,) = [r for r in after.records if r.op == "aten.logcumsumexp.default"]
         assert (rec.op_class, rec.flops, rec.flops_source) == ("reduction", 512, "chipfit")
         assert rec not in after.uncosted()
         row = estimate(after, "h100-sxm", "fp32").rows[rec.index]
         assert row.op_class == "reduction" and row.unit == "vector" and row.time_s > 0
         assert after.by_class()["reduction"]["flops"] >= 512  # the trace's summaries, which `chipfit trace` prints
-        path = tmp_path / "bucketize_model.py"
+        path = tmp_path / "logcumsumexp_model.py"
         path.write_text(
             "import torch\n\n\nclass M(torch.nn.Module):\n"
             "    def forward(self, x):\n"
-            "        return torch.bucketize(x, torch.zeros(16)).float() + x\n\n\n"
+            "        return torch.logcumsumexp(x, -1) + x\n\n\n"
             "def make():\n    return M()\n"
         )
         assert main(["trace", f"{path}:make", "--input-shape", "32", "--batch", "4", "--json"]) == 0
         shown = json.loads(capsys.readouterr().out)
         assert shown["by_class"]["reduction"]["flops"] >= 512
     finally:
-        OP_RULES.pop("bucketize", None)
+        OP_RULES.pop("logcumsumexp", None)
 
 
 def test_a_user_model_declares_its_cache_through_the_protocol() -> None:
@@ -280,3 +278,27 @@ def test_a_user_model_declares_its_cache_through_the_protocol() -> None:
     assert isinstance(Cached(), KVCacheModel) and not isinstance(Guessable(), KVCacheModel)
     assert trace(Cached(), [x, cache]).footprint.kv_cache_bytes == 2 * 8 * 16 * 4 + 2 * 16 * 4  # = 1152
     assert trace(Guessable(), [x, cache]).footprint.kv_cache_bytes == 0
+
+
+def test_an_op_without_a_rule_is_costed_through_its_decomposition() -> None:
+    """Issue 17: ops chipfit has no rule for and torch no FLOP formula for run as torch's
+    decomposition, so their pieces are classified and costed; ops without one stay listed as uncosted."""
+
+    class M(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            g = torch.linspace(0, 1, x.shape[-1])
+            return nn.functional.glu(torch.cat([x * g, x], -1), -1).cumprod(-1)
+
+    tr = trace(M(), [torch.randn(4, 16)])
+    assert not tr.uncosted()
+    ops = {r.op for r in tr.records}
+    assert not ops & {"aten.linspace.default", "aten.glu.default", "aten.cumprod.default"}  # decomposed
+    assert "aten.sigmoid.default" in ops  # glu's gate
+    assert tr.by_class()["elementwise"]["flops"] >= 4 * 16 * 2  # the gate and its product, at least
+
+    class Sorts(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.logcumsumexp(x, -1)  # no rule, no formula, no decomposition
+
+    unc = trace(Sorts(), [torch.randn(4, 16)]).uncosted()
+    assert [r.op for r in unc] == ["aten.logcumsumexp.default"]

@@ -17,14 +17,17 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+from torch._decomp import decomposition_table
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils.flop_counter import flop_registry
 from torch.utils.module_tracker import ModuleTracker
 
 from chipfit.errors import InputError
 from chipfit.trace.classify import classify, gemm_shape, op_flops
 from chipfit.trace.records import Footprint, OpRecord, Trace
+from chipfit.vocab import OpClass
 
 __all__ = ["KVCacheModel", "TraceError", "trace"]
 
@@ -82,6 +85,8 @@ class _Recorder(TorchDispatchMode):
         self.storage_alloc: dict[int, int] = {}  # storage id -> index of the op that allocated it
         self.current = ("", "")
         self.param_storages: set[int] = set()
+        self.decomposable: dict[Any, Any] = {}  # op -> its decomposition, or None
+        self.decomposing: set[Any] = set()
 
     def _module(self) -> tuple[str, str]:
         parents = [p for p in self.tracker.parents if p in self.names]
@@ -102,8 +107,29 @@ class _Recorder(TorchDispatchMode):
 
             weakref.finalize(t, release)
 
+    def _decomposition(self, func: Any) -> Any:
+        """torch's decomposition of an op chipfit has no rule or formula for (and torch no FLOP
+        formula), so its pieces are classified and costed instead of one uncosted op; None when
+        the op is known, has no decomposition, or is being decomposed already (no recursion)."""
+        got = self.decomposable.get(func, False)
+        if got is False:
+            got = None
+            known = getattr(func, "_overloadpacket", None) in flop_registry
+            if not known and classify(func, "forward") is OpClass.OTHER:
+                got = decomposition_table.get(func)
+            self.decomposable[func] = got
+        return None if got is None or func in self.decomposing else got
+
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        decomposed = self._decomposition(func) if self.phase != "optimizer" else None
+        if decomposed is not None:
+            self.decomposing.add(func)
+            try:
+                with self:  # the pieces dispatch through this recorder again
+                    return decomposed(*args, **kwargs)
+            finally:
+                self.decomposing.discard(func)
         name = str(func)
         self.current = self._module()
         try:
