@@ -98,11 +98,13 @@ def test_cli_emulate_digits(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["emulate", "digits-cnn", "--device", "h100-sxm", "--precision", "bf16", "--precision", "fp8"]
     assert main([*argv, "--json", "--report"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["metric"] == "top1" and d["fp32"] > 0.95 and len(d["rows"]) == 2
+    assert d["metric"] == "top1" and d["fp32_accuracy_percent"] > 95 and len(d["rows"]) == 2
+    for r in d["rows"]:  # percent and points, FP32 minus the row
+        assert r["drop_points"] == pytest.approx(d["fp32_accuracy_percent"] - r["accuracy_percent"])
     assert d["report"]["ops"][0]["sqnr_db"] is not None
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "h100-sxm" in out and "float8_e4m3fn" in out and "top-1" in out
+    assert "h100-sxm" in out and "float8_e4m3fn" in out and "top-1" in out and "drop (points)" in out
     assert main(["emulate", "digits-cnn", "--device", "tpu-v5e", "--precision", "all", "--json"]) == 0
     precs = [r["precision"] for r in json.loads(capsys.readouterr().out)["rows"]]
     assert precs == ["fp32", "int8"]  # fp32 is cast to bf16 by the compiler; bf16 would repeat it
@@ -112,7 +114,7 @@ def test_cli_emulate_minilm_and_errors(capsys: pytest.CaptureFixture[str]) -> No
     argv = ["emulate", "minilm", "--device", "inferentia2", "--precision", "fp32", "--limit", "32", "--json"]
     assert main(argv) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["metric"] == "cosine" and d["items"] == 32 and 0.99 < d["rows"][0]["value"] < 1.0
+    assert d["metric"] == "cosine" and d["items"] == 32 and 0.99 < d["rows"][0]["accuracy_cosine"] < 1.0
     assert main(["emulate", "resnet50", "--device", "t4", "--precision", "int8"]) == 2
     assert "digits-cnn, minilm" in capsys.readouterr().err
     assert main(["emulate", "digits-cnn", "--precision", "int8"]) == 2

@@ -310,12 +310,15 @@ def test_cli_plan_user_model_with_eval_data(capsys: pytest.CaptureFixture[str], 
             "1,16", "--eval-batch", "50", "--json"]  # fmt: skip
     assert main([*base, "--eval-data", str(pt), "--max-accuracy-drop", "50"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["metric"] == "top1" and d["fp32_metric"] == 1.0
-    assert all(r["accuracy"] is not None and r["accuracy_source"] == "emulation" for r in d["rows"])
+    assert d["metric"] == "top1" and d["fp32_accuracy_percent"] == 100.0  # one unit, named in the key (issue 18)
+    assert d["constraints"]["max_accuracy_drop_points"] == 50.0
+    assert all(r["accuracy_percent"] is not None and r["accuracy_source"] == "emulation" for r in d["rows"])
+    assert all(r["accuracy_drop_points"] == pytest.approx(100 - r["accuracy_percent"]) for r in d["rows"])
     assert {r["batch"] for r in d["rows"]} == {1, 16}  # traced on the data's item shape, no --input-shape
     assert main([*base, "--eval-data", str(npz)]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["metric"] == "cosine" and d["fp32_metric"] == pytest.approx(1.0)
+    assert d["metric"] == "cosine" and d["fp32_accuracy_cosine"] == pytest.approx(1.0)
+    assert all("accuracy_drop_cosine" in r for r in d["rows"])
     assert main([*base, "--eval-data", str(npz), "--metric", "top1"]) == 2
     assert "needs 'targets'" in capsys.readouterr().err
     assert main([*base, "--eval-data", str(pt), "--metric", "f1"]) == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 import torch
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from chipfit.cli.common import CliError, console, count_or_all, emit_json, positive
 from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
+from chipfit.report.text import metric_unit
 
 __all__ = ["add_parsers", "grid", "metric_text"]
 
@@ -45,9 +45,7 @@ def grid(device_names: list[str], precisions: list[str], files: list[str]) -> li
 
 
 def metric_text(v: float, metric: str) -> str:
-    if math.isnan(v):
-        return "nan"
-    return f"{100 * v:.2f} %" if metric in ("top1", "agreement") else f"{v:.6f}"
+    return metric_unit(metric).value_text(v)
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
@@ -90,16 +88,17 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     c = console()
     what = "top-1 accuracy on the held-out split" if spec.metric == "top1" else "cosine similarity to FP32"
     c.print(f"[bold]{args.model}[/bold]: {what}, {ev.items} items, FP32 {metric_text(ev.fp32, spec.metric)}")
+    u = metric_unit(spec.metric)
     t = Table(title=f"{spec.metric} per device x precision")
-    for col in ("device", "precision", "matrix inputs", "accumulate", "out", spec.metric, "vs FP32", "fallback ops"):
-        t.add_column(col, justify="right" if col in (spec.metric, "vs FP32", "fallback ops") else "left")
+    drop = f"drop ({u.drop_unit})"  # FP32 minus the row, as in plan and the JSON
+    for col in ("device", "precision", "matrix inputs", "accumulate", "out", spec.metric, drop, "fallback ops"):
+        t.add_column(col, justify="right" if col in (spec.metric, drop, "fallback ops") else "left")
     for row, pol in zip(ev.rows, policies, strict=True):
         d = pol.describe()
         ins = "FP32 (" + pol.matrix_fallback + ")" if pol.matrix_fallback else str(d["a"])
-        delta = row.delta * (100 if spec.metric in ("top1", "agreement") else 1)
         t.add_row(
-            row.device, row.precision, ins, str(d["accumulate"]), pol.output, metric_text(row.value, spec.metric),
-            f"{delta:+.2f} pt" if spec.metric in ("top1", "agreement") else f"{delta:+.2e}", str(row.fallback_ops),
+            row.device, row.precision, ins, str(d["accumulate"]), pol.output, u.value_text(row.value),
+            u.drop_text(-row.delta).removesuffix(" pt"), str(row.fallback_ops),
         )  # fmt: skip
     c.print(t)
     if report is not None:

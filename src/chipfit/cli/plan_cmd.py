@@ -11,7 +11,7 @@ from chipfit.cli.common import CliError, console, count_or_all, emit_json, posit
 from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
 from chipfit.emulate.data import first_items
 from chipfit.plan.html import drop_text
-from chipfit.report.text import seconds_text
+from chipfit.report.text import metric_unit, seconds_text
 
 __all__ = ["add_parsers"]
 
@@ -137,8 +137,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             "--quant needs accuracy: --eval-data, or a built-in model with data (digits-cnn, minilm) without "
             "--no-accuracy"
         )
-    if drop is not None and metric in ("top1", "agreement"):
-        drop = drop / 100  # given in points
+    drop = metric_unit(metric).internal(drop)  # given in the metric's shown unit (top-1: points)
     cons = Constraints(args.max_latency_ms, drop, args.max_usd_per_hour)
     quiet = args.json or args.csv_only
     with progress_bar(quiet) as bar:
@@ -201,7 +200,7 @@ def _print(p: Any, args: argparse.Namespace) -> None:
     t = Table(title=f"Pareto front: {len(p.front)} of {len(p.rows)} configurations (first {args.top})")
     cols = ["configuration", "time/step", "items/s", "$/M items", "mJ/item", "GiB/chip"]
     if p.fp32_metric is not None:
-        cols.append(f"{p.metric} drop" + (" (points)" if p.metric in ("top1", "agreement") else ""))
+        cols.append(f"{p.metric} drop ({metric_unit(p.metric).drop_unit})")
     for col in cols:
         t.add_column(col, justify="left" if col == "configuration" else "right")
     for r in p.front[: args.top]:

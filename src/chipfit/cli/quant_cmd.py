@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -12,11 +11,11 @@ import torch
 from rich.table import Table
 
 from chipfit.cli.common import CliError, console, count_or_all, emit_json, positive
-from chipfit.cli.emulate_cmd import metric_text
 from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
 from chipfit.emulate.data import first_items
 from chipfit.hardware import get_device
 from chipfit.quant import CALIBRATORS, RECIPES
+from chipfit.report.text import metric_unit
 
 __all__ = ["add_parsers"]
 
@@ -78,8 +77,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     spec = choice.spec
     if args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
-    if args.budget is not None and not args.device:
-        raise CliError("--budget needs --device (the chip whose cost model the search minimises)")
+    u = metric_unit(spec.metric)
+    if args.budget is not None and args.max_accuracy_drop is not None:
+        raise CliError("give --budget (the least acceptable accuracy) or --max-accuracy-drop, not both")
+    searching = args.budget is not None or args.max_accuracy_drop is not None
+    if searching and not args.device:
+        raise CliError("--budget and --max-accuracy-drop need --device (the chip whose cost model the search lowers)")
     cfg = _config(args)
     device = get_device(args.device, args.device_file or ()) if args.device else None
     base = choice.build(pretrained=True).eval()
@@ -109,15 +112,20 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         })  # fmt: skip
     sens = sensitivity(model, metric, sample=calib[0]) if not args.no_sensitivity else []
     result = None
-    if args.budget is not None and device is not None:
+    if searching and device is not None:
         levels = tuple(args.levels.split(",")) if args.levels else ("int4", "int8", "bf16")
-        result = search(base, metric, device=device, budget=args.budget, sample=calib[0], calibrate=calib,
+        given = u.internal(args.budget) if args.budget is not None else None
+        budget = given if given is not None else fp32 - (u.internal(args.max_accuracy_drop) or 0.0)
+        result = search(base, metric, device=device, budget=budget, sample=calib[0], calibrate=calib,
                         levels=levels, objective=args.search_objective)  # fmt: skip
         if not result.met:
             top = levels[-1]
+            asked = (f"--budget {args.budget:g}" if args.budget is not None
+                     else f"--max-accuracy-drop {args.max_accuracy_drop:g}")  # fmt: skip
             raise CliError(
-                f"--budget {args.budget:g} cannot be met on {args.device}: the most accurate choice ({top} for every "
-                f"layer searched) reaches {result.metric:.6g}; lower the budget or add a more precise --levels entry"
+                f"{asked} cannot be met on {args.device}: the most accurate choice ({top} for every layer searched) "
+                f"reaches {u.value_text(result.metric)} (FP32 {u.value_text(fp32)}); accept a lower accuracy or add "
+                "a more precise --levels entry"
             )
     exported = None
     if args.export:
@@ -132,8 +140,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {
         "model": args.model, "config": cfg.to_dict(), "metric": spec.metric, "calibration": split,
         "calibration_batches": len(calib), "eval_items": sum(int(i[0].shape[0]) for i, _ in data),
-        "fp32": fp32, "quantized": value, "layers": calib_rows, "sensitivity": [r.as_dict() for r in sens],
-        "search": result.as_dict() if result else None, "export": exported,
+        u.key("fp32_accuracy"): u.shown(fp32), u.key("accuracy"): u.shown(value),
+        u.key("drop", drop=True): u.shown(fp32 - value), "layers": calib_rows,
+        "sensitivity": [r.as_dict(u) for r in sens], "search": result.as_dict(u) if result else None,
+        "export": exported,
     }  # fmt: skip
     if args.json:
         emit_json(out)
@@ -142,17 +152,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(v: float | None, metric: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return metric_text(v, metric)
-
-
 def _print(out: dict[str, Any], metric: str) -> None:
+    u = metric_unit(metric)
+    acc, drop = u.key("accuracy"), u.key("drop", drop=True)
+
+    def fmt(shown: float | None) -> str:  # the JSON's shown values, back to chipfit's for the one formatter
+        return u.value_text(u.internal(shown))
+
     c = console()
     cfg = out["config"]
     c.print(f"[bold]{out['model']}[/bold] with recipe [bold]{cfg['name']}[/bold]: {metric} "
-            f"{_fmt(out['quantized'], metric)} vs FP32 {_fmt(out['fp32'], metric)} over {out['eval_items']} items "
+            f"{fmt(out[acc])} vs FP32 {fmt(out[u.key('fp32_accuracy')])} over {out['eval_items']} items "
             f"({out['calibration']}; {out['calibration_batches']} calibration batches)")  # fmt: skip
     t = Table(title="calibration")
     for col in ("layer", "weights", "inputs", "observed max |x|", "amax (clip)"):
@@ -164,14 +174,14 @@ def _print(out: dict[str, Any], metric: str) -> None:
     c.print(t)
     if out["sensitivity"]:
         s = Table(title="sensitivity: only this layer quantized (largest metric drop first)")
-        for col in ("layer", "output SQNR dB", metric, "drop"):
+        for col in ("layer", "output SQNR dB", metric, f"drop ({u.drop_unit})"):
             s.add_column(col)
         for r in out["sensitivity"]:
-            s.add_row(r["layer"], f"{r['sqnr_db']:.1f}", _fmt(r["metric"], metric), f"{r['drop']:+.2e}")
+            s.add_row(r["layer"], f"{r['sqnr_db']:.1f}", fmt(r[acc]), u.drop_text(u.internal(r[drop]), signed=True))
         c.print(s)
     res = out["search"]
     if res:
-        m = Table(title=f"mixed precision on {res['device']}: budget {metric} >= {res['budget']:.6g}")
+        m = Table(title=f"mixed precision on {res['device']}: {metric} >= {fmt(res[u.key('budget')])}")
         for col in ("layer", "level"):
             m.add_column(col)
         for layer, level in res["choice"].items():
@@ -180,13 +190,13 @@ def _print(out: dict[str, Any], metric: str) -> None:
         refs = Table(title="result vs uniform precisions (cost model estimates)")
         for col in ("configuration", metric, "latency ms", "energy mJ", "mixed speed-up", "mixed energy saving"):
             refs.add_column(col)
-        refs.add_row("mixed", _fmt(res["metric"], metric), f"{res['latency_s'] * 1e3:.4f}",
+        refs.add_row("mixed", fmt(res[acc]), f"{res['latency_s'] * 1e3:.4f}",
                      f"{res['energy_j'] * 1e3:.3f}", "-", "-")  # fmt: skip
         for name, r in res["reference"].items():
             speedup = f"{r['latency_s'] / res['latency_s']:.2f}x"
             saving = f"{1 - res['energy_j'] / r['energy_j']:+.1%}"
             lat, en = f"{r['latency_s'] * 1e3:.4f}", f"{r['energy_j'] * 1e3:.3f}"
-            refs.add_row(name, _fmt(r["metric"], metric), lat, en, speedup, saving)
+            refs.add_row(name, fmt(r[acc]), lat, en, speedup, saving)
         c.print(refs)
     if out["export"]:
         e = out["export"]
@@ -209,7 +219,14 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--config", help="a QuantConfig JSON file")
     p.add_argument("--device", help="catalog device for the precision search")
     add_device_file_arg(p)
-    p.add_argument("--budget", type=float, help="least acceptable metric (top-1 fraction or mean cosine)")
+    p.add_argument(
+        "--budget", type=float,
+        help="least acceptable accuracy, in the metric's unit: top-1 in percent (97.5) or mean cosine (0.999)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-accuracy-drop", type=float,
+        help="or: the most accuracy you accept to lose from FP32, top-1 points (as plan's) or cosine units",
+    )  # fmt: skip
     p.add_argument("--levels", help="search levels, cheapest first (default int4,int8,bf16)")
     p.add_argument("--search-objective", default="latency", help="what the search minimises: latency or energy")
     p.add_argument("--batch", type=positive, default=32, help="batch size (default 32)")

@@ -23,11 +23,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from chipfit.amp import LOSS_SCALING, MixedPrecision
     from chipfit.amp.cost import training_cost
     from chipfit.models.digits import load_digits_data
-    from chipfit.models.vision import DigitsCNN
 
     if args.model not in TRAINABLE:
         raise CliError(f"chipfit train runs {', '.join(TRAINABLE)} (its data is built in); got {args.model!r}")
-    resolve_model(args, fake=False, data=True, own_model_hint="chipfit.amp.MixedPrecision")  # the shared flag checks
+    choice = resolve_model(args, fake=False, data=True, own_model_hint="chipfit.amp.MixedPrecision")
     device = get_device(args.device, args.device_file or ())
     if args.loss_scaling not in LOSS_SCALING:
         raise CliError(f"unknown --loss-scaling {args.loss_scaling!r}; known: {', '.join(LOSS_SCALING)}")
@@ -35,7 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError("--epochs and --batch must be >= 1")
     d = load_digits_data()
     torch.manual_seed(args.seed)
-    model = DigitsCNN()
+    model = choice.build()  # from scratch: train does not start from the shipped weights
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     g = torch.Generator().manual_seed(args.seed)
     steps = args.epochs * -(-len(d.x_train) // args.batch)
@@ -65,7 +64,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     per_epoch = -(-len(d.x_train) // args.batch)
     last = list(zip(mp.history[-per_epoch:], sizes[-per_epoch:], strict=True))
     epoch_loss = sum(r.loss * n for r, n in last) / sum(n for _, n in last)  # over the last epoch's items
-    out: dict[str, Any] = {"model": args.model, "epochs": args.epochs, "top1": top1, **mp.summary(),
+    out: dict[str, Any] = {"model": args.model, "epochs": args.epochs, "top1_percent": 100 * top1, **mp.summary(),
                            "last_epoch_mean_loss": epoch_loss, "cost": cost.as_dict()}  # fmt: skip
     if args.json:
         emit_json(out)
@@ -81,7 +80,7 @@ def _print(o: dict[str, Any]) -> None:
     t.add_column("value", justify="right")
     cost = o["cost"]
     rows = [
-        ("held-out top-1", f"{100 * o['top1']:.2f} %"),
+        ("held-out top-1", f"{o['top1_percent']:.2f} %"),
         ("mean loss, last epoch", f"{o['last_epoch_mean_loss']:.4f}"),
         ("loss scaling", o["loss_scaling"]),
         ("final scale", f"{o['final_scale']:g}"),

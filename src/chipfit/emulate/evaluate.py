@@ -20,6 +20,7 @@ from torch import nn
 from chipfit.emulate.mode import emulate
 from chipfit.emulate.policy import NumericsPolicy, policy_for
 from chipfit.errors import InputError
+from chipfit.report.text import metric_unit
 
 __all__ = ["METRICS", "EvalRow", "Evaluation", "evaluate"]
 
@@ -62,13 +63,16 @@ class EvalRow:
     seconds: float
     notes: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, metric: str = "") -> dict[str, Any]:
+        """JSON: the metric in its shown unit, named in the keys (`accuracy_percent` and
+        `drop_points` for top-1: report.text.metric_unit); the drop is FP32 minus this row."""
+        u = metric_unit(metric)
         return {
             "device": self.device,
             "precision": self.precision,
             "policy": self.policy,
-            "value": self.value,
-            "delta_vs_fp32": self.delta,
+            u.key("accuracy"): u.shown(self.value),
+            u.key("drop", drop=True): u.shown(-self.delta),
             "fallback_ops": self.fallback_ops,
             "matrix_fallback": self.matrix_fallback or None,
             "seconds": self.seconds,
@@ -85,12 +89,13 @@ class Evaluation:
     fp32_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        u = metric_unit(self.metric)
         return {
             "metric": self.metric,
             "items": self.items,
-            "fp32": self.fp32,
+            u.key("fp32_accuracy"): u.shown(self.fp32),
             "fp32_seconds": self.fp32_seconds,
-            "rows": [r.as_dict() for r in self.rows],
+            "rows": [r.as_dict(self.metric) for r in self.rows],
         }
 
 

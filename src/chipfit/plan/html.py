@@ -26,10 +26,10 @@ figure{margin:1.5em 0}figcaption{font-size:12px;color:#555}"""
 
 
 def drop_text(d: float | None, metric: str) -> str:
-    if d is None:
-        return "-"
-    d = round(d, 6) or 0.0  # no "-0" from float noise
-    return f"{100 * d:.2f}" if metric in ("top1", "agreement") else f"{d:.3g}"
+    """A drop in the metric's shown unit, without the unit (a table column names it)."""
+    from chipfit.report.text import metric_unit
+
+    return metric_unit(metric).drop_text(d).removesuffix(" pt")
 
 
 def _money(v: float | None) -> str:

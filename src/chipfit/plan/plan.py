@@ -66,9 +66,10 @@ class Constraints:
 
 
 def _acc(drop: float, metric: str) -> str:
-    if metric in ("top1", "agreement"):
-        return f"{100 * drop:.2f} points"
-    return f"{drop:.3g} of {metric}"
+    from chipfit.report.text import metric_unit
+
+    u = metric_unit(metric)
+    return f"{u.shown(drop):.2f} points" if u.drop_unit == "points" else f"{drop:.3g} of {metric}"
 
 
 def _value(r: PlanRow, key: str) -> float:
@@ -215,27 +216,34 @@ class Plan:
     best_estimate: Estimate | None = None  # the recommendation's per-op costs (one chip's step), for reports
 
     def as_dict(self) -> dict[str, Any]:
+        """Accuracy in the metric's one shown unit, named in the keys (report.text.metric_unit)."""
+        from chipfit.report.text import metric_unit
+
+        u = metric_unit(self.metric or self.constraints.metric)
+        cons = dict(self.constraints.__dict__)
+        cons[u.key("max_accuracy_drop", drop=True)] = u.shown(cons.pop("max_accuracy_drop"))
+        m = self.metric
         return {
             "model": self.model,
             "objective": self.objective,
             "training": self.training,
-            "constraints": self.constraints.__dict__,
+            "constraints": cons,
             "metric": self.metric,
-            "fp32_metric": self.fp32_metric,
-            "recommendation": self.best.as_dict() if self.best else None,
+            (u.key("fp32_accuracy") if m else "fp32_accuracy"): u.shown(self.fp32_metric),
+            "recommendation": self.best.as_dict(m) if self.best else None,
             "reasons": self.reasons,
-            "pareto_front": [r.as_dict() for r in self.front],
-            "rows": [r.as_dict() for r in self.rows],
+            "pareto_front": [r.as_dict(m) for r in self.front],
+            "rows": [r.as_dict(m) for r in self.rows],
         }
 
     def to_csv(self) -> str:
         buf = io.StringIO()
         if not self.rows:
             return ""
-        fields = list(self.rows[0].as_dict())
+        fields = list(self.rows[0].as_dict(self.metric))
         w = csv.DictWriter(buf, fieldnames=[*fields, "pareto", "recommended"])
         w.writeheader()
         front = {id(r) for r in self.front}
         for r in self.rows:
-            w.writerow({**r.as_dict(), "pareto": id(r) in front, "recommended": r is self.best})
+            w.writerow({**r.as_dict(self.metric), "pareto": id(r) in front, "recommended": r is self.best})
         return buf.getvalue()

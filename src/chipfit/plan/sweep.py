@@ -66,8 +66,17 @@ class PlanRow:
         par = "" if self.chips == 1 else f" x{self.chips} {self.strategy}"
         return f"{self.device} {precision_label(self.precision, self.format, self.how)}, batch {self.batch}{par}"
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self, metric: str = "") -> dict[str, Any]:
+        """The row's fields; with the plan's metric, accuracy in its one shown unit and named for it
+        (`accuracy_percent`, `accuracy_drop_points` for top-1; `accuracy_cosine`, ... for cosine)."""
+        d = asdict(self)
+        if metric:
+            from chipfit.report.text import metric_unit
+
+            u = metric_unit(metric)
+            d = {u.key("accuracy") if k == "accuracy" else u.key("accuracy_drop", drop=True) if k == "accuracy_drop"
+                 else k: u.shown(v) if k in ("accuracy", "accuracy_drop") else v for k, v in d.items()}  # fmt: skip
+        return d
 
 
 @dataclass(frozen=True)

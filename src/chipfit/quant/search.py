@@ -28,6 +28,7 @@ from chipfit.errors import InputError
 from chipfit.hardware.device import Device
 from chipfit.quant.api import Calibration, _set, layers, only, quantize_
 from chipfit.quant.spec import QuantConfig, get_recipe
+from chipfit.report.text import MetricUnit
 
 __all__ = ["LEVELS", "LayerSensitivity", "SearchResult", "search", "sensitivity"]
 
@@ -52,8 +53,12 @@ class LayerSensitivity:
     metric: float
     drop: float  # reference metric - metric with only this layer quantized
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"layer": self.name, "sqnr_db": self.sqnr_db, "metric": self.metric, "drop": self.drop}
+    def as_dict(self, unit: MetricUnit | None = None) -> dict[str, Any]:
+        """With a unit (report.text.metric_unit), the metric and its drop in the shown unit, named so."""
+        if unit is None:
+            return {"layer": self.name, "sqnr_db": self.sqnr_db, "metric": self.metric, "drop": self.drop}
+        return {"layer": self.name, "sqnr_db": self.sqnr_db, unit.key("accuracy"): unit.shown(self.metric),
+                unit.key("drop", drop=True): unit.shown(self.drop)}  # fmt: skip
 
 
 def _sqnr(ref: torch.Tensor, out: torch.Tensor) -> float:
@@ -126,8 +131,16 @@ class SearchResult:
     def energy_saving_vs(self, level: str) -> float:
         return 1 - self.energy_j / self.reference[f"all-{level}"]["energy_j"]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
+    def as_dict(self, unit: MetricUnit | None = None) -> dict[str, Any]:
+        """With a unit (report.text.metric_unit), every metric value in the shown unit, named so."""
+
+        def conv(d: dict[str, Any]) -> dict[str, Any]:
+            if unit is None:
+                return d
+            return {(unit.key("accuracy") if k == "metric" else unit.key("budget") if k == "budget" else k):
+                    (unit.shown(v) if k in ("metric", "budget") else v) for k, v in d.items()}  # fmt: skip
+
+        return conv({
             "device": self.device,
             "objective": self.objective,
             "budget": self.budget,
@@ -136,9 +149,9 @@ class SearchResult:
             "latency_s": self.latency_s,
             "energy_j": self.energy_j,
             "choice": self.choice,
-            "reference": self.reference,
-            "steps": self.steps,
-        }
+            "reference": {k: conv(v) for k, v in self.reference.items()},
+            "steps": [conv(s) for s in self.steps],
+        })  # fmt: skip
 
 
 def _layer_costs(
