@@ -8,9 +8,14 @@ the CLI shows its traceback and says so.
 
 from __future__ import annotations
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "ResourceError"]
 
 
 class InputError(ValueError):
     """Something the user gave (an argument, a file, a model) is wrong; the message says what and
     names the valid choices."""
+
+
+class ResourceError(InputError):
+    """The machine ran out of something the command needs (memory, a worker process): not the
+    user's input and not a chipfit bug; the message says what to change (fewer workers, ...)."""

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chipfit.errors import InputError
+from chipfit.errors import InputError, ResourceError
 
 if TYPE_CHECKING:
     from chipfit.plan.sweep import PlanRow, SweepTask
@@ -74,10 +74,18 @@ def _context() -> Any:
     return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
 
 
+def _worker_init() -> None:
+    """Workers leave Ctrl-C to the driver, which stops them (Pool.terminate): no half-finished task
+    prints a traceback, and none picks up the next queued task."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Pool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._pool = ProcessPoolExecutor(workers, mp_context=_context())
+        self._pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_worker_init)
         self._futures: list[tuple[Future[list[PlanRow]], int]] = []
 
     def chunks(self) -> int:
@@ -100,13 +108,20 @@ class Pool:
                 done += weight[id(f)]
                 progress(done)
         except BrokenProcessPool:
-            raise RuntimeError(
+            raise ResourceError(
                 "a planner worker process died (out of memory?); try --workers 1 or --backend serial"
             ) from None
         return [f.result() for f, _ in self._futures]
 
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)
+
+    def terminate(self) -> None:
+        """Stop now (Ctrl-C, or an error in the driver): kill the workers, whatever they are running,
+        rather than wait for their tasks and the ones already queued to them."""
+        for proc in list(getattr(self._pool, "_processes", {}).values()):
+            proc.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Ray:
@@ -166,7 +181,9 @@ def open_backend(name: str, *, workers: int | None = None, ray_address: str | No
         pool = Pool(workers or os.cpu_count() or 1)
         try:
             yield pool
-        finally:
-            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        pool.close()
     else:
         yield Serial()  # serial, or a pool of one worker: this process is that worker
