@@ -68,3 +68,33 @@ def test_calibrate_cli_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     )
     est = json.loads(capsys.readouterr().out)
     assert est["device"] == "this-cpu" and est["latency_s"] > 0
+
+
+def test_calibrate_re_measures_a_disturbed_run_and_never_writes_a_bad_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18: calibrate validated the file only after writing it; a disturbed run wrote a file
+    the loader then rejected. Now every run is checked first and a disturbed one is re-measured."""
+    import chipfit.cost.calibrate as cal
+    from chipfit.cost.calibrate import problems
+
+    slow_cache = {**MEASURED, "cache_bytes_per_s": 1e9}  # a cache copy slower than DRAM: disturbed
+    out_of_range = {**MEASURED, "dispatch_overhead_s": 0.5}  # half a second per op: the loader rejects it
+    assert problems(MEASURED) == []
+    assert "cache copy 1 GB/s below the DRAM copy 30 GB/s" in problems(slow_cache)[0]
+    assert "dispatch_overhead_s" in problems(out_of_range)[0]
+    runs = iter([slow_cache, out_of_range, MEASURED])
+    monkeypatch.setattr(cal, "calibrate", lambda quick=False, progress=None: dict(next(runs)))
+    out = tmp_path / "cpu.toml"
+    assert main(["calibrate", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "re-measuring (1 of 3 runs disturbed)" in printed and "re-measuring (2 of 3" in printed
+    assert "this-cpu" in load_devices([out], env=False)  # the third, consistent run was written
+    monkeypatch.setattr(cal, "calibrate", lambda quick=False, progress=None: dict(slow_cache))
+    again = tmp_path / "never.toml"
+    assert main(["calibrate", "--output", str(again)]) == 2
+    err = capsys.readouterr().err
+    assert "stayed inconsistent over 3 runs" in err and "nothing was written" in err and err.count("\n") == 1
+    assert not again.exists()
+    assert main(["calibrate", "--name", "my cpu", "--output", str(again)]) == 2
+    assert "use letters, digits" in capsys.readouterr().err

@@ -128,14 +128,12 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from chipfit.cost.calibrate import calibrate, device_toml, write_device_file
-    from chipfit.hardware.loader import load_devices
+    from chipfit.cost.calibrate import calibrate_checked, write_device_file
 
     c = console()
-    m = calibrate(quick=args.quick, progress=None if args.json else (lambda s: c.print(f"  {s}")))
-    text = device_toml(m, args.name)
+    say = None if args.json else (lambda s: c.print(f"  {s}"))
+    m, text = calibrate_checked(quick=args.quick, name=args.name, progress=say)  # validated before writing
     path = write_device_file(text, args.output)
-    load_devices([path], env=False)  # the file we wrote must validate
     if args.json:
         emit_json({**m, "device_file": str(path)})
     else:

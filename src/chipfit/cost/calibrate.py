@@ -25,9 +25,10 @@ from typing import Any
 
 import torch
 
+from chipfit.errors import InputError, ResourceError
 from chipfit.paths import write_text_atomic
 
-__all__ = ["GEMM_SHAPES", "calibrate", "device_toml"]
+__all__ = ["GEMM_SHAPES", "CalibrationError", "calibrate", "calibrate_checked", "device_toml", "problems"]
 
 GEMM_SHAPES = [(2048, 2048, 2048), (1024, 1024, 1024), (512, 512, 512), (256, 1024, 1024), (64, 1024, 1024),
                (32, 4096, 1024), (8, 1024, 1024), (1, 4096, 4096), (4096, 64, 256), (128, 128, 128)]  # fmt: skip
@@ -262,6 +263,61 @@ source = "assumed: power is not measurable from inside this machine"
 unsupported_format = "vector"
 source = "assumed: formats without a fast GEMM run at the vector rate"
 """
+
+
+def problems(m: dict[str, Any], name: str = "this-cpu") -> list[str]:
+    """What is wrong with a set of measurements, in words ([] when nothing): a figure the catalog
+    loader would reject (outside its valid range), or figures that contradict each other the way
+    a disturbed measurement does (a cache copy slower than a DRAM copy, a GEMM peak below the
+    vector rate)."""
+    import tempfile
+
+    from chipfit.hardware.loader import CatalogError, load_devices
+
+    out = []
+    if m["cache_bytes_per_s"] < m["dram_bytes_per_s"]:
+        out.append(f"cache copy {m['cache_bytes_per_s'] / 1e9:.3g} GB/s below the DRAM copy "
+                   f"{m['dram_bytes_per_s'] / 1e9:.3g} GB/s")  # fmt: skip
+    if m["peak_ops_per_s"]["float32"] < m["vector_ops_per_s"]:
+        out.append(f"float32 GEMM peak {m['peak_ops_per_s']['float32'] / 1e9:.3g} GFLOP/s below the vector rate "
+                   f"{m['vector_ops_per_s'] / 1e9:.3g} GFLOP/s")  # fmt: skip
+    with tempfile.TemporaryDirectory() as d:
+        probe = Path(d) / "calibrate-check.toml"
+        probe.write_text(device_toml(m, name))
+        try:
+            load_devices([probe], env=False)
+        except CatalogError as e:
+            out.append(str(e).replace(str(probe) + ": ", ""))
+    return out
+
+
+def calibrate_checked(
+    quick: bool = False, name: str = "this-cpu", attempts: int = 3, progress: Callable[[str], None] | None = None
+) -> tuple[dict[str, Any], str]:
+    """`calibrate`, re-measured while `problems` finds something (a busy machine disturbs a run), up
+    to `attempts` runs; (measurements, device TOML) that the loader accepts, or a CalibrationError
+    saying what stayed wrong. Nothing is written here."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise InputError(f"device name {name!r}: use letters, digits, '-' and '_' (like h100-sxm)")
+    say = progress or (lambda _msg: None)
+    found: list[str] = []
+    for i in range(attempts):
+        m = calibrate(quick=quick, progress=progress)
+        found = problems(m, name)
+        if not found:
+            m["attempts"] = i + 1
+            return m, device_toml(m, name)
+        say(f"re-measuring ({i + 1} of {attempts} runs disturbed): {'; '.join(found)}")
+    raise CalibrationError(
+        f"the measurements stayed inconsistent over {attempts} runs ({'; '.join(found)}): the machine is too busy "
+        "to calibrate now; nothing was written"
+    )
+
+
+class CalibrationError(ResourceError):
+    """Calibration could not get consistent measurements on this machine."""
 
 
 def write_device_file(text: str, path: str | Path) -> Path:
