@@ -78,19 +78,19 @@ def test_calibrate_re_measures_a_disturbed_run_and_never_writes_a_bad_file(
     import chipfit.cost.calibrate as cal
     from chipfit.cost.calibrate import problems
 
-    slow_cache = {**MEASURED, "cache_bytes_per_s": 1e9}  # a cache copy slower than DRAM: disturbed
+    disturbed = {**MEASURED, "peak_ops_per_s": {"float32": 5e9, "bfloat16": 2e9}}  # GEMM below the vector rate
     out_of_range = {**MEASURED, "dispatch_overhead_s": 0.5}  # half a second per op: the loader rejects it
     assert problems(MEASURED) == []
-    assert "cache copy 1 GB/s below the DRAM copy 30 GB/s" in problems(slow_cache)[0]
+    assert "float32 GEMM peak 5 GFLOP/s below the vector rate 10 GFLOP/s" in problems(disturbed)[0]
     assert "dispatch_overhead_s" in problems(out_of_range)[0]
-    runs = iter([slow_cache, out_of_range, MEASURED])
+    runs = iter([disturbed, out_of_range, MEASURED])
     monkeypatch.setattr(cal, "calibrate", lambda quick=False, progress=None: dict(next(runs)))
     out = tmp_path / "cpu.toml"
     assert main(["calibrate", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "re-measuring (1 of 3 runs disturbed)" in printed and "re-measuring (2 of 3" in printed
     assert "this-cpu" in load_devices([out], env=False)  # the third, consistent run was written
-    monkeypatch.setattr(cal, "calibrate", lambda quick=False, progress=None: dict(slow_cache))
+    monkeypatch.setattr(cal, "calibrate", lambda quick=False, progress=None: dict(disturbed))
     again = tmp_path / "never.toml"
     assert main(["calibrate", "--output", str(again)]) == 2
     err = capsys.readouterr().err
