@@ -32,6 +32,28 @@ def drop_text(d: float | None, metric: str) -> str:
     return metric_unit(metric).drop_text(d).removesuffix(" pt")
 
 
+def _scaling_series(p: Plan) -> dict[str, list[tuple[float, float]]]:
+    """Throughput against chip count for the recommendation's device and precision, one series per
+    strategy at one per-chip load: data parallel keeps the per-chip batch (the global batch grows
+    with the chips), tensor and pipeline keep the global batch. Each starts at one chip with that
+    batch. Empty when no multi-chip row exists."""
+    best = p.best
+    if best is None:
+        return {}
+    per_chip = best.batch // best.chips if best.strategy == "data" else best.batch
+    rows = [r for r in p.rows if (r.device, r.precision) == (best.device, best.precision) and r.fits]
+    single = {r.batch: r.throughput for r in rows if r.chips == 1}
+    out: dict[str, list[tuple[float, float]]] = {}
+    for strategy, want in (("data", lambda n: per_chip * n), ("tensor", lambda _n: per_chip),
+                           ("pipeline", lambda _n: per_chip)):  # fmt: skip
+        pts = sorted((float(r.chips), r.throughput) for r in rows
+                     if r.strategy == strategy and r.chips > 1 and r.batch == want(r.chips))  # fmt: skip
+        if pts and per_chip in single:
+            what = f"{per_chip} items per chip" if strategy == "data" else f"batch {per_chip}"
+            out[f"{strategy} parallel, {what}"] = [(1.0, single[per_chip]), *pts]
+    return out
+
+
 def _money(v: float | None) -> str:
     return "-" if v is None else f"${v:.3g}"
 
@@ -50,24 +72,29 @@ def render_html(p: Plan) -> str:
     marks: list[tuple[float, float, str]] = []
     if best is not None and best.usd_per_million is not None:
         marks.append((best.usd_per_million, best.latency_ms, f"recommended: {best.label()}"))
+    front = [(float(r.usd_per_million), r.latency_ms) for r in p.front if r.fits and r.usd_per_million is not None]
     charts.append(
         (
             "cost-latency",
             xy_chart(
-                "Cost vs latency (each dot a configuration that fits; Pareto-optimal ones listed below)",
+                "Cost vs latency (each dot a configuration that fits; the Pareto front ringed)",
                 "USD per million items",
                 "latency per step (ms)",
                 by_dev,
                 logx=True,
                 logy=True,
                 highlight=marks,
+                marked=front,
+                marked_label="Pareto front",
             ),
         )
     )
     unpriced = sorted({r.device for r in p.rows if r.usd_per_hour is None})
-    captions = {"cost-latency": f"Not on this chart, no rental price in the catalog: {', '.join(unpriced)}."}
-    if not unpriced:
-        captions.clear()
+    unfit = sorted({r.device for r in p.rows if r.usd_per_hour is not None and not any(
+        q.fits for q in p.rows if q.device == r.device)})  # fmt: skip
+    missing = [f"no rental price in the catalog: {', '.join(unpriced)}"] if unpriced else []
+    missing += [f"no configuration fits in memory: {', '.join(unfit)}"] if unfit else []
+    captions = {"cost-latency": f"Not on this chart, {'; '.join(missing)}."} if missing else {}
     if best is not None and p.best_estimate is not None:
         dev = get_device(best.device)
         est = p.best_estimate
@@ -78,18 +105,30 @@ def render_html(p: Plan) -> str:
         bw = dev.main_memory.bandwidth_bytes_per_s
         xs = [x for x, _ in ops] or [1.0]
         lo, hi = min(xs) / 2, max(max(xs) * 2, peak / bw * 4)
-        roof = [(x, min(peak, bw * x)) for x in (lo, peak / bw, hi)]
+        ridge = peak / bw
+        guides = {
+            f"memory roof {bw / 1e12:.3g} TB/s" if bw >= 1e12 else f"memory roof {bw / 1e9:.3g} GB/s": [
+                (lo, bw * lo),
+                (ridge, peak),
+            ],
+            f"compute roof {peak / 1e12:.3g} TFLOP/s": [(ridge, peak), (hi, peak)],
+        }
+        heavy = sorted((r for r in est.rows if r.flops > 0 and r.bytes > 0 and r.time_s > 0), key=lambda r: -r.time_s)
+        heaviest = [(r.flops / r.bytes, r.flops / r.time_s, f"{r.op.replace('aten.', '')} in {r.module or 'the model'}"
+                     f" ({seconds_text(r.time_s)})") for r in heavy[:3]]  # fmt: skip
         charts.append(
             (
                 "roofline",
                 xy_chart(
-                    f"Roofline: {best.device} at {best.precision}, batch {best.batch} (each dot an op)",
+                    f"Roofline: {best.device} at {best.precision}, batch {best.batch} (each dot an op; "
+                    "the heaviest numbered)",
                     "arithmetic intensity (FLOP per byte)",
                     "achieved FLOP/s",
                     {"ops": ops},
                     logx=True,
                     logy=True,
-                    guides={"roofline": roof},
+                    guides=guides,
+                    highlight=heaviest,
                 ),
             )
         )
@@ -108,47 +147,45 @@ def render_html(p: Plan) -> str:
                 ),
             )
         )
-        scal: dict[str, list[tuple[float, float]]] = {}
-        for r in p.rows:
-            if (
-                (r.device, r.precision) == (best.device, best.precision)
-                and r.fits
-                and (r.batch == best.batch or (r.strategy == "data" and r.batch == best.batch // best.chips * r.chips))
-            ):
-                scal.setdefault(r.strategy if r.chips > 1 else "single chip", []).append((r.chips, r.throughput))
-        if any(len(v) > 0 for k, v in scal.items() if k != "single chip"):
-            single = scal.pop("single chip", [])
-            series = {k: sorted(single + v) for k, v in scal.items()}
+        series = _scaling_series(p)
+        if series:
             charts.append(
                 (
                     "scaling",
                     xy_chart(
-                        f"Scaling with chip count: {best.device} {best.precision}",
+                        f"Scaling with chip count: {best.device} {best.precision} (one line per strategy and "
+                        "per-chip batch)",
                         "chips",
                         "items per second",
                         series,
                         lines=True,
+                        integer_x=True,
                     ),
                 )
             )
     if p.fp32_metric is not None:
-        acc: dict[str, float] = {}
+        from chipfit.report.text import metric_unit
+
+        u = metric_unit(p.metric)
+        drops: dict[str, float] = {}
         for r in p.rows:
-            if r.accuracy is not None:
-                acc[r.precision] = min(acc.get(r.precision, 1e9), r.accuracy)
+            if r.accuracy_drop is not None:
+                drops[r.precision] = max(drops.get(r.precision, -1e9), r.accuracy_drop)
         charts.append(
             (
                 "accuracy",
                 bar_chart(
-                    f"{p.metric} per precision (worst device; FP32 {p.fp32_metric:.4g})",
-                    p.metric,
-                    [(k, v) for k, v in acc.items()],
+                    f"{p.metric} drop from FP32 ({u.value_text(p.fp32_metric)}) per precision, worst device",
+                    f"drop in {u.drop_unit} (0: as accurate as FP32)",
+                    [(k, u.shown(v) or 0.0) for k, v in drops.items()],
                 ),
             )
         )
     head = ["configuration", "time/step", "items/s", "$/M items", "J/item", "GiB/chip", "fits"]
     if p.fp32_metric is not None:
-        head.append(f"{p.metric} drop" + (" (points)" if p.metric in ("top1", "agreement") else ""))
+        from chipfit.report.text import metric_unit
+
+        head.append(f"{p.metric} drop ({metric_unit(p.metric).drop_unit})")
     rows_html = []
     for r in p.front[:40]:
         cells = [

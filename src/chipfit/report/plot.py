@@ -84,10 +84,22 @@ def _axis(vals: list[float], log: bool) -> tuple[float, float]:
     if hi == lo:
         hi, lo = hi + 0.5, lo - 0.5
     pad = (hi - lo) * 0.05
+    if not log and lo >= 0:  # counts and rates: the axis never dips below zero
+        return max(0.0, lo - pad), hi + pad
     return lo - pad, hi + pad
 
 
-def _ticks(lo: float, hi: float, log: bool) -> list[tuple[float, str]]:
+def _ticks(lo: float, hi: float, log: bool, integers: bool = False) -> list[tuple[float, str]]:
+    if integers:  # counts (chips): whole numbers only, about six of them
+        a, b = math.ceil(10**lo if log else lo), math.floor(10**hi if log else hi)
+        if b < a:
+            return []
+        if log:
+            vals = sorted({v for e in range(0, int(math.log2(max(b, 1))) + 1) for v in (2**e,) if a <= v <= b})
+        else:
+            step = max(1, math.ceil((b - a) / 6))
+            vals = list(range(a, b + 1, step))
+        return [(math.log10(v) if log else float(v), str(v)) for v in vals]
     if log:
         return [(float(e), _fmt(10.0**e)) for e in range(math.ceil(lo), math.floor(hi) + 1)] or [(lo, _fmt(10**lo))]
     return [(lo + f * (hi - lo), _fmt(lo + f * (hi - lo))) for f in (0.0, 0.25, 0.5, 0.75, 1.0)]
@@ -103,15 +115,22 @@ def xy_chart(
     logy: bool = False,
     lines: bool = False,
     highlight: list[tuple[float, float, str]] = (),  # type: ignore[assignment]
+    marked: list[tuple[float, float]] = (),  # type: ignore[assignment]
+    marked_label: str = "",
     guides: dict[str, list[tuple[float, float]]] | None = None,
+    integer_x: bool = False,
     width: int = 720,
     height: int = 360,
 ) -> str:
-    """A scatter (or line) chart: series name -> points; highlight: labelled marked points;
-    guides: dashed reference lines (e.g. a roofline)."""
+    """A scatter (or line) chart: series name -> points.
+
+    highlight: points marked with a numbered ring, their labels listed in the legend (a label
+    beside the point would cover its neighbours); marked: points ringed without a label, named
+    once in the legend by `marked_label` (e.g. the Pareto front); guides: dashed reference lines,
+    each labelled at its middle (a roofline's roofs); integer_x: whole-number ticks (chip counts)."""
     pl, pr, pt, pb = 70, 180, 30, 45
     x0, x1, y0, y1 = pl, width - pr, height - pb, pt
-    pts = [p for s in series.values() for p in s] + [(x, y) for x, y, _ in highlight]
+    pts = [p for s in series.values() for p in s] + [(x, y) for x, y, _ in highlight] + list(marked)
     for g in (guides or {}).values():
         pts += g
     xlo, xhi = _axis([p[0] for p in pts], logx)
@@ -135,7 +154,7 @@ def xy_chart(
         f'<text x="{(x0 + x1) / 2}" y="18" text-anchor="middle" font-size="13">{escape(title)}</text>',
         f'<rect x="{x0}" y="{y1}" width="{x1 - x0}" height="{y0 - y1}" fill="none" stroke="#888"/>',
     ]
-    for t, lab in _ticks(xlo, xhi, logx):
+    for t, lab in _ticks(xlo, xhi, logx, integer_x):
         x = x0 + (x1 - x0) * (t - xlo) / (xhi - xlo)
         out.append(f'<text x="{x:.1f}" y="{y0 + 14}" text-anchor="middle">{escape(lab)}</text>')
     for t, lab in _ticks(ylo, yhi, logy):
@@ -156,6 +175,13 @@ def xy_chart(
             f'<polyline fill="none" stroke="#444" stroke-dasharray="4 3" points="{seg}"><title>'
             f"{escape(name)}</title></polyline>"
         )
+        good = [(a, b) for a, b in coords if a is not None and b is not None]
+        if len(good) >= 2:  # the label at the middle of the line, just above it
+            (ax, ay), (bx, by) = good[0], good[-1]
+            out.append(
+                f'<text x="{(ax + bx) / 2:.1f}" y="{(ay + by) / 2 - 6:.1f}" text-anchor="middle" fill="#444">'
+                f"{escape(name)}</text>"
+            )
     for i, (name, s) in enumerate(series.items()):
         color = COLORS[i % len(COLORS)]
         coords = [(px(x), py(y)) for x, y in s]
@@ -170,15 +196,43 @@ def xy_chart(
             f'<circle cx="{x1 + 14}" cy="{ly - 4}" r="4" fill="{color}"/>'
             f'<text x="{x1 + 22}" y="{ly}">{escape(name)}</text>'
         )
-    for hx, hy, lab in highlight:
+    row = len(series)
+    if marked:
+        for mx, my in marked:
+            ma, mb = px(mx), py(my)
+            if ma is not None and mb is not None:
+                out.append(f'<circle cx="{ma:.1f}" cy="{mb:.1f}" r="5" fill="none" stroke="#555" stroke-width="1"/>')
+        ly = y1 + 12 + 13 * row
+        out.append(
+            f'<circle cx="{x1 + 14}" cy="{ly - 4}" r="5" fill="none" stroke="#555"/>'
+            f'<text x="{x1 + 22}" y="{ly}">{escape(marked_label)}</text>'
+        )
+        row += 1
+    for i, (hx, hy, lab) in enumerate(highlight, 1):
         ha, hb = px(hx), py(hy)
         if ha is not None and hb is not None:
             out.append(
                 f'<circle cx="{ha:.1f}" cy="{hb:.1f}" r="7" fill="none" stroke="black" stroke-width="2"/>'
-                f'<text x="{ha + 9:.1f}" y="{hb - 8:.1f}" font-weight="bold">{escape(lab)}</text>'
+                f'<text x="{ha + 8:.1f}" y="{hb - 7:.1f}" font-weight="bold" font-size="10">{i}</text>'
             )
+        ly = y1 + 12 + 13 * row + 4
+        out.append(f'<text x="{x1 + 8}" y="{ly}" font-weight="bold">{i}</text>')
+        for j, part in enumerate(_wrap(lab, 26)):  # the right margin is 180 px: wrap long labels
+            out.append(f'<text x="{x1 + 22}" y="{ly + 12 * j}">{escape(part)}</text>')
+        row += len(_wrap(lab, 26))
     out.append("</svg>")
     return "\n".join(out)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, cur = text.split(), [], ""
+    for w in words:
+        if cur and len(cur) + 1 + len(w) > width:
+            lines.append(cur)
+            cur = w
+        else:
+            cur = f"{cur} {w}".strip()
+    return [*lines, cur] if cur else lines or [""]
 
 
 def bar_chart(title: str, xlabel: str, bars: list[tuple[str, float]], *, width: int = 720) -> str:
