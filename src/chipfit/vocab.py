@@ -51,3 +51,4 @@ class How(StrEnum):
     AUTOCAST = "autocast"  # its compiler casts the format to another by default (Neuron: fp32 -> bf16)
     VECTOR = "vector"  # no matrix unit for it: the vector unit runs it (FP32 arithmetic)
     HOST = "host"  # its host CPU runs it, over the host link
+    WEIGHT_ONLY = "weight-only"  # weights stored narrow (int8/int4), upcast to the 16-bit compute format

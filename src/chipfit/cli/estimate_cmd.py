@@ -69,7 +69,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         t.add_column(col, justify="left" if col in ("device", "format") else "right", no_wrap=True)
     for e in ests:
         p = e.precision
-        fmt = p.format + ("" if p.how == "native" else f" ({p.how})")
+        fmt = f"{p.weight_format} weights, {p.format}" if p.weight_format else p.format
+        fmt += "" if p.how in ("native", "weight-only") else f" ({p.how})"
         t.add_row(
             e.device,
             fmt,

@@ -239,7 +239,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--max-accuracy-drop", type=float, help="top-1 points (or cosine units) you accept to lose")
     p.add_argument("--max-usd-per-hour", type=float, help="the most you pay per hour for all chips")
     p.add_argument("--devices", help="comma-separated catalog devices (default: all)")
-    p.add_argument("--precisions", help="comma-separated (default fp32,bf16,fp16,fp8,int8)")
+    p.add_argument(
+        "--precisions", help="comma-separated (default fp32,bf16,fp16,fp8,int8,w8a16,w4a16: those a chosen device runs)"
+    )
     p.add_argument("--batch-sizes", help="comma-separated (default 1,8,32,128)")
     p.add_argument("--chips", help="comma-separated chip counts (default 1), e.g. 1,2,4,8")
     p.add_argument("--train", action="store_true", help="plan a training step (forward, backward, optimizer)")

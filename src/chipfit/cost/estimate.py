@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 BW_EFFICIENCY_ASSUMED = 0.85
+# assumed: a weight-only GEMM upcasts each weight it reads with one convert and one multiply by its
+# group's scale, on the vector unit (fused into the GEMM's prologue, as Marlin/AWQ kernels do)
+DEQUANT_OPS_PER_WEIGHT = 2
 LINK_PJ_PER_BYTE = 8.0 * 8  # assumed: about 8 pJ/bit for a PCIe-class SerDes link, both ends together
 FRESH_ALLOC_THRESHOLD = 32 * 2**20  # glibc's largest mmap threshold: bigger outputs are fresh pages
 
@@ -202,11 +205,14 @@ def _level(device: Device, fits_on_chip: bool) -> tuple[float, float]:
     return level.bandwidth_bytes_per_s * eff, level.energy_pj_per_byte
 
 
-def _memory(device: Device, rec: OpRecord, scale: float, model_bytes: float) -> tuple[float, float, float]:
+def _memory(
+    device: Device, rec: OpRecord, scale: float, model_bytes: float, wscale: float | None = None
+) -> tuple[float, float, float]:
     """(seconds, joules, bytes): weights stream from main memory unless the whole model fits on chip;
-    activations come from on-chip memory when the op's working set fits there."""
+    activations come from on-chip memory when the op's working set fits there. `wscale`: the
+    weights' bytes per traced byte when they are stored narrower than the math (weight-only)."""
     cap = device.on_chip.capacity_bytes if device.on_chip is not None else 0.0
-    weights = rec.param_bytes * scale
+    weights = rec.param_bytes * (scale if wscale is None else wscale)
     acts = (rec.bytes - rec.param_bytes) * scale
     w_bw, w_pj = _level(device, model_bytes <= cap)
     a_bw, a_pj = _level(device, rec.bytes * scale <= cap)
@@ -230,11 +236,16 @@ def _op_on(
     device: Device, prec: Precision, rec: OpRecord, scale: float, model_bytes: float
 ) -> tuple[float, float, float, float, Unit, float]:
     """(compute_s, memory_s, overhead_s, energy_j, unit, peak used) for an op that runs on `device`."""
-    memory_s, memory_j, _ = _memory(device, rec, scale, model_bytes)
+    wscale = traffic_scale(prec.weights) if prec.weight_format else None
+    memory_s, memory_j, _ = _memory(device, rec, scale, model_bytes, wscale)
+    dequant_ops = 0.0
     if rec.op_class in MATRIX_CLASSES and prec.how is not How.VECTOR:
         fmt = prec.format if device.peak(prec.format) else device.formats[0]
         compute_s, unit, peak = _matrix_seconds(device, fmt, rec), Unit.MATRIX, device.peak(fmt)
         compute_s /= device.compute.class_efficiency.get(rec.op_class, 1.0)
+        if prec.how is How.WEIGHT_ONLY and rec.param_bytes:  # upcast every weight it reads, on the vector unit
+            dequant_ops = DEQUANT_OPS_PER_WEIGHT * rec.param_bytes / 4  # traced weights are FP32: 4 bytes each
+            compute_s += dequant_ops / device.compute.vector_ops_per_s
         e_op = device.energy_pj_per_op(fmt)
     else:
         compute_s, unit, peak = (
@@ -248,7 +259,7 @@ def _op_on(
     if device.compute.fresh_alloc_bytes_per_s and rec.bytes_written * scale >= FRESH_ALLOC_THRESHOLD:
         memory_s += rec.bytes_written * scale / device.compute.fresh_alloc_bytes_per_s
     time_s = max(compute_s, memory_s) + overhead
-    energy = rec.flops * e_op * 1e-12 + memory_j + device.power.idle_w * time_s
+    energy = (rec.flops + dequant_ops) * e_op * 1e-12 + memory_j + device.power.idle_w * time_s
     return compute_s, memory_s, overhead, energy, unit, peak
 
 
@@ -285,7 +296,8 @@ def _cost(
         prec.how is How.HOST and rec.op_class in MATRIX_CLASSES
     )
     if to_host and host is not None and device.host_link is not None:
-        c, m, o, e, _unit, peak = _op_on(host, resolve_precision(host, "float32"), rec, 1.0, model_bytes / scale)
+        fp32_model = model_bytes / traffic_scale(prec.weights)
+        c, m, o, e, _unit, peak = _op_on(host, resolve_precision(host, "float32"), rec, 1.0, fp32_model)
         moved = rec.bytes * scale
         link = device.host_link  # inputs over, outputs back: two messages, each paying the link's latency
         transfer = moved / link.bandwidth_bytes_per_s + 2 * link.latency_s
@@ -307,7 +319,7 @@ def estimate(trace: Trace, device: str | Device, precision: str = "bf16", *, ite
     prec = resolve_precision(dev, precision)
     scale = traffic_scale(prec.format)
     host = get_device(dev.support.host) if dev.support.host else None
-    model_bytes = trace.footprint.params_bytes * scale
+    model_bytes = trace.footprint.params_bytes * traffic_scale(prec.weights)
     # repeated layers repeat their ops: price each distinct op once, then copy the priced fields after
     # (index, op, module) positionally (dataclasses.replace was most of a 70B decoder's estimate)
     reps, where = trace.distinct_ops()
@@ -332,7 +344,7 @@ def estimate(trace: Trace, device: str | Device, precision: str = "bf16", *, ite
         mode=trace.mode,
         items=items or trace.batch,
         rows=tuple(rows),
-        memory=step_memory(trace, prec.format),
+        memory=step_memory(trace, prec.format, prec.weight_format or None),
         capacity_bytes=dev.main_memory.capacity_bytes,
         price_usd_per_hour=dev.price.usd_per_hour if dev.price else None,
         peak_ops_per_s=dev.peak(prec.format) or dev.compute.vector_ops_per_s,

@@ -76,10 +76,12 @@ class StepMemory:
         return {**asdict(self), "state_bytes": self.state_bytes, "total_bytes": self.total_bytes}
 
 
-def step_memory(trace: Trace, fmt: str | Format) -> StepMemory:
-    """The footprint of `trace`'s step with its tensors at `fmt` (see the module docstring)."""
+def step_memory(trace: Trace, fmt: str | Format, weights_fmt: str | Format | None = None) -> StepMemory:
+    """The footprint of `trace`'s step with its tensors at `fmt` (see the module docstring);
+    `weights_fmt`: the weights' storage format when it differs (weight-only int8/int4)."""
     f = get_format(fmt)
     scale = traffic_scale(f)
+    wscale = traffic_scale(weights_fmt) if weights_fmt is not None else scale
     fp = trace.footprint
     training = trace.mode == "training"
     if training:
@@ -87,7 +89,7 @@ def step_memory(trace: Trace, fmt: str | Format) -> StepMemory:
         weights, master = (fp.params_bytes * scale if narrower else 0.0), float(fp.params_bytes)
         grads, optimizer = float(fp.grads_bytes), float(fp.optimizer_bytes)
     else:
-        weights, master, grads, optimizer = fp.params_bytes * scale, 0.0, 0.0, 0.0
+        weights, master, grads, optimizer = fp.params_bytes * wscale, 0.0, 0.0, 0.0
     return StepMemory(
         format=f.name,
         training=training,

@@ -242,6 +242,13 @@ def policy_for(
             matrix_fallback=prec.how,
             notes=(f"{dev.name} has no {prec.format} matrix unit: matrix ops run in FP32 on {where}",),
         )
+    if prec.how is How.WEIGHT_ONLY:  # the 16-bit policy, with the weights rounded to int8/int4 first
+        math = policy_for(dev, prec.format, accumulate=accumulate, tf32_rounding=tf32_rounding)
+        return replace(
+            math, name=base.name, precision=precision, b=Operand(prec.weights, Scaling(ScalingKind.PER_CHANNEL)),
+            notes=(*math.notes, f"weight-only: {prec.weights} weights with one scale per output channel (deployed "
+                   f"kernels use groups of 128: per-channel is the less accurate side), {prec.format} math"),
+        )  # fmt: skip
     fmt = prec.format
     notes: list[str] = []
     if prec.how is How.AUTOCAST:

@@ -173,6 +173,8 @@ class Support:
     host_op_classes: tuple[str, ...]  # op classes that always run on the host
     host: str | None  # catalog name of the host CPU
     source: Source
+    weight_only: tuple[str, ...] = ()  # weight formats its stack runs weight-only GEMMs with (int8, int4)
+    weight_only_source: Source | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -98,7 +98,8 @@ SECTION_KEYS = {
     "matrix_unit": {"kind", "count", "rows", "cols", "depth", "clock_hz", "source", "dataflow"},
     "memory": {"kind", "capacity_bytes", "bandwidth_bytes_per_s", "source", "energy_pj_per_byte", "energy_source"},
     "power": {"tdp_w", "idle_w", "source", "idle_source"},
-    "support": {"autocast", "unsupported_format", "host_op_classes", "host", "source"},
+    "support": {"autocast", "unsupported_format", "host_op_classes", "host", "source", "weight_only",
+                "weight_only_source"},
     "link": {"kind", "bandwidth_bytes_per_s", "topology", "source", "generation", "latency_s", "latency_source",
              "hop_latency_s", "collective_latency_s", "domain_chips"},
     "price": {"usd_per_hour", "basis", "date", "source"},
@@ -405,12 +406,18 @@ def _build(name: str, d: dict[str, Any]) -> Device:
     host = s.get("host")
     if host is not None and not isinstance(host, str):
         raise ctx.fail("support.host", f"must be a device name, got {host!r}")
+    weight_only = s.get("weight_only", [])
+    if not isinstance(weight_only, list) or any(w not in ("int8", "int4") for w in weight_only):
+        raise ctx.fail("support.weight_only", f"must be a list of int8, int4; got {weight_only!r}")
+    wo_src = _source(ctx, s, "weight_only_source", "support.") if weight_only else None
     support = Support(
         frozen_map(autocast),
         _str(ctx, s, "unsupported_format", "support.", FALLBACKS),
         tuple(host_ops),
         host,
         _source(ctx, s, "source", "support."),
+        tuple(weight_only),
+        wo_src,
     )
 
     def link(key: str) -> Link | None:

@@ -19,6 +19,7 @@ from chipfit.vocab import How
 __all__ = [
     "PRECISION_ALIASES",
     "SHORT_LABELS",
+    "WEIGHT_ONLY",
     "How",
     "Precision",
     "precision_label",
@@ -40,6 +41,10 @@ PRECISION_ALIASES: dict[str, tuple[str, ...]] = {
     "fp4": ("float4_e2m1fn", "nvfp4", "mxfp4"),
     "mxfp8": ("mxfp8_e4m3",),
 }
+
+# weight-only precisions: the weights' storage format; the matrix math runs at 16 bits (bf16, else fp16),
+# as TensorRT-LLM's and vLLM's W8A16/W4A16 kernels run it (the weights upcast in the GEMM's prologue)
+WEIGHT_ONLY: dict[str, str] = {"w8a16": "int8", "w4a16": "int4"}
 
 # A format's label in tables: the alias it is first in, else these (fnuz variants), else its name.
 SHORT_LABELS: dict[str, str] = {
@@ -65,14 +70,30 @@ def precision_label(requested: str, fmt: str, how: How | str) -> str:
     if how is How.AUTOCAST:
         first = PRECISION_ALIASES.get(requested, (requested,))[0]
         return f"{short_label(first)}→{short_label(fmt)}"
+    if how is How.WEIGHT_ONLY:
+        return f"{requested} ({WEIGHT_ONLY.get(requested, 'narrow')} weights, {short_label(fmt)} compute)"
     if how in HOW_WORDS:
         return f"{requested} ({HOW_WORDS[how]})"
     return requested
 
 
+def _weight_only(device: Device, precision: str) -> Precision:
+    """w8a16/w4a16: the weights at int8/int4, the math at bf16 (fp16 where the matrix unit lacks bf16:
+    T4's W4A16 kernels compute in FP16). Only where the device's stack runs weight-only kernels
+    (catalog support.weight_only); elsewhere the 16-bit math is flagged as the device's fallback."""
+    w = WEIGHT_ONLY[precision]
+    compute = resolve_precision(device, "bf16")
+    if not compute.on_matrix_unit:
+        half = resolve_precision(device, "fp16")
+        compute = half if half.on_matrix_unit else compute
+    if w in device.support.weight_only and compute.on_matrix_unit:
+        return Precision(precision, compute.format, How.WEIGHT_ONLY, weight_format=w)
+    return Precision(precision, compute.format, How(device.support.unsupported_format), weight_format=w)
+
+
 def precision_names() -> list[str]:
     """Every name `resolve_precision` accepts: the aliases, then the registered formats."""
-    return [*PRECISION_ALIASES, *FORMATS]
+    return [*PRECISION_ALIASES, *WEIGHT_ONLY, *FORMATS]
 
 
 @dataclass(frozen=True)
@@ -80,16 +101,23 @@ class Precision:
     """What running `requested` on a device means: the format the matrix unit uses and how."""
 
     requested: str
-    format: str  # the effective format
+    format: str  # the effective format of the matrix math
     how: How
+    weight_format: str = ""  # weight-only: the weights' storage format ("": the same as `format`)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "how", How(self.how))  # a plain string names a member or fails, listing them
 
     @property
     def on_matrix_unit(self) -> bool:
-        """The matrix unit runs it natively or by the compiler's documented cast."""
-        return self.how in (How.NATIVE, How.AUTOCAST)
+        """The matrix unit runs it natively, by the compiler's documented cast, or with weights
+        stored narrow and upcast (weight-only, where the device's stack does that)."""
+        return self.how in (How.NATIVE, How.AUTOCAST, How.WEIGHT_ONLY)
+
+    @property
+    def weights(self) -> str:
+        """The format the weights are stored and read in."""
+        return self.weight_format or self.format
 
 
 def resolve_precision(device: Device, precision: str) -> Precision:
@@ -97,6 +125,8 @@ def resolve_precision(device: Device, precision: str) -> Precision:
     default cast wins over a native unit (Neuron casts FP32 matmuls to BF16); otherwise the first
     format of the alias the device has a peak for; otherwise the device's fallback for formats it
     lacks (`support.unsupported_format`: vector or host)."""
+    if precision in WEIGHT_ONLY:
+        return _weight_only(device, precision)
     names = PRECISION_ALIASES.get(precision, (precision,))
     if names[0] not in FORMATS:
         raise InputError(f"unknown precision {precision!r}; known: {', '.join(precision_names())}")

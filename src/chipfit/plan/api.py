@@ -18,7 +18,7 @@ from chipfit.quant.spec import QuantConfig
 
 __all__ = ["DEFAULT_BATCHES", "DEFAULT_PRECISIONS", "measure_accuracy", "plan"]
 
-DEFAULT_PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8")
+DEFAULT_PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8", "w8a16", "w4a16")
 DEFAULT_BATCHES = (1, 8, 32, 128)
 
 

@@ -114,7 +114,7 @@ def offered(dev: Device, precision: str, *, training: bool, allow_fallback: bool
     prec = resolve_precision(dev, precision)
     if not (prec.on_matrix_unit or allow_fallback):
         return False
-    return not training or dev.trains_in(prec.format)
+    return not training or (dev.trains_in(prec.format) and not prec.weight_format)  # no weight-only training
 
 
 def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
