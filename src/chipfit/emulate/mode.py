@@ -174,23 +174,20 @@ class _PassTracker(ModuleTracker):
         self._innermost = (*key, name)
         return name
 
-    def _get_append_fn(self, name: str, is_bw: bool) -> Any:
-        fn = super()._get_append_fn(name, is_bw)
+    def _versioned(self, fn: Any) -> Any:
+        """`fn` (a tracker callback that adds or removes a parent), bumping `version` after it."""
 
-        def append(*args: Any) -> None:
+        def changed(*args: Any) -> None:
             fn(*args)
             self.version += 1
 
-        return append
+        return changed
+
+    def _get_append_fn(self, name: str, is_bw: bool) -> Any:
+        return self._versioned(super()._get_append_fn(name, is_bw))
 
     def _get_pop_fn(self, name: str, is_bw: bool) -> Any:
-        fn = super()._get_pop_fn(name, is_bw)
-
-        def pop(*args: Any) -> None:
-            fn(*args)
-            self.version += 1
-
-        return pop
+        return self._versioned(super()._get_pop_fn(name, is_bw))
 
     def _fw_pre_hook(self, mod: nn.Module, input: Any) -> None:
         if len(self.parents) == 1:  # only "Global": an outermost call
