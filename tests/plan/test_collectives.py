@@ -110,3 +110,14 @@ def test_more_chips_cost_energy() -> None:
     eight = scale_out(parts, None, "tensor", 8, dev, training=False, batch=64)
     assert one.energy_j == pytest.approx(est.energy_j)
     assert eight.energy_j > one.energy_j  # eight chips idle through a step that is not 8x shorter
+
+
+def test_the_plan_says_which_chip_counts_a_fabric_cannot_join() -> None:
+    spec = get_model("mlp")
+    p = plan(spec.build(), spec.example_inputs, devices=["h100-sxm", "t4", "l4", "inferentia2"], precisions=["fp16"],
+             batches=[8], chips=[1, 2, 100_000], objective="latency", backend="serial")  # fmt: skip
+    assert ("No tensor- or pipeline-parallel configurations on 2, 100000 chips (no chip-to-chip interconnect in "
+            "the catalog): t4, l4.") in p.reasons  # fmt: skip
+    assert any("exceed the 12-chip fast domain and the catalog has no scale-out network): inferentia2" in r
+               for r in p.reasons)  # fmt: skip
+    assert not [r for r in p.rows if r.device in ("t4", "l4") and r.strategy in ("tensor", "pipeline")]

@@ -129,13 +129,16 @@ def _unjoined_reasons(result: Plan, devices: Sequence[str | Device], chips: Sequ
     from chipfit.plan.collectives import Fabric
 
     kinds = "parallel configurations" if training else "tensor- or pipeline-parallel configurations"
+    grouped: dict[tuple[str, str], list[str]] = {}  # (chip counts, why) -> devices: one line each
     for d in map(get_device, devices):
         fab = Fabric.of(d)
         out = [(n, fab.reach(n)) for n in sorted(set(chips))]
         out = [(n, r) for n, r in out if r]
         if out:
             counts = ", ".join(str(n) for n, _ in out)
-            result.reasons.append(f"No {kinds} of {d.name} on {counts} chips: {out[-1][1]}.")
+            grouped.setdefault((counts, out[-1][1]), []).append(d.name)
+    for (counts, why), names in grouped.items():
+        result.reasons.append(f"No {kinds} on {counts} chips ({why}): {', '.join(names)}.")
 
 
 def plan(
