@@ -562,3 +562,16 @@ def test_a_new_matrix_kernel_is_one_registered_function() -> None:
         assert numerics() == "bfloat16 -> acc float32 -> bfloat16"
     finally:
         matrix.MATRIX_KERNELS.pop(torch.ops.aten.mv.default, None)
+
+
+def test_sqnr_of_an_all_but_zero_output_is_finite_not_a_domain_error() -> None:
+    """`emulate minilm --report` crashed with log10(0): a subnormal FP32 signal over a normal noise
+    underflows signal / noise to 0.0 (issue 18's example of a bug shown as a user error)."""
+    from chipfit.emulate.report import OpStat
+
+    st = OpStat(0, "forward", "m", "mul", "elementwise", "bfloat16", "", signal=1e-320, noise=1.0, measured=True)
+    assert st.sqnr_db == pytest.approx(-3200, abs=1)
+    assert (
+        OpStat(0, "forward", "m", "mul", "elementwise", "", "", signal=0.0, noise=1.0, measured=True).sqnr_db
+        == -math.inf
+    )

@@ -41,7 +41,9 @@ class OpStat:
             return math.inf
         if self.signal == 0:
             return -math.inf
-        return 10 * math.log10(self.signal / self.noise)
+        # as a difference of logs: signal / noise underflows to 0.0 for a subnormal signal (an op whose
+        # FP32 output is all but zero, e.g. a masked score), and log10(0) is a domain error
+        return 10 * (math.log10(self.signal) - math.log10(self.noise))
 
     def as_dict(self) -> dict[str, Any]:
         return {
