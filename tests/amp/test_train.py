@@ -118,3 +118,12 @@ def test_cli_train(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 def test_emulate_watch_is_off_by_default() -> None:
     with emulate(device="a100-sxm", precision="fp16") as run:
         assert run.watch is None
+
+
+def test_cli_train_says_when_no_stack_trains_in_the_format(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "digits-cnn", "--device", "a100-sxm", "--precision", "int8", "--epochs", "1", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "note: a100-sxm's stack does not train in int8 (catalog training formats: float32, tfloat32" in out
+    assert main([*argv[:5], "bf16", "--epochs", "1", "--json"]) == 0
+    assert "note" not in json.loads(capsys.readouterr().out)

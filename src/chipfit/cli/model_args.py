@@ -160,7 +160,8 @@ def resolve_model(
         spec = get_model(ref)
         if shapes or dtypes:
             flag = "--input-shape" if shapes else "--dtype"
-            raise CliError(f"{flag} is for user models; {ref} makes its own inputs (use --batch, --seq-len)")
+            how = "its built-in data are its inputs" if data else "it makes its own inputs (use --batch, --seq-len)"
+            raise CliError(f"{flag} is for user models; {ref}: {how}")
         if data:
             from chipfit.cli.common import builtin_with_data
 

@@ -66,10 +66,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     epoch_loss = sum(r.loss * n for r, n in last) / sum(n for _, n in last)  # over the last epoch's items
     out: dict[str, Any] = {"model": args.model, "epochs": args.epochs, "top1_percent": 100 * top1, **mp.summary(),
                            "last_epoch_mean_loss": epoch_loss, "cost": cost.as_dict()}  # fmt: skip
+    trains = device.training.formats if device.training is not None else ()
+    if cost.format not in trains:  # emulation can run what no deployed stack does; say so (plan never offers it)
+        known = ", ".join(trains) if trains else "none: no training stack in the catalog"
+        out["note"] = (f"{device.name}'s stack does not train in {cost.format} (catalog training formats: {known}); "
+                       "this emulates it anyway")  # fmt: skip
     if args.json:
         emit_json(out)
         return 0
     _print(out)
+    if "note" in out:
+        console().print(f"note: {out['note']}")
     return 0
 
 
