@@ -115,16 +115,11 @@ class Fabric:
 
     def reach(self, n: int) -> str:
         """'' when n chips can be joined, else why not (one line)."""
-        if n <= 1:
+        if n <= 1 or self.within_domain(n) or self.scale_out is not None:
             return ""
-        d = self.domain_chips
-        if self.fast is None and self.scale_out is None:
+        if self.fast is None:
             return "no chip-to-chip interconnect in the catalog"
-        if self.fast is not None and (d == 0 or n <= d):
-            return ""
-        if self.scale_out is None:
-            return f"{n} chips exceed the {d}-chip fast domain and the catalog has no scale-out network"
-        return ""
+        return f"{n} chips exceed the {self.domain_chips}-chip fast domain and the catalog has no scale-out network"
 
     def within_domain(self, n: int) -> bool:
         d = self.domain_chips
