@@ -31,7 +31,7 @@ def test_a_training_plan_sweeps_only_what_each_stack_trains_in() -> None:
         assert not isinstance(FORMATS[fmt], IntFormat)
     assert ("h100-sxm", "float8_e4m3fn") in seen  # Transformer Engine trains Hopper in FP8
     assert ("gaudi2", "float8_e4m3fn") in seen
-    assert ("tpu-v5p", "float8_e4m3fn") not in seen  # v5p computes FP8 but no TPU before Ironwood trains in it
+    assert ("tpu-v5p", "float8_e4m3fn") not in seen  # no TPU before Ironwood computes or trains in FP8
     assert ("a100-sxm", "float8_e4m3fn") not in seen
 
 
