@@ -12,7 +12,7 @@ from chipfit.cli.common import CliError, console, count_or_all, emit_json, posit
 from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
 from chipfit.report.text import metric_unit
 
-__all__ = ["add_parsers", "grid", "metric_text"]
+__all__ = ["add_parsers", "grid"]
 
 
 def grid(device_names: list[str], precisions: list[str], files: list[str]) -> list[Any]:
@@ -42,10 +42,6 @@ def grid(device_names: list[str], precisions: list[str], files: list[str]) -> li
             chosen = precisions
         out.extend(policy_for(dev, p) for p in chosen)
     return out
-
-
-def metric_text(v: float, metric: str) -> str:
-    return metric_unit(metric).value_text(v)
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
@@ -87,7 +83,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         return 0
     c = console()
     what = "top-1 accuracy on the held-out split" if spec.metric == "top1" else "cosine similarity to FP32"
-    c.print(f"[bold]{args.model}[/bold]: {what}, {ev.items} items, FP32 {metric_text(ev.fp32, spec.metric)}")
+    c.print(f"[bold]{args.model}[/bold]: {what}, {ev.items} items, FP32 {metric_unit(spec.metric).value_text(ev.fp32)}")
     u = metric_unit(spec.metric)
     t = Table(title=f"{spec.metric} per device x precision")
     drop = f"drop ({u.drop_unit})"  # FP32 minus the row, as in plan and the JSON

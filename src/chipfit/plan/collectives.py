@@ -127,8 +127,7 @@ class Fabric:
 
     def link_for(self, n: int) -> Link:
         """The slowest link n chips use (the fast one within a domain, else the network)."""
-        if self.within_domain(n):
-            assert self.fast is not None
+        if self.fast is not None and self.within_domain(n):
             return self.fast
         if self.scale_out is None:
             raise InputError(self.reach(n))
@@ -143,19 +142,12 @@ def collective_s(
     kind = Collective(kind)
     if n <= 1 or nbytes <= 0:
         return 0.0
-    why = fabric.reach(n)
-    if why:
-        raise InputError(why)
-    if fabric.within_domain(n):
-        assert fabric.fast is not None
-        return flat_collective_s(kind, nbytes, n, fabric.fast, algorithm)
-    net = fabric.scale_out
-    assert net is not None
-    d = fabric.domain_chips if fabric.fast is not None else 1
-    if kind is not Collective.ALL_REDUCE or d <= 1:
-        return flat_collective_s(kind, nbytes, n, net, algorithm)
-    assert fabric.fast is not None
+    link = fabric.link_for(n)  # an InputError when the fabric cannot join n chips
+    fast = fabric.fast
+    if link is fast or fast is None or kind is not Collective.ALL_REDUCE or fabric.domain_chips <= 1:
+        return flat_collective_s(kind, nbytes, n, link, algorithm)
+    net, d = link, fabric.domain_chips
     groups = math.ceil(n / d)
-    inside = flat_collective_s(Collective.REDUCE_SCATTER, nbytes, d, fabric.fast, Algorithm.RING)
+    inside = flat_collective_s(Collective.REDUCE_SCATTER, nbytes, d, fast, Algorithm.RING)
     across = flat_collective_s(Collective.ALL_REDUCE, nbytes / d, groups, net, algorithm)
     return 2 * inside + across  # reduce-scatter, all-reduce of one shard across domains, all-gather
