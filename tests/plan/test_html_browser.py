@@ -93,7 +93,12 @@ def test_report_renders_every_plot_in_chromium(tmp_path: Path) -> None:
     assert drawn["roofline"]["dots"] >= 5 and drawn["roofline"]["lines"] >= 1  # ops under the roofs
     assert drawn["layers"]["bars"] >= 3  # conv, conv, linear layers
     assert drawn["scaling"]["lines"] >= 2 and drawn["scaling"]["dots"] >= 6  # strategies over 1, 2, 4 chips
-    assert drawn["accuracy"]["bars"] <= 3  # one per precision that loses accuracy (a zero drop has no bar)
+    acc_svg = re.search(r"<figure data-chart='accuracy'>(.*?)</figure>", html, re.S)
+    assert acc_svg
+    drops = [float(v) for v in re.findall(r'<rect x="\d+" y="[\d.]+" width="[\d.]+"[^>]*/><text[^>]*>([^<]+)</text>',
+                                          acc_svg.group(1))]  # fmt: skip
+    assert len(drops) == 3  # one bar per precision
+    assert drawn["accuracy"]["bars"] == sum(d > 0 for d in drops)  # drawn wide exactly where accuracy is lost
 
     art = Path(os.environ.get("CHIPFIT_TEST_ARTIFACTS", ROOT / "test-artifacts"))
     art.mkdir(parents=True, exist_ok=True)
