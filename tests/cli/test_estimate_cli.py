@@ -13,7 +13,10 @@ def test_estimate_one_device_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["estimate", "resnet50", "--device", "a100-sxm", "--precision", "bf16", "--batch", "8", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["device"] == "a100-sxm" and d["precision"]["format"] == "bfloat16" and d["items"] == 8
-    assert d["usd_per_million_items"] == pytest.approx(1.844 * d["latency_s"] / 3600 / 8 * 1e6)
+    # the median of the sourced on-demand records (docs/pricing.md), per accelerator-hour
+    usd_h = d["price"]["usd_per_hour"]
+    assert d["price"]["basis"] == "on-demand" and d["price"]["record"]["source"]
+    assert d["usd_per_million_items"] == pytest.approx(usd_h * d["latency_s"] / 3600 / 8 * 1e6)
     assert d["by_class"]["conv"]["time_s"] > 0 and d["fits_one_chip"]
 
 

@@ -125,14 +125,14 @@ def test_estimate_device_all_and_repeated_precision_adds(capsys: pytest.CaptureF
 
 def test_device_file_reaches_plan_and_train(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cheap = tmp_path / "cheap.toml"
-    cheap.write_text('[t4.price]\nusd_per_hour = 0.01\nbasis = "my contract"\ndate = "2026-11"\n'
-                     'source = "measured: our invoice"\n')  # fmt: skip
-    base = ["plan", "mlp", "--devices", "h100-sxm,t4", "--precisions", "fp16", "--batch-sizes", "32",
+    cheap.write_text('[[ascend-910b.prices]]\nbasis = "on-demand"\nprovider = "us"\nunit = "accelerator-hour"\n'
+                     'usd = 0.01\ndate = "2026-11"\nsource = "measured: our invoice"\n')  # fmt: skip
+    base = ["plan", "mlp", "--devices", "h100-sxm,ascend-910b", "--precisions", "fp16", "--batch-sizes", "32",
             "--backend", "serial", "--json"]  # fmt: skip
     assert main(base) == 0
-    assert json.loads(capsys.readouterr().out)["recommendation"]["device"] == "h100-sxm"  # t4 has no built-in price
+    assert json.loads(capsys.readouterr().out)["recommendation"]["device"] == "h100-sxm"  # no sourced 910B price
     assert main([*base, "--device-file", str(cheap)]) == 0
-    assert json.loads(capsys.readouterr().out)["recommendation"]["device"] == "t4"
+    assert json.loads(capsys.readouterr().out)["recommendation"]["device"] == "ascend-910b"
     hot = tmp_path / "hot.toml"
     hot.write_text('[a100-sxm.power]\ntdp_w = 800\nsource = "measured: our rack"\n')
     train = ["train", "digits-cnn", "--device", "a100-sxm", "--precision", "bf16", "--epochs", "1", "--json"]

@@ -147,9 +147,10 @@ def test_precision_resolution() -> None:
 def test_money_and_totals() -> None:
     tr = _trace("mlp", 32)
     e = estimate(tr, "a100-sxm", "bf16")
-    assert e.usd_per_million == pytest.approx(1.844 * e.latency_s / 3600 / 32 * 1e6)
+    assert e.price is not None and e.price.basis == "on-demand"
+    assert e.usd_per_million == pytest.approx(e.price.usd_per_hour * e.latency_s / 3600 / 32 * 1e6)
     assert e.throughput == pytest.approx(32 / e.latency_s)
-    assert estimate(tr, "tpu-v5e", "bf16").usd_per_million is None  # no price in the catalog
+    assert estimate(tr, "ascend-910b", "bf16").usd_per_million is None  # no sourced price
     t = e.totals()
     assert t["share_compute_bound"] + t["share_memory_bound"] + t["share_overhead"] + t[
         "share_transfer"

@@ -71,13 +71,13 @@ def test_report_renders_every_plot_in_chromium(tmp_path: Path) -> None:
     from PIL import Image
 
     report = tmp_path / "report.html"
-    argv = ["plan", "digits-cnn", "--devices", "a100-sxm,h100-sxm,t4,tpu-v5e,inferentia2", "--precisions",
+    argv = ["plan", "digits-cnn", "--devices", "a100-sxm,h100-sxm,t4,tpu-v5e,ascend-910b", "--precisions",
             "fp32,bf16,int8", "--batch-sizes", "1,32", "--chips", "1,2,4", "--eval-limit", "64",
             "--html", str(report), "--csv-only"]  # fmt: skip
     assert main(argv) == 0
     html = report.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # self-contained: works offline
-    assert re.search(r"no rental price in the catalog: .*inferentia2, t4", html)  # why devices are missing
+    assert re.search(r"no on-demand price: ascend-910b", html)  # why devices are missing
 
     probe = tmp_path / "probe.html"
     probe.write_text(html.replace("</body>", PROBE + "</body>"))

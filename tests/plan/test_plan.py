@@ -445,7 +445,9 @@ def test_unpriced_devices_are_listed_never_compared_and_never_ranked_on_cost() -
     best, why = recommend([free, priced], "cost", Constraints())
     assert best is priced
     assert not any("tpu-v5e" in r and "cheaper" in r for r in why)  # no "cheaper than tpu-v5e"
-    assert "Not ranked on cost, no price in the catalog: tpu-v5e." in why
-    with pytest.raises(PlanError, match=r"has a price, so cost cannot rank them \(no price in the catalog: tpu-v5e\)"):
+    assert "Not ranked on cost, no on-demand price: tpu-v5e." in why
+    with pytest.raises(
+        PlanError, match=r"price on the on-demand basis, so cost cannot rank them \(unpriced: tpu-v5e\)"
+    ):
         recommend([free], "cost", Constraints())
     assert recommend([free], "latency", Constraints())[0] is free

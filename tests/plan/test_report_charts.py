@@ -14,7 +14,7 @@ from chipfit.plan.html import _scaling_series, render_html
 @pytest.fixture(scope="module")
 def report() -> tuple[object, str]:
     spec = get_model("digits-cnn")
-    p = plan(spec.pretrained(), spec.example_inputs, name="digits-cnn", devices=["a100-sxm", "h100-sxm", "t4"],
+    p = plan(spec.pretrained(), spec.example_inputs, name="digits-cnn", devices=["a100-sxm", "h100-sxm", "ascend-910b"],
              precisions=["bf16", "int8"], batches=[8, 32], chips=[1, 2, 4], eval_data=spec.eval_data(64)[:2],
              metric="top1", backend="serial")  # fmt: skip
     return p, render_html(p)
@@ -48,7 +48,7 @@ def test_the_cost_chart_rings_the_front_and_numbers_the_recommendation(report: t
     priced_front = [r for r in p.front if r.fits and r.usd_per_million is not None]
     assert svg.count('r="5" fill="none" stroke="#555" stroke-width="1"') == len(priced_front)
     assert "Pareto front" in svg and f"recommended: {p.best.label()}"[:20] in svg
-    assert "Not on this chart, no rental price in the catalog: t4" in _figure(html, "cost-latency")
+    assert "Not on this chart, no on-demand price: ascend-910b" in _figure(html, "cost-latency")
 
 
 def test_the_accuracy_chart_plots_the_drop_in_points(report: tuple) -> None:

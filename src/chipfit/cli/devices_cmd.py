@@ -9,7 +9,9 @@ from typing import Any
 from rich.table import Table
 
 from chipfit.cli.common import console, emit_json
+from chipfit.cli.price_args import add_price_args, resolve_pricing
 from chipfit.hardware.precision import short_label
+from chipfit.hardware.pricing import PRICE_BASES
 
 __all__ = ["add_parsers", "device_dict"]
 
@@ -47,11 +49,14 @@ def _tflops(v: float) -> str:
 def cmd_devices(args: argparse.Namespace) -> int:
     from chipfit.hardware import list_devices
 
-    devs = list_devices(args.family, args.format, args.device_file or ())
+    files = args.device_file or ()
+    devs = list_devices(args.family, args.format, files)
+    pricing = resolve_pricing(args, files)
     if args.json:
         emit_json([device_dict(d) for d in devs])
         return 0
-    t = Table(title="chipfit device catalog: dense peak TFLOP/s or TOP/s per format (* = price assumed)")
+    basis = " or ".join(pricing.bases)
+    t = Table(title=f"chipfit device catalog: dense peak TFLOP/s or TOP/s per format; $ per accelerator-hour {basis}")
     t.add_column("name", no_wrap=True)
     t.add_column("family", no_wrap=True)
     for f in TABLE_FORMATS:
@@ -60,9 +65,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
         t.add_column(col, justify="right", no_wrap=True)
     for d in devs:
         m = d.main_memory
-        price = "-"
-        if d.price is not None:
-            price = f"{d.price.usd_per_hour:.2f}" + ("*" if d.price.source.kind == "assumed" else "")
+        q = pricing.quote(d)
+        price = "-" if q is None else f"{q.usd_per_hour:.2f}" + ("" if len(pricing.bases) == 1 else f" {q.basis}")
         t.add_row(
             d.name,
             d.family,
@@ -83,9 +87,13 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_devices_show(args: argparse.Namespace) -> int:
     from chipfit.hardware import get_device
 
-    d = get_device(args.name, args.device_file or ())
+    files = args.device_file or ()
+    d = get_device(args.name, files)
+    pricing = resolve_pricing(args, files)
     if args.json:
-        emit_json(device_dict(d))
+        out = device_dict(d)
+        out["price_quotes"] = {b: q.as_dict() for b in PRICE_BASES if (q := pricing.quote_on(d, b)) is not None}
+        emit_json(out)
         return 0
     c = console()
     c.print(f"[bold]{d.display_name}[/bold] ({d.name}, {d.family}, {d.vendor}, {d.year}, {d.process_nm:g} nm)")
@@ -148,10 +156,13 @@ def cmd_devices_show(args: argparse.Namespace) -> int:
         f"autocast {auto}; other formats -> {sup.unsupported_format}; host ops: {host_ops}; host {sup.host}",
         str(sup.source),
     )
-    if d.price is not None:
-        s.add_row(
-            "price", f"${d.price.usd_per_hour:g}/chip-hour ({d.price.date}): {d.price.basis}", str(d.price.source)
-        )
+    for pr in d.prices:
+        s.add_row(f"price {pr.basis}", pr.describe(), str(pr.source))
+    if not d.prices:
+        s.add_row("price", "none sourced (plan leaves it unranked on cost; give yours with --prices)", "")
+    tco = pricing.quote_on(d, "tco")
+    if tco is not None:
+        s.add_row("ownership", tco.describe().split("; ")[0], pricing.tco.describe())
     if d.published_ops_per_j is not None:
         s.add_row(
             "efficiency", f"{d.published_ops_per_j / 1e12:g} TOPS/W published", str(d.published_efficiency_source)
@@ -168,11 +179,13 @@ def add_parsers(sub: Any) -> None:
     dp.add_argument("--family", choices=FAMILIES, help="only this family")
     dp.add_argument("--format", choices=list(FORMATS), metavar="FORMAT", help="only devices whose matrix unit runs it")
     dp.add_argument("--device-file", action="append", metavar="PATH", help="extra catalog file (repeatable)")
+    add_price_args(dp)
     dp.add_argument("--json", action="store_true")
     dp.set_defaults(func=cmd_devices)
     dsub = dp.add_subparsers(dest="devices_command", metavar="show")
     ds = dsub.add_parser("show", help="every field of a device with its source")
     ds.add_argument("name")
     ds.add_argument("--device-file", action="append", metavar="PATH", help="extra catalog file (repeatable)")
+    add_price_args(ds)
     ds.add_argument("--json", action="store_true")
     ds.set_defaults(func=cmd_devices_show)

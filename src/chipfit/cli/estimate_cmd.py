@@ -9,6 +9,7 @@ from rich.table import Table
 
 from chipfit.cli.common import console, emit_json, positive
 from chipfit.cli.model_args import add_device_file_arg
+from chipfit.cli.price_args import add_price_args, resolve_pricing
 from chipfit.cli.trace_cmd import _human, add_common_model_args, build_and_trace
 
 __all__ = ["add_parsers"]
@@ -32,8 +33,10 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     for dev in devices:
         for p in precisions:
             resolve_precision(dev, p)  # fail fast, naming the precisions
+    pricing = resolve_pricing(args, files)
+    prices = pricing.summary(devices)
     tr = build_and_trace(args)
-    ests = [estimate(tr, dev, p) for dev in devices for p in precisions]
+    ests = [estimate(tr, dev, p, pricing=pricing) for dev in devices for p in precisions]
     if args.json:
         out = []
         for e in ests:
@@ -42,6 +45,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             row["by_module"] = e.by("module")
             row["top_ops"] = [vars(r) for r in sorted(e.rows, key=lambda r: -r.time_s)[: args.top]]
             row["fallback"] = [vars(r) for r in e.fallbacks()]
+            row["price_bases"] = list(pricing.bases)  # "price" is null when the device has none on them
             out.append(row)
         emit_json(out[0] if len(out) == 1 else out)
         return 0
@@ -86,6 +90,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             "yes" if e.fits else "NO",
         )
     c.print(t)
+    for line in prices.lines(ranked_on_cost=False):
+        c.print(line)
     if len(ests) == 1:
         e = ests[0]
         tt = Table(title=f"top {args.top} ops by time on {e.device}")
@@ -119,6 +125,7 @@ def add_parsers(sub: Any) -> None:
         help="catalog device (repeat to compare; 'all' for the whole catalog; default h100-sxm)",
     )  # fmt: skip
     add_device_file_arg(ep)
+    add_price_args(ep)
     ep.add_argument(
         "--precision", action="append",
         help="fp32, tf32, bf16, fp16, fp8, int8, int4, fp4 or a format name (repeat to compare; default bf16)",

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from chipfit.cli.common import CliError, console, count_or_all, emit_json, positive, progress_bar
 from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
+from chipfit.cli.price_args import add_price_args, resolve_pricing
 from chipfit.emulate.data import first_items
 from chipfit.plan.html import drop_text
 from chipfit.report.text import metric_unit, seconds_text
@@ -125,6 +126,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     precisions = args.precisions.split(",") if args.precisions else None  # None: the defaults a device runs
     batches = _ints(args.batch_sizes, "--batch-sizes") if args.batch_sizes else list(DEFAULT_BATCHES)
     chips = _ints(args.chips, "--chips") if args.chips else [1]
+    pricing = resolve_pricing(args, files)
     drop = args.max_accuracy_drop
     model, inputs, name, data, metric = _model(args)
     if drop is not None and data is None:
@@ -168,6 +170,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 backend=args.backend,
                 workers=args.workers,
                 ray_address=args.ray_address,
+                pricing=pricing,
             )
         except PlanError as e:
             raise CliError(str(e)) from None
@@ -234,6 +237,7 @@ def add_parsers(sub: Any) -> None:
     )
     add_model_args(p, batch=False)
     add_device_file_arg(p)
+    add_price_args(p)
     p.add_argument("--objective", default="cost", help="latency, throughput, cost (default) or energy")
     p.add_argument("--max-latency-ms", type=float, help="longest acceptable step")
     p.add_argument("--max-accuracy-drop", type=float, help="top-1 points (or cosine units) you accept to lose")

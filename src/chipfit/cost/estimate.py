@@ -34,6 +34,7 @@ from chipfit.cost.units import MATRIX_MODELS
 from chipfit.errors import InputError
 from chipfit.hardware import Device, get_device
 from chipfit.hardware.precision import PRECISION_ALIASES, How, Precision, resolve_precision
+from chipfit.hardware.pricing import PriceQuote, Pricing
 from chipfit.trace import Trace
 from chipfit.trace.records import OpRecord
 from chipfit.vocab import MATRIX_CLASSES, Phase
@@ -113,8 +114,12 @@ class Estimate:
     rows: tuple[OpCost, ...]
     memory: StepMemory
     capacity_bytes: float
-    price_usd_per_hour: float | None
+    price: PriceQuote | None  # per chip-hour, on the basis the estimate was asked for
     peak_ops_per_s: float
+
+    @property
+    def price_usd_per_hour(self) -> float | None:
+        return self.price.usd_per_hour if self.price is not None else None
 
     @functools.cached_property
     def latency_s(self) -> float:
@@ -184,6 +189,7 @@ class Estimate:
             "energy_j": self.energy_j,
             "energy_per_item_j": self.energy_per_item_j,
             "usd_per_million_items": self.usd_per_million,
+            "price": self.price.as_dict() if self.price is not None else None,
             "matrix_utilization": self.matrix_utilization,
             "share_compute_bound": self.share(Bound.COMPUTE),
             "share_memory_bound": self.share(Bound.MEMORY),
@@ -254,12 +260,13 @@ def _op_on(
             device.compute.vector_ops_per_s,
         )
         vec_fmt = prec.format if device.peak(prec.format) else "float32"
-        e_op = device.energy_pj_per_op(vec_fmt) if device.peak(vec_fmt) else device.energy_pj_per_op(device.formats[0])
+        e_op = device.energy_pj_per_op(vec_fmt, matrix=False)
     overhead = device.compute.class_overhead_s.get(rec.op_class, device.compute.dispatch_overhead_s)
     if device.compute.fresh_alloc_bytes_per_s and rec.bytes_written * scale >= FRESH_ALLOC_THRESHOLD:
         memory_s += rec.bytes_written * scale / device.compute.fresh_alloc_bytes_per_s
     time_s = max(compute_s, memory_s) + overhead
-    energy = (rec.flops + dequant_ops) * e_op * 1e-12 + memory_j + device.power.idle_w * time_s
+    vec_j = dequant_ops * device.energy_pj_per_op("float32", matrix=False) * 1e-12 if dequant_ops else 0.0
+    energy = rec.flops * e_op * 1e-12 + vec_j + memory_j + device.power.idle_w * time_s
     return compute_s, memory_s, overhead, energy, unit, peak
 
 
@@ -310,10 +317,18 @@ def _cost(
     return _row(rec, unit, (c, m, o, 0.0), bound, e, rec.bytes * scale, peak, fallback)
 
 
-def estimate(trace: Trace, device: str | Device, precision: str = "bf16", *, items: int | None = None) -> Estimate:
+def estimate(
+    trace: Trace,
+    device: str | Device,
+    precision: str = "bf16",
+    *,
+    items: int | None = None,
+    pricing: Pricing | None = None,
+) -> Estimate:
     """Price `trace` on `device` at `precision` (a format name or an alias: fp32, tf32, bf16, fp16, fp8, int8, ...).
 
     items: what one step processes (default the trace's batch size), for throughput and $ per million items.
+    pricing: the price basis, TCO assumptions and user prices (default: on-demand, the catalog's records).
     """
     dev = get_device(device)
     prec = resolve_precision(dev, precision)
@@ -346,6 +361,6 @@ def estimate(trace: Trace, device: str | Device, precision: str = "bf16", *, ite
         rows=tuple(rows),
         memory=step_memory(trace, prec.format, prec.weight_format or None),
         capacity_bytes=dev.main_memory.capacity_bytes,
-        price_usd_per_hour=dev.price.usd_per_hour if dev.price else None,
+        price=(pricing or Pricing()).quote(dev),
         peak_ops_per_s=dev.peak(prec.format) or dev.compute.vector_ops_per_s,
     )

@@ -19,6 +19,7 @@ __all__ = [
     "MATRIX_MODELS",
     "GemmTime",
     "check_matrix_models",
+    "dataflow_time",
     "half_dims_time",
     "register_matrix_model",
     "systolic_cycles",
@@ -151,6 +152,23 @@ def half_dims_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, 
     eff = 1.0 / (1.0 + m0 / m + n0 / n + k0 / k) * device.compute.matmul_efficiency
     flops = 2.0 * m * n * k * batch
     return GemmTime(flops / (device.peak(fmt) * eff), flops)
+
+
+@register_matrix_model("dataflow")
+def dataflow_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int]) -> GemmTime:
+    """A compile-time scheduled spatial machine whose weights live in on-chip SRAM (Groq's TSP,
+    Cerebras' wafer): the compiler streams each weight tile into the array while the previous one
+    computes, so there is no per-fold fill or drain and no kernel launch. The array is `count` planes
+    of rows x cols MACs (times depth); K and N are padded to the array's rows and cols (a partial
+    tile occupies a whole one), M streams through unpadded. Reading the weights is the op's memory
+    time (SRAM bandwidth), priced by the cost model beside this: a batch-1 GEMV is bound by it."""
+    m, n, k, batch = gemm
+    kp = math.ceil(k / (unit.rows * unit.depth)) * unit.rows * unit.depth
+    np_ = math.ceil(n / unit.cols) * unit.cols
+    macs = float(m) * kp * np_ * batch
+    ratio = _rate_ratio(device, unit, fmt)
+    seconds = macs / unit.peak_macs_per_s / max(ratio, 1e-9) / device.compute.matmul_efficiency
+    return GemmTime(seconds, 2 * macs)
 
 
 for _kind in ("tensor-core", "dsp"):

@@ -6,8 +6,10 @@ typed as B/s, GB typed as bytes) fails at load time, not in a report.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from chipfit.errors import InputError
@@ -24,25 +26,32 @@ __all__ = [
     "TOPOLOGIES",
     "Compute",
     "Device",
+    "EnergyCalibration",
     "Link",
     "MatrixUnit",
     "MemoryLevel",
     "Power",
     "Price",
+    "PriceBasis",
+    "PriceUnit",
     "Source",
     "Support",
 ]
 
 FAMILIES = ("gpu", "tpu", "inference-asic", "training-asic", "npu", "fpga", "cpu")
-MATRIX_KINDS = ("systolic", "tensor-core", "simd", "dsp")
+MATRIX_KINDS = ("systolic", "tensor-core", "simd", "dsp", "dataflow")
 MEMORY_KINDS = ("hbm", "gddr", "dram", "sram")
 LINK_KINDS = (
     "pcie", "nvlink", "ici", "neuronlink", "infinity-fabric", "hccs", "roce", "ethernet", "infiniband", "efa", "dcn",
     "usb", "soc",
 )  # fmt: skip
 TOPOLOGIES = ("none", "point-to-point", "switch", "ring", "torus-2d", "torus-3d", "hypercube", "mesh")
-SOURCE_KINDS = ("datasheet", "paper", "measured", "derived", "third-party", "assumed")
+SOURCE_KINDS = ("datasheet", "paper", "measured", "derived", "third-party", "assumed", "user")  # user: --prices
 DATAFLOWS = ("output-stationary", "weight-stationary")
+# a chip at its compute peak draws at least this share of its full-load power (idle included), even where
+# its main memory at full bandwidth would leave less for arithmetic (assumed floor; measured: TPU v4 170 W
+# mean of 192 W max, Jouppi et al. ISCA 2023; an 8 x H100 node 8.4 of its 10.2 kW rating)
+MIN_PEAK_SHARE = 0.5
 FALLBACKS = (How.VECTOR.value, How.HOST.value)  # what a device does with a format its matrix unit lacks
 
 
@@ -131,14 +140,83 @@ class Power:
     idle_w: float
     source: Source
     idle_source: Source
+    load_w: float | None = None  # published power under a full AI load (MLPerf Power, vendor "typical")
+    load_source: Source | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class EnergyCalibration:
+    """How a device's energy per op is set. An op costs its arithmetic (Horowitz, hardware.energy)
+    plus the energy of delivering its operand to the arithmetic (register files, operand buses,
+    array wiring, control, clocking), taken as proportional to the operand's storage bits:
+    `delivery_pj_per_bit`. That one number per device is chosen so that the chip at the peak of its
+    most power-hungry format, with its main memory streaming at full bandwidth, draws
+    `full_load_w` (idle included). A step's time is at least its compute time and at least its
+    memory time, so no workload is then priced above `full_load_w`; and a format at twice the peak
+    with half the bits delivers the same bits per second, so FP8 at its peak draws about what BF16
+    draws at its own, as measured chips do. Where the arithmetic alone would exceed the budget,
+    delivery is zero and the arithmetic is scaled down by `arithmetic_scale` (< 1)."""
+
+    delivery_pj_per_bit: float
+    arithmetic_scale: float
+    full_load_w: float
+    basis: str  # in words: what full_load_w is
+    assumed: bool  # full_load_w rests on an assumed (unsourced) power figure
+    limiting_format: str
+    memory_w: float  # main memory at full bandwidth
+
+
+class PriceBasis(StrEnum):
+    """How a price is paid: what a record in the catalog is, and what `--price-basis` picks."""
+
+    ON_DEMAND = "on-demand"
+    ONE_YEAR = "1-year"  # a one-year commitment (reserved instance, committed use)
+    THREE_YEAR = "3-year"
+    SPOT = "spot"  # preemptible
+    CAPACITY_BLOCK = "capacity-block"  # a reservation of a fixed block of time (AWS EC2 Capacity Blocks)
+    PURCHASE = "purchase"  # bought: a record's price is paid once (see hardware.pricing for TCO)
+
+
+class PriceUnit(StrEnum):
+    ACCELERATOR_HOUR = "accelerator-hour"
+    INSTANCE_HOUR = "instance-hour"  # an instance of `accelerators` chips
+    PURCHASE = "purchase"  # paid once, for `accelerators` chips (a card, a board, a server)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Price:
-    usd_per_hour: float
-    basis: str
-    date: str
+    """One sourced price, as its source prints it (`usd` in `unit`, for `accelerators` chips)."""
+
+    basis: PriceBasis
+    provider: str
+    unit: PriceUnit
+    usd: float
+    date: str  # YYYY, YYYY-MM or YYYY-MM-DD: when the source says it applied
     source: Source
+    region: str = ""
+    accelerators: int = 1
+    instance: str = ""
+
+    @property
+    def usd_per_accelerator(self) -> float:
+        """Per accelerator-hour for an hourly price, per accelerator bought for a purchase."""
+        return self.usd / self.accelerators
+
+    @property
+    def hourly(self) -> bool:
+        return self.unit is not PriceUnit.PURCHASE
+
+    @property
+    def from_user(self) -> bool:
+        return self.source.kind == "user"
+
+    def describe(self) -> str:
+        """'AWS p5.48xlarge, us-east-1, 2025-06: $55.04 per instance-hour / 8 accelerators'."""
+        where = ", ".join(x for x in (f"{self.provider} {self.instance}".strip(), self.region, self.date) if x)
+        per = f"${self.usd:,.6g} per {self.unit}" if self.hourly else f"${self.usd:,.6g}"
+        if self.accelerators > 1:
+            per += f" / {self.accelerators} accelerators"
+        return f"{where}: {per}"
 
 
 @dataclass(frozen=True)
@@ -206,7 +284,7 @@ class Device:
     interconnect: Link | None = None  # the fast domain: what tensor parallelism uses
     scale_out: Link | None = None  # the network between fast domains (InfiniBand, EFA, a TPU pod's DCN)
     training: Training | None = None  # None: no training stack in the catalog
-    price: Price | None = None
+    prices: tuple[Price, ...] = ()  # every sourced record; hardware.pricing picks one per basis
     published_ops_per_j: float | None = None
     published_efficiency_source: Source | None = None
     file: str = ""
@@ -244,9 +322,51 @@ class Device:
     def accumulate(self, fmt: str) -> str:
         return self.compute.accumulate.get(fmt, "float32")
 
-    def energy_pj_per_op(self, fmt: str) -> float:
-        """Arithmetic energy of one op in `fmt` (see hardware.energy for the rule)."""
-        return energy.energy_pj_per_op(fmt, self.accumulate(fmt), self.process_nm)
+    def raw_pj_per_op(self, fmt: str, *, matrix: bool = True) -> float:
+        """Horowitz's arithmetic energy of one op in `fmt`, process-scaled, on the matrix unit (its dot
+        products `depth` long) or on the vector unit (one FMA at a time)."""
+        depth = self.matrix_units[0].depth if matrix and self.matrix_units and self.peak(fmt) else 1
+        return energy.energy_pj_per_op(fmt, self.accumulate(fmt), self.process_nm, depth)
+
+    @functools.cached_property
+    def energy_calibration(self) -> EnergyCalibration:
+        """The per-bit operand delivery energy that makes the chip draw its full-load power at peak."""
+        p = self.power
+        if p.load_w is not None:
+            full, basis, assumed = p.load_w, f"published full-load power ({p.load_source})", False
+        else:
+            full, basis, assumed = p.tdp_w, f"TDP ({p.source})", p.source.kind == "assumed"
+        if self.published_ops_per_j and self.formats:
+            best = max(self.formats, key=self.peak)
+            pub = self.peak(best) / self.published_ops_per_j
+            if pub < full:
+                src = self.published_efficiency_source
+                full, basis = pub, f"published {self.published_ops_per_j / 1e12:g} TOPS/W at {best} peak ({src})"
+                assumed = src is not None and src.kind == "assumed"
+        # (ops/s, raw pJ/op, operand bits) of each way the chip computes at its peak
+        paths = {f: (self.peak(f), self.raw_pj_per_op(f), get_format(f).storage_bits) for f in self.formats}
+        paths["vector float32"] = (self.compute.vector_ops_per_s, self.raw_pj_per_op("float32", matrix=False), 32)
+        mm = self.main_memory
+        memory_w = mm.bandwidth_bytes_per_s * mm.energy_pj_per_byte * 1e-12
+        budget_w = max(full - p.idle_w - memory_w, MIN_PEAK_SHARE * full - p.idle_w)
+        # the delivery energy at which the first path reaches the budget at its peak
+        per_path = {k: (budget_w * 1e12 / ops - pj) / bits for k, (ops, pj, bits) in paths.items()}
+        limiting = min(per_path, key=per_path.__getitem__)
+        c = per_path[limiting]
+        scale = 1.0
+        if c < 0:  # arithmetic alone is over budget somewhere
+            ops, pj, _ = max(paths.values(), key=lambda t: t[0] * t[1])
+            c, scale = 0.0, budget_w * 1e12 / (ops * pj)
+        return EnergyCalibration(
+            delivery_pj_per_bit=c, arithmetic_scale=scale, full_load_w=full, basis=basis, assumed=assumed,
+            limiting_format=limiting, memory_w=memory_w,
+        )  # fmt: skip
+
+    def energy_pj_per_op(self, fmt: str, *, matrix: bool = True) -> float:
+        """Energy of one op in `fmt`: its arithmetic plus the delivery of its operand (EnergyCalibration)."""
+        cal = self.energy_calibration
+        bits = get_format(fmt).storage_bits if (matrix and self.peak(fmt)) else 32
+        return self.raw_pj_per_op(fmt, matrix=matrix) * cal.arithmetic_scale + cal.delivery_pj_per_bit * bits
 
     def tdp_pj_per_op(self, fmt: str) -> float:
         """Chip-level upper bound on energy per op: TDP / dense peak (1 W per TFLOP/s = 1 pJ/op)."""

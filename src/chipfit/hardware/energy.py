@@ -4,12 +4,19 @@ Per-op energy (one FMA = 2 ops) is multiply + add at 45 nm, scaled to the chip's
 process node by `process_scale`:
 
 - multiply: Horowitz's table where it has the format (fp32 3.7 pJ, fp16 1.1 pJ,
-  int8 0.2 pJ, int32 3.1 pJ). Other floats are interpolated log-linearly in
-  significand width p = man_bits + 1 between fp16 (p=11) and fp32 (p=24), and
-  extrapolated below p=11 on the same line. Other integers scale with bits²
-  from int8 (array multipliers grow with the product of operand widths).
-- add, at the accumulate format: fp32 0.9 pJ, fp16 0.4 pJ, int32 0.1 pJ,
-  int8 0.03 pJ.
+  int8 0.2 pJ, int32 3.1 pJ). Floats wider than fp16 are interpolated log-linearly
+  in significand width p = man_bits + 1 between fp16 (p=11) and fp32 (p=24);
+  narrower floats scale with p² from fp16 (an array multiplier's area and switched
+  capacitance grow with the product of the operand widths), plus the exponent
+  adder (an integer add of exp_bits). Integers scale with bits² from int8. So
+  FP8 <= FP16, FP4 <= FP8, and an FP8 multiply (0.16 pJ) costs about an INT8 one.
+- add: a matrix unit that takes `depth`-long dot products per element per clock
+  (tensor cores: 4-16; systolic PEs: 1) sums the products in an adder tree at the
+  product width (an integer add of 2p bits after alignment for floats, 2 x bits
+  for integers) and adds into the accumulator once per `depth` products; the
+  accumulate add is Horowitz's at the accumulate format (fp32 0.9 pJ, fp16
+  0.4 pJ, int32 0.1 pJ, int8 0.03 pJ). Vector units (depth 1) pay the full
+  accumulate add per FMA.
 - process_scale = process_nm / 45. This is an assumption: switched capacitance
   scales with feature size, and supply voltage has stayed near 0.7–0.9 V since
   45 nm, so the V² term is taken as constant.
@@ -35,6 +42,7 @@ __all__ = [
     "MEMORY_PJ_PER_BYTE",
     "add_energy_pj",
     "energy_pj_per_op",
+    "int_add_pj",
     "memory_energy_pj_per_byte",
     "multiply_energy_pj",
     "process_scale",
@@ -85,7 +93,9 @@ def multiply_energy_pj(fmt_name: str) -> float:
         return _int_mul(f.bits)
     p = f.man_bits + 1
     lo, hi = HOROWITZ_45NM_PJ["fp16_mul"], HOROWITZ_45NM_PJ["fp32_mul"]
-    return lo * math.exp(math.log(hi / lo) * (p - 11) / (24 - 11))
+    if p >= 11:
+        return lo * math.exp(math.log(hi / lo) * (p - 11) / (24 - 11))
+    return lo * (p / 11) ** 2 + int_add_pj(f.exp_bits)
 
 
 def _int_mul(bits: int) -> float:
@@ -104,9 +114,27 @@ def add_energy_pj(acc_name: str) -> float:
     return HOROWITZ_45NM_PJ["fp16_add"]
 
 
-def energy_pj_per_op(fmt_name: str, acc_name: str, process_nm: float) -> float:
-    """Arithmetic energy of one op (half an FMA) at the chip's process node."""
-    return (multiply_energy_pj(fmt_name) + add_energy_pj(acc_name)) / 2 * process_scale(process_nm)
+def product_bits(fmt_name: str) -> int:
+    """Width of one product in a dot-product adder tree: 2 x significand (floats, aligned) or 2 x bits."""
+    f = get_format(fmt_name)
+    if isinstance(f, BlockFormat):
+        f = f.element
+    if isinstance(f, FloatFormat):
+        return 2 * (f.man_bits + 1)
+    return 2 * max(1, f.bits)
+
+
+def int_add_pj(bits: float) -> float:
+    """45 nm integer add energy, linear in width from Horowitz's 32-bit add."""
+    return HOROWITZ_45NM_PJ["int32_add"] * bits / 32
+
+
+def energy_pj_per_op(fmt_name: str, acc_name: str, process_nm: float, depth: int = 1) -> float:
+    """Arithmetic energy of one op (half an FMA) at the chip's process node, in a unit that sums
+    `depth` products per accumulator add (see the module docstring)."""
+    tree = int_add_pj(product_bits(fmt_name)) if depth > 1 else 0.0
+    add = (add_energy_pj(acc_name) + (depth - 1) * tree) / depth
+    return (multiply_energy_pj(fmt_name) + add) / 2 * process_scale(process_nm)
 
 
 def memory_energy_pj_per_byte(kind: str, process_nm: float) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from chipfit.hardware.device import (
     MemoryLevel,
     Power,
     Price,
+    PriceBasis,
+    PriceUnit,
     Source,
     Support,
     Training,
@@ -42,7 +45,7 @@ from chipfit.hardware.device import (
 )
 from chipfit.vocab import DEVICE_OP_CLASSES
 
-__all__ = ["BUILTIN_DIR", "CatalogError", "load_devices", "read_catalog_file"]
+__all__ = ["BUILTIN_DIR", "CatalogError", "load_devices", "parse_price", "read_catalog_file"]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "catalog"
 IDLE_FRACTION_ASSUMED = 0.3
@@ -54,7 +57,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "process_nm": (1, 65, "nanometres"),
     "peak_ops_per_s": (1e9, 1e17, "ops per second (1 TFLOP/s = 1e12)"),
     "vector_ops_per_s": (1e8, 1e16, "ops per second"),
-    "units": (1, 1e5, "a count"),
+    "units": (1, 1e6, "a count"),
     "dispatch_overhead_s": (1e-8, 1e-2, "seconds (1 us = 1e-6)"),
     "count": (1, 1e6, "a count"),
     "rows": (1, 4096, "processing elements"),
@@ -63,16 +66,17 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "clock_hz": (1e7, 1e10, "hertz (1 GHz = 1e9)"),
     "capacity_bytes": (1e3, 1e13, "bytes (1 GB = 1e9)"),
     "dram_bandwidth_bytes_per_s": (1e8, 2e13, "bytes per second (1 TB/s = 1e12)"),
-    "sram_bandwidth_bytes_per_s": (1e9, 2e14, "bytes per second (1 TB/s = 1e12)"),
+    "sram_bandwidth_bytes_per_s": (1e9, 3e16, "bytes per second (1 TB/s = 1e12)"),
     "energy_pj_per_byte": (0.01, 1000, "picojoules per byte"),
-    "tdp_w": (0.1, 2000, "watts"),
-    "idle_w": (0, 2000, "watts"),
+    "tdp_w": (0.1, 30000, "watts (a wafer-scale system draws 23 kW)"),
+    "idle_w": (0, 30000, "watts"),
     "link_bandwidth_bytes_per_s": (1e7, 1e13, "bytes per second, per direction"),
     "latency_s": (1e-8, 1e-2, "seconds (1 us = 1e-6)"),
     "hop_latency_s": (0, 1e-4, "seconds (1 us = 1e-6)"),
     "collective_latency_s": (0, 1e-3, "seconds (1 us = 1e-6)"),
     "domain_chips": (2, 1e6, "chips"),
-    "usd_per_hour": (0.001, 1000, "US dollars per chip-hour"),
+    "usd": (1e-3, 1e8, "US dollars, as the source prints them (per unit)"),
+    "accelerators": (1, 1e6, "accelerators per instance, card or system"),
     "published_ops_per_j": (1e9, 1e15, "ops per joule (1 TOPS/W = 1e12)"),
     "matmul_efficiency": (0.05, 1.0, "a fraction of peak"),
     "view_overhead_s": (0, 1e-3, "seconds per view op (1 us = 1e-6)"),
@@ -85,7 +89,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
 
 TOP_KEYS = {
     "extends", "display_name", "vendor", "family", "year", "process_nm", "description", "source",
-    "compute", "matrix_units", "memory", "power", "support", "host_link", "interconnect", "scale_out", "price",
+    "compute", "matrix_units", "memory", "power", "support", "host_link", "interconnect", "scale_out", "prices",
     "training", "published_ops_per_j", "published_efficiency_source",
 }  # fmt: skip
 SECTION_KEYS = {
@@ -97,12 +101,12 @@ SECTION_KEYS = {
     },
     "matrix_unit": {"kind", "count", "rows", "cols", "depth", "clock_hz", "source", "dataflow"},
     "memory": {"kind", "capacity_bytes", "bandwidth_bytes_per_s", "source", "energy_pj_per_byte", "energy_source"},
-    "power": {"tdp_w", "idle_w", "source", "idle_source"},
+    "power": {"tdp_w", "idle_w", "source", "idle_source", "load_w", "load_source"},
     "support": {"autocast", "unsupported_format", "host_op_classes", "host", "source", "weight_only",
                 "weight_only_source"},
     "link": {"kind", "bandwidth_bytes_per_s", "topology", "source", "generation", "latency_s", "latency_source",
              "hop_latency_s", "collective_latency_s", "domain_chips"},
-    "price": {"usd_per_hour", "basis", "date", "source"},
+    "price": {"basis", "provider", "region", "unit", "usd", "accelerators", "instance", "date", "source"},
     "training": {"formats", "source"},
 }  # fmt: skip
 OP_CLASSES = DEVICE_OP_CLASSES  # what a device file may name
@@ -252,6 +256,38 @@ def _table(ctx: _Ctx, d: Mapping[str, Any], key: str) -> dict[str, Any]:
     return v
 
 
+DATE_RE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+
+def parse_price(ctx: _Ctx, t: Mapping[str, Any], where: str, source: Source | None = None) -> Price:
+    """One price record; `source` (a user's price file) replaces the record's own."""
+    _check_keys(ctx, where, t, SECTION_KEYS["price"])
+    basis = PriceBasis(_str(ctx, t, "basis", where, [b.value for b in PriceBasis]))
+    unit = PriceUnit(_str(ctx, t, "unit", where, [u.value for u in PriceUnit]))
+    if (basis is PriceBasis.PURCHASE) != (unit is PriceUnit.PURCHASE):
+        want = "purchase" if basis is PriceBasis.PURCHASE else "accelerator-hour or instance-hour"
+        raise ctx.fail(f"{where}unit", f"basis {basis} needs unit {want}, got {unit}")
+    acc = _num(ctx, t, "accelerators", where) if "accelerators" in t else 1
+    if acc != int(acc):
+        raise ctx.fail(f"{where}accelerators", f"must be a whole number, got {acc:g}")
+    if unit is PriceUnit.ACCELERATOR_HOUR and acc != 1:
+        raise ctx.fail(f"{where}accelerators", "a price per accelerator-hour is for 1; use unit = 'instance-hour'")
+    date = _str(ctx, t, "date", where)
+    if not DATE_RE.match(date):
+        raise ctx.fail(f"{where}date", f"must be YYYY, YYYY-MM or YYYY-MM-DD, got {date!r}")
+    return Price(
+        basis=basis,
+        provider=_str(ctx, t, "provider", where),
+        unit=unit,
+        usd=_num(ctx, t, "usd", where),
+        date=date,
+        source=source if source is not None else _source(ctx, t, "source", where),
+        region=str(t.get("region", "")),
+        accelerators=int(acc),
+        instance=str(t.get("instance", "")),
+    )
+
+
 def _class_table(ctx: _Ctx, c: Mapping[str, Any], key: str) -> dict[str, float]:
     raw = c.get(key, {})
     if not isinstance(raw, dict):
@@ -388,7 +424,13 @@ def _build(name: str, d: dict[str, Any]) -> Device:
     else:
         idle = IDLE_FRACTION_ASSUMED * tdp
         idle_src = Source("assumed", f"idle/static power taken as {IDLE_FRACTION_ASSUMED:.0%} of TDP (not published)")
-    power = Power(tdp, idle, _source(ctx, p, "source", "power."), idle_src)
+    load = load_src = None
+    if "load_w" in p:
+        load = _num(ctx, p, "load_w", "power.", "tdp_w")
+        load_src = _source(ctx, p, "load_source", "power.")
+        if not idle < load <= tdp:
+            raise ctx.fail("power.load_w", f"{load:g} W must be above idle_w ({idle:g}) and at most tdp_w ({tdp:g})")
+    power = Power(tdp, idle, _source(ctx, p, "source", "power."), idle_src, load, load_src)
 
     s = _table(ctx, d, "support")
     _check_keys(ctx, "support.", s, SECTION_KEYS["support"])
@@ -442,16 +484,10 @@ def _build(name: str, d: dict[str, Any]) -> Device:
             domain_chips=int(domain),
         )
 
-    price = None
-    if "price" in d:
-        pr = _table(ctx, d, "price")
-        _check_keys(ctx, "price.", pr, SECTION_KEYS["price"])
-        price = Price(
-            _num(ctx, pr, "usd_per_hour", "price."),
-            _str(ctx, pr, "basis", "price."),
-            _str(ctx, pr, "date", "price."),
-            _source(ctx, pr, "source", "price."),
-        )
+    raw_prices = d.get("prices", [])
+    if not isinstance(raw_prices, list) or not all(isinstance(t, dict) for t in raw_prices):
+        raise ctx.fail("prices", f"must be an array of tables ([[{name}.prices]]), one per price record")
+    prices = tuple(parse_price(ctx, t, f"prices[{i}].") for i, t in enumerate(raw_prices))
 
     training = None
     if "training" in d:
@@ -486,7 +522,7 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         host_link=link("host_link"),
         interconnect=link("interconnect"),
         scale_out=link("scale_out"),
-        price=price,
+        prices=prices,
         training=training,
         published_ops_per_j=pub,
         published_efficiency_source=pub_src,

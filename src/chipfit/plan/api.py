@@ -11,6 +11,7 @@ from torch import nn
 from chipfit.cost import Estimate
 from chipfit.errors import InputError
 from chipfit.hardware.device import Device
+from chipfit.hardware.pricing import Pricing
 from chipfit.plan.backend import BACKENDS
 from chipfit.plan.plan import OBJECTIVES, Constraints, Plan, PlanError, pareto_front, recommend
 from chipfit.plan.sweep import Measured, PlanRow, offered, sweep
@@ -111,7 +112,12 @@ def _check_precisions_run(
 
 
 def _estimate_of(
-    model: nn.Module, inputs: Callable[[int], Sequence[Any]], row: PlanRow, training: bool, optimizer: str
+    model: nn.Module,
+    inputs: Callable[[int], Sequence[Any]],
+    row: PlanRow,
+    training: bool,
+    optimizer: str,
+    pricing: Pricing | None = None,
 ) -> Estimate:
     """One chip's step of `row` priced op by op (data parallel: the per-chip batch)."""
     from chipfit.cost import estimate
@@ -119,7 +125,7 @@ def _estimate_of(
 
     per_chip = row.batch // row.chips if row.strategy == "data" else row.batch
     tr = trace(model, list(inputs(per_chip)), mode="training" if training else "inference", optimizer=optimizer)
-    return estimate(tr, row.device, row.precision)
+    return estimate(tr, row.device, row.precision, pricing=pricing)
 
 
 def _unjoined_reasons(result: Plan, devices: Sequence[str | Device], chips: Sequence[int], training: bool) -> None:
@@ -163,6 +169,7 @@ def plan(
     backend: str = "local",
     workers: int | None = None,
     ray_address: str | None = None,
+    pricing: Pricing | None = None,
 ) -> Plan:
     """Sweep `model` over devices x precisions x batch sizes x chip counts and recommend one.
 
@@ -171,7 +178,9 @@ def plan(
     quant (a QuantConfig or recipe name) and calibrate: where a device runs the config's formats,
     the accuracy is the quantized model's (see measure_accuracy).
     backend: where the pricing runs, serial | local (a process pool of `workers`) | ray (a Ray
-    cluster at `ray_address`; None starts a local one); every backend gives the same plan."""
+    cluster at `ray_address`; None starts a local one); every backend gives the same plan.
+    pricing: the price basis (or fallback order of bases), TCO assumptions and user prices; the plan
+    says which basis and dates it used, warns when bases mix, and lists the devices left unpriced."""
     from chipfit.hardware import list_devices
 
     if objective not in OBJECTIVES:
@@ -222,10 +231,14 @@ def plan(
         backend=backend,
         workers=workers,
         ray_address=ray_address,
+        pricing=pricing,
     )
-    result = Plan(name, objective, cons, rows, metric=metric, fp32_metric=fp32, training=training)
+    from chipfit.hardware import get_device
+
+    summary = (pricing or Pricing()).summary([get_device(d) for d in names])
+    result = Plan(name, objective, cons, rows, metric=metric, fp32_metric=fp32, training=training, pricing=summary)
     result.front = pareto_front(rows, cons)
-    result.best, result.reasons = recommend(rows, objective, cons)
+    result.best, result.reasons = recommend(rows, objective, cons, summary)
     _unjoined_reasons(result, names, chips, training)
     if training:
         from chipfit.hardware import get_device
@@ -236,7 +249,7 @@ def plan(
                 f"Not offered for training (no training stack in the catalog): {', '.join(untrained)}."
             )
     if result.best is not None:
-        result.best_estimate = _estimate_of(model, inputs, result.best, training, optimizer)
+        result.best_estimate = _estimate_of(model, inputs, result.best, training, optimizer, pricing)
     if accuracy is not None and quant is not None:
         from chipfit.plan.html import drop_text
 

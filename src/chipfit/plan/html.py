@@ -92,7 +92,8 @@ def render_html(p: Plan) -> str:
     unpriced = sorted({r.device for r in p.rows if r.usd_per_hour is None})
     unfit = sorted({r.device for r in p.rows if r.usd_per_hour is not None and not any(
         q.fits for q in p.rows if q.device == r.device)})  # fmt: skip
-    missing = [f"no rental price in the catalog: {', '.join(unpriced)}"] if unpriced else []
+    basis = " or ".join(p.pricing.pricing.bases) if p.pricing is not None else "on-demand"
+    missing = [f"no {basis} price: {', '.join(unpriced)}"] if unpriced else []
     missing += [f"no configuration fits in memory: {', '.join(unfit)}"] if unfit else []
     captions = {"cost-latency": f"Not on this chart, {'; '.join(missing)}."} if missing else {}
     if best is not None and p.best_estimate is not None:

@@ -11,6 +11,7 @@ from typing import Any
 from chipfit.cost import Estimate
 from chipfit.errors import InputError
 from chipfit.formats import get_format
+from chipfit.hardware.pricing import PriceSummary
 from chipfit.plan.sweep import PlanRow
 from chipfit.report.text import seconds_text
 
@@ -61,7 +62,7 @@ class Constraints:
         if self.max_usd_per_hour is not None and r.usd_per_hour is not None and r.usd_per_hour > self.max_usd_per_hour:
             return f"${r.usd_per_hour:.3g}/h, over your ${self.max_usd_per_hour:g}/h"
         if self.max_usd_per_hour is not None and r.usd_per_hour is None:
-            return "has no price in the catalog"
+            return "has no price on the chosen basis"
         return ""
 
 
@@ -105,8 +106,11 @@ def pareto_front(rows: list[PlanRow], constraints: Constraints | None = None) ->
     return sorted(front, key=lambda r: r.step_s)
 
 
-def recommend(rows: list[PlanRow], objective: str, constraints: Constraints) -> tuple[PlanRow, list[str]]:
-    """The best row for `objective` under `constraints`, and the reasons in plain words."""
+def recommend(
+    rows: list[PlanRow], objective: str, constraints: Constraints, prices: PriceSummary | None = None
+) -> tuple[PlanRow, list[str]]:
+    """The best row for `objective` under `constraints`, and the reasons in plain words (with
+    `prices`, the basis and dates the prices are on, mixed bases and unpriced devices)."""
     if objective not in OBJECTIVES:
         raise InputError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
     key, sign = OBJECTIVES[objective]
@@ -129,11 +133,16 @@ def recommend(rows: list[PlanRow], objective: str, constraints: Constraints) -> 
         )
     best = ok[0]
     unpriced = sorted({r.device for r in rows if r.usd_per_hour is None})
+    basis = " or ".join(prices.pricing.bases) if prices is not None else "on-demand"
     if objective == "cost" and best.usd_per_million is None:
+        way_out = ""
+        if prices is not None:
+            has = sorted({b for n in unpriced if n in prices.devices for b in prices.other_bases(n)})
+            way_out = f", another --price-basis ({', '.join(has)} prices exist for them)" if has else ""
         raise PlanError(
-            f"no configuration that meets your constraints has a price, so cost cannot rank them (no price in "
-            f"the catalog: {', '.join(unpriced)}); choose --objective latency, throughput or energy, "
-            "or priced --devices"
+            f"no configuration that meets your constraints has a price on the {basis} basis, so cost cannot rank them "
+            f"(unpriced: {', '.join(unpriced)}); choose --objective latency, throughput or energy{way_out}, "
+            "give your own prices with --prices FILE, or choose priced --devices"
         )
     same = [r for r in ok[1:] if _front_point(r) == _front_point(best)]
     folded = f" (and {len(same)} equivalent configuration{'s' if len(same) != 1 else ''})" if same else ""
@@ -151,8 +160,10 @@ def recommend(rows: list[PlanRow], objective: str, constraints: Constraints) -> 
         reasons.append(f"{r.label()} is {better} but {constraints.violation(r)}.")
     if best.how not in ("native", "autocast"):
         reasons.append(f"note: {best.device} has no {best.precision} matrix unit; it is priced on its {best.how} path.")
-    if objective == "cost" and unpriced:
-        reasons.append(f"Not ranked on cost, no price in the catalog: {', '.join(unpriced)}.")
+    if prices is not None:
+        reasons += prices.lines(ranked_on_cost=objective == "cost")
+    elif objective == "cost" and unpriced:
+        reasons.append(f"Not ranked on cost, no {basis} price: {', '.join(unpriced)}.")
     if best.accuracy is None and get_format(best.format).storage_bits < 16:
         reasons.append(
             f"note: the accuracy of {best.format} was not measured, and formats below 16 bits can cost accuracy: "
@@ -214,6 +225,7 @@ class Plan:
     front: list[PlanRow] = field(default_factory=list)
     training: bool = False
     best_estimate: Estimate | None = None  # the recommendation's per-op costs (one chip's step), for reports
+    pricing: PriceSummary | None = None  # the basis, the quote per device, the unpriced
 
     def as_dict(self) -> dict[str, Any]:
         """Accuracy in the metric's one shown unit, named in the keys (report.text.metric_unit)."""
@@ -232,6 +244,7 @@ class Plan:
             (u.key("fp32_accuracy") if m else "fp32_accuracy"): u.shown(self.fp32_metric),
             "recommendation": self.best.as_dict(m) if self.best else None,
             "reasons": self.reasons,
+            "pricing": self.pricing.as_dict() if self.pricing is not None else None,
             "pareto_front": [r.as_dict(m) for r in self.front],
             "rows": [r.as_dict(m) for r in self.rows],
         }

@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from chipfit.hardware.device import Device
+from chipfit.hardware.pricing import Pricing
 from chipfit.plan.scaleout import STRATEGIES, StepParts, scale_out
 from chipfit.trace import Trace
 from chipfit.vocab import How
@@ -99,6 +100,7 @@ class SweepTask:
     training: bool
     accuracy: dict[tuple[str, str], Measured] = field(default_factory=dict)
     allow_fallback: bool = False  # also price formats a device runs only on its vector unit or host
+    usd_per_hour: dict[str, float] = field(default_factory=dict)  # device -> per-chip price; absent: unpriced
 
     @property
     def estimates(self) -> int:
@@ -130,7 +132,7 @@ def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
             prec = resolve_precision(dev, p)
             est = estimate(tr, dev, p)
             parts = StepParts.of(est, tr, dev)
-            price_h = dev.price.usd_per_hour if dev.price is not None else None
+            price_h = task.usd_per_hour.get(dev.name)
             acc = task.accuracy.get((dev.name, p))
             cap = float(dev.main_memory.capacity_bytes)
             options: list[tuple[str, int]] = [("single", 1)]
@@ -194,6 +196,7 @@ def sweep(
     backend: str = "local",
     workers: int | None = None,
     ray_address: str | None = None,
+    pricing: Pricing | None = None,
 ) -> list[PlanRow]:
     """Every configuration as a PlanRow. inputs(batch) gives the model's example inputs;
     `optimizer` (sgd, adam) is the training step's. Only what a device runs on its matrix unit
@@ -201,7 +204,8 @@ def sweep(
     on its vector unit or host come back too, labelled as such.
 
     backend: serial (this process), local (a process pool of `workers`, default one per core) or
-    ray (a Ray cluster at `ray_address`, default a local instance); all give the same rows."""
+    ray (a Ray cluster at `ray_address`, default a local instance); all give the same rows.
+    pricing: the price basis, TCO assumptions and user prices (default: on-demand, the catalog's)."""
     from chipfit.hardware import get_device
     from chipfit.plan.backend import open_backend
     from chipfit.trace import trace
@@ -210,13 +214,16 @@ def sweep(
     precs, counts = tuple(precisions), tuple(chips)
     acc = {(d, p): accuracy[(d, p)] for d in devs for p in precs if (d, p) in accuracy} if accuracy else {}
     total = len(batches) * len(devs) * len(precs)
+    quotes = {n: (pricing or Pricing()).quote(d) for n, d in devs.items()}
+    usd_h = {n: q.usd_per_hour for n, q in quotes.items() if q is not None}
     with open_backend(backend, workers=workers, ray_address=ray_address) as ex:
         chunks = ex.chunks()
         for b in batches:
             tr = trace(model, list(inputs(b)), mode="training" if training else "inference", optimizer=optimizer)
             for part in _split(tuple(devs.values()), chunks):
                 mine = {(d.name, p): acc[(d.name, p)] for d in part for p in precs if (d.name, p) in acc}
-                ex.submit(tr, SweepTask(b, part, precs, counts, training, mine, allow_fallback))
+                prices = {d.name: usd_h[d.name] for d in part if d.name in usd_h}
+                ex.submit(tr, SweepTask(b, part, precs, counts, training, mine, allow_fallback, prices))
         results = ex.gather(lambda done: progress(done, total) if progress is not None else None)
     return [row for rows in results for row in rows]
 
