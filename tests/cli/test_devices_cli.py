@@ -28,7 +28,22 @@ def test_devices_filters_json(capsys: pytest.CaptureFixture[str]) -> None:
         "edge-tpu", "ascend-310", "hexagon-8g3", "apple-m4-ane", "intel-lunar-lake-npu", "amd-xdna2",
     }  # fmt: skip
     assert main(["devices", "--format", "float8_e4m3fnuz", "--json"]) == 0
-    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["mi300x", "mi325x"]  # gfx942: fnuz FP8
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows if "runs_instead" not in r] == ["mi300x", "mi325x"]  # gfx942: fnuz FP8
+    # the FP8 of AMD's gfx942 is not hidden from a float8_e4m3fn filter: listed, with the encoding it runs
+    assert main(["devices", "--format", "float8_e4m3fn", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["mi300x"]["runs_instead"] == "float8_e4m3fnuz" and "runs_instead" not in rows["h100-sxm"]
+    assert "mi355x" in rows and "runs_instead" not in rows["mi355x"]  # gfx950: OCP FP8
+
+
+def test_the_table_shows_fp32_on_the_vector_unit_and_fnuz_fp8(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["devices", "--family", "gpu"]) == 0
+    out = capsys.readouterr().out
+    v100 = next(line for line in out.splitlines() if "v100-sxm" in line)
+    assert "16v" in v100  # 15.7 TFLOPS FP32 on the CUDA cores: shown, marked, not "-"
+    assert "2,615f" in next(line for line in out.splitlines() if "mi300x" in line)
+    assert "v: FP32 on the vector unit" in out
 
 
 def test_devices_show(capsys: pytest.CaptureFixture[str]) -> None:

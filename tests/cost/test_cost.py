@@ -180,3 +180,41 @@ def test_repeated_ops_priced_once_equal_pricing_each_op() -> None:
     host = get_device(dev.support.host) if dev.support.host else None
     for rec, row in zip(tr.records, est.rows, strict=False):
         assert row == _cost(dev, prec, rec, scale, host, tr.footprint.params_bytes * scale)
+
+
+def test_mobilenet_v2_int8_on_the_edge_tpu_is_within_2x_of_corals_published_latency() -> None:
+    """coral.ai 'Edge TPU performance benchmarks', table 1: MobileNet v2 (224x224), 2.6 ms per inference
+    on the USB Accelerator and on the Dev Board. BatchNorm is folded into the convolutions by the TFLite
+    converter (catalog support.folds_batchnorm), so none of it crosses to the host."""
+    e = estimate(_trace("mobilenet-v2", 1), "edge-tpu", "int8")
+    assert 2.6e-3 / 2 <= e.latency_s <= 2.6e-3 * 2, e.latency_s
+    bn = [r for r in e.rows if "batch_norm" in r.op]
+    assert bn and all(r.time_s == 0 and not r.fallback for r in bn)
+    assert not e.fallbacks()
+
+
+def test_batchnorm_is_folded_only_where_the_stack_folds_it_and_only_for_inference() -> None:
+    import dataclasses
+
+    from chipfit.hardware import get_device
+
+    tpu = get_device("edge-tpu")
+    unfolded = dataclasses.replace(tpu, support=dataclasses.replace(tpu.support, folds_batchnorm=False))
+    tr = _trace("mobilenet-v2", 1)
+    folded_s = estimate(tr, tpu, "int8").latency_s
+    unfolded_e = estimate(tr, unfolded, "int8")
+    assert unfolded_e.latency_s > 5 * folded_s  # every BatchNorm over PCIe to the host and back
+    assert any(r.fallback and "batch_norm" in r.op for r in unfolded_e.rows)
+
+
+def test_a_weight_stationary_array_packs_depthwise_groups_on_its_diagonal() -> None:
+    from chipfit.cost.units import packed_gemms, systolic_time
+    from chipfit.hardware import get_device
+
+    tpu = get_device("edge-tpu")  # one 64 x 64 weight-stationary array
+    unit = tpu.matrix_units[0]
+    assert packed_gemms(9, 1, 144, unit) == 7  # 64 // 9 = 7 channels of 9 taps per fold
+    assert packed_gemms(9, 1, 1, unit) == 1 and packed_gemms(128, 1, 144, unit) == 1  # nothing to pack
+    one = systolic_time(tpu, unit, "int8", (3136, 1, 9, 1)).seconds
+    dw = systolic_time(tpu, unit, "int8", (3136, 1, 9, 144)).seconds
+    assert dw == pytest.approx(one * math.ceil(144 / 7))  # 21 folds, not 144

@@ -72,3 +72,33 @@ def test_every_matrix_unit_kind_has_a_model_checked_at_import(monkeypatch: pytes
     monkeypatch.setattr(units, "MATRIX_KINDS", (*MATRIX_KINDS, "photonic"))
     with pytest.raises(ImportError, match="matrix-unit kinds without a cost model: photonic"):
         units.check_matrix_models()
+
+
+@pytest.mark.parametrize("name", ["t4", "mi300x", "inferentia2", "tpu-v5e", "h100-sxm", "edge-tpu"])
+def test_the_support_matrix_is_what_the_planner_offers(name: str) -> None:
+    """One row per precision: native formats with their peaks, compiler casts, weight-only, fallbacks; the
+    planner sweeps exactly the rows on the matrix unit (and trains exactly where the row says it trains)."""
+    from chipfit.hardware.precision import support_matrix
+    from chipfit.plan.sweep import offered
+
+    dev = get_device(name)
+    for r in support_matrix(dev):
+        on_mu = r.how in ("native", "autocast", "weight-only")
+        assert offered(dev, r.precision, training=False, allow_fallback=False) == on_mu, r
+        assert offered(dev, r.precision, training=True, allow_fallback=False) == r.trains, r
+        if r.how == "native":
+            assert r.peak_ops_per_s == dev.peak(r.format) > 0
+        if r.how == "vector":
+            assert r.peak_ops_per_s == dev.compute.vector_ops_per_s
+
+
+def test_support_matrix_rows_read_right() -> None:
+    from chipfit.hardware.precision import support_matrix
+
+    t4 = {r.precision: r for r in support_matrix(get_device("t4"))}
+    assert t4["fp32"].how == "vector" and t4["fp32"].peak_ops_per_s == 8.1e12  # runs FP32, on CUDA cores
+    assert t4["w4a16"].how == "weight-only" and t4["w4a16"].weights == "int4" and t4["w4a16"].format == "float16"
+    mi = {r.precision: r for r in support_matrix(get_device("mi300x"))}
+    assert mi["fp8"].format == "float8_e4m3fnuz" and mi["fp8"].how == "native" and mi["fp8"].trains
+    inf2 = {r.precision: r for r in support_matrix(get_device("inferentia2"))}
+    assert inf2["fp32"].how == "autocast" and "casts it to bfloat16" in inf2["fp32"].note

@@ -10,12 +10,37 @@ from rich.table import Table
 
 from chipfit.cli.common import console, emit_json
 from chipfit.cli.price_args import add_price_args, resolve_pricing
-from chipfit.hardware.precision import short_label
 from chipfit.hardware.pricing import PRICE_BASES
 
 __all__ = ["add_parsers", "device_dict"]
 
-TABLE_FORMATS = ["float32", "tfloat32", "bfloat16", "float16", "float8_e4m3fn", "int8", "int4", "float4_e2m1fn"]
+TABLE_PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
+CELL_MARKS = {"fnuz": "f", "vector": "v", "autocast": "c"}
+
+
+def _cell(row: Any) -> str:
+    """A table cell: the peak of the way the precision runs, marked when that is not the plain format
+    (f: the fnuz variant; v: FP32 on the vector unit; c: the compiler casts it)."""
+    from chipfit.hardware.precision import How
+
+    if row.how in (How.NATIVE, How.AUTOCAST):
+        mark = CELL_MARKS["autocast"] if row.how is How.AUTOCAST else ""
+        mark += CELL_MARKS["fnuz"] if row.format.endswith("fnuz") else ""
+        return _tflops(row.peak_ops_per_s) + mark
+    if row.how is How.VECTOR and row.precision == "fp32":  # every chip runs FP32 somewhere: say where
+        return _tflops(row.peak_ops_per_s) + CELL_MARKS["vector"]
+    return "-"
+
+
+def _variants(fmt: str) -> set[str]:
+    """`fmt` and the formats that stand for it on other chips (float8_e4m3fn and its fnuz variant)."""
+    from chipfit.hardware.precision import PRECISION_ALIASES
+
+    out = {fmt}
+    for names in PRECISION_ALIASES.values():
+        if fmt in names:
+            out |= set(names)
+    return out
 
 
 def _plain(v: Any) -> Any:
@@ -48,19 +73,34 @@ def _tflops(v: float) -> str:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from chipfit.hardware import list_devices
+    from chipfit.hardware.precision import support_matrix
 
     files = args.device_file or ()
-    devs = list_devices(args.family, args.format, files)
+    devs = list_devices(args.family, None, files)
+    variant_of: dict[str, str] = {}  # device -> the sibling format it runs instead of --format
+    if args.format:
+        keep = []
+        for d in devs:
+            runs = [f for f in sorted(_variants(args.format)) if d.peak(f)]
+            if args.format in runs or runs:
+                keep.append(d)
+                if args.format not in runs:
+                    variant_of[d.name] = runs[0]
+        devs = keep
     pricing = resolve_pricing(args, files)
     if args.json:
-        emit_json([device_dict(d) for d in devs])
+        rows = [device_dict(d) for d in devs]
+        for r in rows:
+            if r["name"] in variant_of:
+                r["runs_instead"] = variant_of[r["name"]]
+        emit_json(rows)
         return 0
     basis = " or ".join(pricing.bases)
     t = Table(title=f"chipfit device catalog: dense peak TFLOP/s or TOP/s per format; $ per accelerator-hour {basis}")
     t.add_column("name", no_wrap=True)
     t.add_column("family", no_wrap=True)
-    for f in TABLE_FORMATS:
-        t.add_column(short_label(f), justify="right", no_wrap=True)
+    for prec in TABLE_PRECISIONS:
+        t.add_column(prec, justify="right", no_wrap=True)
     for col in ("memory GB", "GB/s", "TDP W", "$/h"):
         t.add_column(col, justify="right", no_wrap=True)
     for d in devs:
@@ -70,7 +110,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         t.add_row(
             d.name,
             d.family,
-            *[_tflops(d.peak(f)) for f in TABLE_FORMATS],
+            *[_cell(r) for r in support_matrix(d, TABLE_PRECISIONS)],
             f"{m.capacity_bytes / 1e9:,.0f}",
             f"{m.bandwidth_bytes_per_s / 1e9:,.0f}"
             if m.bandwidth_bytes_per_s >= 10e9
@@ -80,6 +120,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
         )
     c = console()
     c.print(t)
+    c.print("f: the fnuz FP8 variant (AMD gfx942); v: FP32 on the vector unit (no FP32 matrix math); "
+            "c: the compiler casts it (TPU, Neuron: fp32 to bf16).")  # fmt: skip
+    for name, fmt in variant_of.items():
+        c.print(f"{name} runs {fmt}, not {args.format}: the same precision in its own encoding.")
     c.print(f"{len(devs)} devices. `chipfit devices show NAME` lists every field with its source.")
     return 0
 
@@ -93,6 +137,12 @@ def cmd_devices_show(args: argparse.Namespace) -> int:
     if args.json:
         out = device_dict(d)
         out["price_quotes"] = {b: q.as_dict() for b in PRICE_BASES if (q := pricing.quote_on(d, b)) is not None}
+        from chipfit.hardware.precision import support_matrix
+
+        out["precision_support"] = [
+            {"precision": r.precision, "format": r.format, "how": r.how.value, "peak_ops_per_s": r.peak_ops_per_s,
+             "trains": r.trains, "weights": r.weights, "note": r.note} for r in support_matrix(d)
+        ]  # fmt: skip
         emit_json(out)
         return 0
     c = console()
@@ -112,6 +162,14 @@ def cmd_devices_show(args: argparse.Namespace) -> int:
             f"{float(row['tdp_pj_per_op']):.3f}",
         )  # fmt: skip
     c.print(t)
+    from chipfit.hardware.precision import support_matrix
+
+    sm = Table(title="precision support: how each precision runs (the planner offers the matrix-unit rows)")
+    for col in ("precision", "format", "runs", "peak TOP/s", "trains", "weights"):
+        sm.add_column(col, justify="right" if col == "peak TOP/s" else "left")
+    for r in support_matrix(d):
+        sm.add_row(r.precision, r.format, r.note, _tflops(r.peak_ops_per_s), "yes" if r.trains else "-", r.weights)
+    c.print(sm)
     s = Table(title="fields and sources")
     s.add_column("group")
     s.add_column("values")
@@ -163,6 +221,13 @@ def cmd_devices_show(args: argparse.Namespace) -> int:
     tco = pricing.quote_on(d, "tco")
     if tco is not None:
         s.add_row("ownership", tco.describe().split("; ")[0], pricing.tco.describe())
+    cal = d.energy_calibration
+    s.add_row(
+        "energy",
+        f"{cal.full_load_w:g} W at the {cal.limiting_format} peak with memory at full bandwidth; operand delivery "
+        f"{cal.delivery_pj_per_bit:.3g} pJ/bit" + (" (rests on an assumed power figure)" if cal.assumed else ""),
+        cal.basis,
+    )
     if d.published_ops_per_j is not None:
         s.add_row(
             "efficiency", f"{d.published_ops_per_j / 1e12:g} TOPS/W published", str(d.published_efficiency_source)

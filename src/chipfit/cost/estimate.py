@@ -291,10 +291,24 @@ def _row(
     )  # fmt: skip
 
 
+BATCHNORM_OPS = frozenset({
+    "aten.native_batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
+    "aten._native_batch_norm_legit.default", "aten.batch_norm.default", "aten.cudnn_batch_norm.default",
+})  # fmt: skip
+
+
 def _cost(
-    device: Device, prec: Precision, rec: OpRecord, scale: float, host: Device | None, model_bytes: float
+    device: Device,
+    prec: Precision,
+    rec: OpRecord,
+    scale: float,
+    host: Device | None,
+    model_bytes: float,
+    fold_bn: bool = False,
 ) -> OpCost:
-    if rec.op_class == "view":
+    if rec.op_class == "view" or (fold_bn and rec.op in BATCHNORM_OPS):  # folded into the conv: no work
+        if rec.op_class != "view":
+            return _row(rec, Unit.NONE, (0, 0, 0, 0), Bound.NONE, 0.0, 0, 0, False)
         o = device.compute.view_overhead_s
         return _row(
             rec, Unit.NONE, (0, 0, o, 0), Bound.OVERHEAD if o else Bound.NONE, device.power.idle_w * o, 0, 0, False
@@ -338,7 +352,8 @@ def estimate(
     # repeated layers repeat their ops: price each distinct op once, then copy the priced fields after
     # (index, op, module) positionally (dataclasses.replace was most of a 70B decoder's estimate)
     reps, where = trace.distinct_ops()
-    priced = [_cost(dev, prec, r, scale, host, model_bytes) for r in reps]
+    fold_bn = dev.support.folds_batchnorm and trace.mode == "inference"
+    priced = [_cost(dev, prec, r, scale, host, model_bytes, fold_bn) for r in reps]
     tails = [dataclasses.astuple(c)[3:] for c in priced]
     rows = []
     for r, pos in zip(trace.records, where, strict=True):

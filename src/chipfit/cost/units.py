@@ -21,6 +21,7 @@ __all__ = [
     "check_matrix_models",
     "dataflow_time",
     "half_dims_time",
+    "packed_gemms",
     "register_matrix_model",
     "systolic_cycles",
     "tiled_time",
@@ -93,6 +94,9 @@ def systolic_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, i
     m, n, k, batch = gemm
     flow = unit.dataflow or "weight-stationary"
     k_steps = math.ceil(k / unit.depth)
+    pack = packed_gemms(k_steps, n, batch, unit) if flow == "weight-stationary" else 1
+    batch = math.ceil(batch / pack)
+    k_steps, n = k_steps * pack, n * pack
     if flow == "output-stationary":
         folds = math.ceil(m / unit.rows) * math.ceil(n / unit.cols)
     else:
@@ -104,6 +108,17 @@ def systolic_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, i
     seconds = cycles / unit.clock_hz / max(ratio, 1e-9) / device.compute.matmul_efficiency
     padded = float(math.ceil(total_folds / unit.count) * unit.count * per_fold * unit.rows * unit.cols * unit.depth * 2)
     return GemmTime(seconds, padded)
+
+
+def packed_gemms(k: int, n: int, batch: int, unit: MatrixUnit) -> int:
+    """How many of `batch` independent small GEMMs (a grouped or depthwise convolution's groups)
+    a weight-stationary array holds at once, their K x N weight blocks on its diagonal: the inputs
+    of the g GEMMs stream in side by side along K and their outputs leave in separate columns, so g
+    of them share one fold. A 3x3 depthwise conv (K = 9, N = 1) on a 64 x 64 array packs 7 channels
+    per fold instead of one (SCALE-Sim maps one group per fold)."""
+    if batch <= 1 or k >= unit.rows or n >= unit.cols:
+        return 1
+    return max(1, min(batch, unit.rows // k, unit.cols // n))
 
 
 TILE_CANDIDATES = (16, 32, 64, 128, 256)

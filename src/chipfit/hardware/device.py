@@ -253,6 +253,10 @@ class Support:
     source: Source
     weight_only: tuple[str, ...] = ()  # weight formats its stack runs weight-only GEMMs with (int8, int4)
     weight_only_source: Source | None = None
+    # the stack folds inference BatchNorm into the preceding convolution's weights and bias (TFLite's
+    # converter for the Edge TPU): an inference BatchNorm costs nothing and never leaves the chip
+    folds_batchnorm: bool = False
+    folds_batchnorm_source: Source | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -103,7 +103,7 @@ SECTION_KEYS = {
     "memory": {"kind", "capacity_bytes", "bandwidth_bytes_per_s", "source", "energy_pj_per_byte", "energy_source"},
     "power": {"tdp_w", "idle_w", "source", "idle_source", "load_w", "load_source"},
     "support": {"autocast", "unsupported_format", "host_op_classes", "host", "source", "weight_only",
-                "weight_only_source"},
+                "weight_only_source", "folds_batchnorm", "folds_batchnorm_source"},
     "link": {"kind", "bandwidth_bytes_per_s", "topology", "source", "generation", "latency_s", "latency_source",
              "hop_latency_s", "collective_latency_s", "domain_chips"},
     "price": {"basis", "provider", "region", "unit", "usd", "accelerators", "instance", "date", "source"},
@@ -190,8 +190,16 @@ def load_devices(paths: Sequence[str | Path] = (), *, builtin: bool = True, env:
     files = (sorted(BUILTIN_DIR.glob("*.toml")) if builtin else []) + _files(paths, env)
     for f in files:
         for name, entry in read_catalog_file(f).items():
-            # a later file naming an existing device overrides just the fields it gives
-            raw[name] = _merge(raw[name], entry) if name in raw else entry
+            # a later file naming an existing device overrides just the fields it gives; a file that only
+            # adds price records (the catalog's prices.toml) leaves the device's own file as its home
+            prices_only = set(entry) <= {"prices", "__file__"} and f.parent == BUILTIN_DIR
+            if name in raw:
+                home = raw[name]["__file__"]
+                raw[name] = _merge(raw[name], entry)
+                if prices_only:
+                    raw[name]["__file__"] = home
+            else:
+                raw[name] = entry
     devices = {name: _build(name, _resolve(name, raw)) for name in raw if not name.startswith("_")}
     for d in devices.values():
         host = d.support.host
@@ -452,6 +460,10 @@ def _build(name: str, d: dict[str, Any]) -> Device:
     if not isinstance(weight_only, list) or any(w not in ("int8", "int4") for w in weight_only):
         raise ctx.fail("support.weight_only", f"must be a list of int8, int4; got {weight_only!r}")
     wo_src = _source(ctx, s, "weight_only_source", "support.") if weight_only else None
+    folds = s.get("folds_batchnorm", False)
+    if not isinstance(folds, bool):
+        raise ctx.fail("support.folds_batchnorm", f"must be true or false, got {folds!r}")
+    folds_src = _source(ctx, s, "folds_batchnorm_source", "support.") if folds else None
     support = Support(
         frozen_map(autocast),
         _str(ctx, s, "unsupported_format", "support.", FALLBACKS),
@@ -460,6 +472,8 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         _source(ctx, s, "source", "support."),
         tuple(weight_only),
         wo_src,
+        folds,
+        folds_src,
     )
 
     def link(key: str) -> Link | None:

@@ -17,15 +17,18 @@ from chipfit.hardware.device import Device
 from chipfit.vocab import How
 
 __all__ = [
+    "MATRIX_PRECISIONS",
     "PRECISION_ALIASES",
     "SHORT_LABELS",
     "WEIGHT_ONLY",
     "How",
     "Precision",
+    "SupportRow",
     "precision_label",
     "precision_names",
     "resolve_precision",
     "short_label",
+    "support_matrix",
 ]
 
 
@@ -137,3 +140,55 @@ def resolve_precision(device: Device, precision: str) -> Precision:
         if device.peak(name):
             return Precision(precision, name, How.NATIVE)
     return Precision(precision, first, How(device.support.unsupported_format))
+
+
+# the precisions a support matrix lists, in the order tables show them
+MATRIX_PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8", "e5m2", "mxfp8", "int8", "int4", "fp4", "w8a16", "w4a16")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SupportRow:
+    """How one precision runs on one device: a row of `support_matrix`."""
+
+    precision: str
+    format: str  # the format the matrix math runs in
+    how: How
+    peak_ops_per_s: float  # the rate of the path it runs on (matrix unit, vector unit or host)
+    trains: bool  # the device's stack trains in it (catalog training.formats)
+    weights: str  # the weights' storage format (weight-only: narrower than `format`)
+
+    @property
+    def note(self) -> str:
+        if self.how is How.AUTOCAST:
+            return f"the compiler casts it to {self.format}"
+        if self.how is How.WEIGHT_ONLY:
+            return f"{self.weights} weights stored, upcast to {self.format} in the GEMM"
+        if self.how is How.VECTOR:
+            return "no matrix unit for it: the vector unit runs it"
+        if self.how is How.HOST:
+            return "no matrix unit for it: the host CPU runs it"
+        return "native on the matrix unit" + (f" ({self.format})" if self.format != PRECISION_ALIASES.get(
+            self.precision, (self.format,))[0] else "")  # fmt: skip
+
+
+def support_matrix(device: Device, precisions: tuple[str, ...] = MATRIX_PRECISIONS) -> list[SupportRow]:
+    """Every precision's way of running on `device`: native matrix-unit formats (with their peaks),
+    compiler casts, weight-only (storage-only narrow weights) and the fallbacks; the planner offers
+    exactly the rows whose `how` is on the matrix unit (plan.sweep.offered)."""
+    rows = []
+    for p in precisions:
+        prec = resolve_precision(device, p)
+        if prec.on_matrix_unit:
+            peak = device.peak(prec.format)
+        elif prec.how is How.VECTOR:
+            peak = device.compute.vector_ops_per_s
+        else:
+            peak = 0.0  # the host's rate: not the device's
+        rows.append(
+            SupportRow(
+                precision=p, format=prec.format, how=prec.how, peak_ops_per_s=peak,
+                trains=device.trains_in(prec.format) and not prec.weight_format and prec.on_matrix_unit,
+                weights=prec.weights,
+            )
+        )  # fmt: skip
+    return rows
