@@ -81,7 +81,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             f"{e.latency_s * 1e3:,.3f}",
             f"{e.throughput:,.1f}",
             f"{e.matrix_utilization:.1%}",
-            f"{e.energy_per_item_j:.3g}",
+            f"{e.energy_per_item_j:.3g}" + ("*" if get_device(e.device, files).energy_calibration.assumed else ""),
             _money(e.usd_per_million),
             f"{e.share('compute'):.0%}",
             f"{e.share('memory'):.0%}",
@@ -90,6 +90,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             "yes" if e.fits else "NO",
         )
     c.print(t)
+    if any(d.energy_calibration.assumed for d in devices):
+        c.print("* energy rests on an assumed power figure (no published TDP or full-load power for the device)")
     for line in prices.lines(ranked_on_cost=False):
         c.print(line)
     if len(ests) == 1:

@@ -188,6 +188,8 @@ class Estimate:
             "throughput_items_per_s": self.throughput,
             "energy_j": self.energy_j,
             "energy_per_item_j": self.energy_per_item_j,
+            "energy_basis": get_device(self.device).energy_calibration.basis,
+            "energy_rests_on_assumed_power": get_device(self.device).energy_calibration.assumed,
             "usd_per_million_items": self.usd_per_million,
             "price": self.price.as_dict() if self.price is not None else None,
             "matrix_utilization": self.matrix_utilization,

@@ -240,6 +240,9 @@ def plan(
     result.front = pareto_front(rows, cons)
     result.best, result.reasons = recommend(rows, objective, cons, summary)
     _unjoined_reasons(result, names, chips, training)
+    assumed = sorted(d.name for d in map(get_device, names) if d.energy_calibration.assumed)
+    if assumed:
+        result.reasons.append(f"Energy rests on an assumed power figure (no published TDP) for: {', '.join(assumed)}.")
     if training:
         from chipfit.hardware import get_device
 
