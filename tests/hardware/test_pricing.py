@@ -148,3 +148,9 @@ def test_bases_and_tco_arguments_name_the_valid_choices() -> None:
     with pytest.raises(InputError, match="outside"):
         parse_tco("pue=0.5")
     assert parse_tco("") == Tco()
+
+
+def test_a_part_that_extends_another_never_inherits_its_price() -> None:
+    assert get_device("gaudi3").prices and not get_device("gaudi3-pcie").prices  # the kit is 8 OAM parts
+    assert get_device("h200-sxm").extends == "h100-sxm"
+    assert all("H200" in p.source.ref or "h200" in p.source.ref.lower() for p in get_device("h200-sxm").prices)

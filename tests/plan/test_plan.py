@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chipfit.cli import main
 from chipfit.cost import estimate
@@ -77,6 +79,28 @@ def test_pareto_front_keeps_exactly_the_undominated() -> None:
     d = _row("d", 0.5, 20.0, 0.0, fits=False)  # fastest but does not fit: excluded
     e = _row("e", 3.0, 2.0, 0.02)  # cheapest (6) but loses accuracy: on the front
     assert [r.device for r in pareto_front([a, b, c, d, e])] == ["a", "b", "e"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([0.5, 1.0, 2.0, 3.0]),  # step (few values: many ties and duplicates)
+            st.one_of(st.none(), st.sampled_from([1.0, 4.0, 10.0])),  # price, or none
+            st.sampled_from([0.0, 0.01, 0.02]),  # accuracy drop
+            st.sampled_from([0.5, 1.0, 2.0]),  # energy
+            st.booleans(),  # fits
+        ),
+        max_size=40,
+    )
+)
+def test_the_fast_pareto_front_equals_the_literal_definition(spec: list) -> None:
+    from chipfit.plan.plan import pareto_front_reference
+
+    rows = [_row(f"d{i}", s, u, dr, fits=f, energy=e) for i, (s, u, dr, e, f) in enumerate(spec)]
+    assert [r.device for r in pareto_front(rows)] == [r.device for r in pareto_front_reference(rows)]
+    cons = Constraints(max_latency_ms=2500)
+    assert [r.device for r in pareto_front(rows, cons)] == [r.device for r in pareto_front_reference(rows, cons)]
 
 
 def test_recommend_reasons_and_constraints() -> None:

@@ -165,6 +165,8 @@ def _resolve(name: str, raw: Mapping[str, dict[str, Any]], stack: tuple[str, ...
         raise ctx.fail("extends", f"cycle: {' -> '.join((*stack, name, parent))}")
     merged = _merge(_resolve(parent, raw, (*stack, name)), entry)
     merged["__file__"] = entry["__file__"]
+    if "prices" not in entry:  # a price is for a product: a part that extends another never inherits it
+        merged.pop("prices", None)
     return merged
 
 

