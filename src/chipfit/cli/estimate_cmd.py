@@ -81,7 +81,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             f"{e.latency_s * 1e3:,.3f}",
             f"{e.throughput:,.1f}",
             f"{e.matrix_utilization:.1%}",
-            f"{e.energy_per_item_j:.3g}" + ("*" if get_device(e.device, files).energy_calibration.assumed else ""),
+            f"{e.energy_per_item_j:.3g}" + ("*" if e.energy_assumed else ""),
             _money(e.usd_per_million),
             f"{e.share('compute'):.0%}",
             f"{e.share('memory'):.0%}",

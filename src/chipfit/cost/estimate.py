@@ -116,6 +116,8 @@ class Estimate:
     capacity_bytes: float
     price: PriceQuote | None  # per chip-hour, on the basis the estimate was asked for
     peak_ops_per_s: float
+    energy_basis: str = ""  # what the device's energy calibration rests on (hardware EnergyCalibration)
+    energy_assumed: bool = False  # ... and whether that is an assumed power figure
 
     @property
     def price_usd_per_hour(self) -> float | None:
@@ -188,8 +190,8 @@ class Estimate:
             "throughput_items_per_s": self.throughput,
             "energy_j": self.energy_j,
             "energy_per_item_j": self.energy_per_item_j,
-            "energy_basis": get_device(self.device).energy_calibration.basis,
-            "energy_rests_on_assumed_power": get_device(self.device).energy_calibration.assumed,
+            "energy_basis": self.energy_basis,
+            "energy_rests_on_assumed_power": self.energy_assumed,
             "usd_per_million_items": self.usd_per_million,
             "price": self.price.as_dict() if self.price is not None else None,
             "matrix_utilization": self.matrix_utilization,
@@ -379,5 +381,7 @@ def estimate(
         memory=step_memory(trace, prec.format, prec.weight_format or None),
         capacity_bytes=dev.main_memory.capacity_bytes,
         price=(pricing or Pricing()).quote(dev),
+        energy_basis=dev.energy_calibration.basis,
+        energy_assumed=dev.energy_calibration.assumed,
         peak_ops_per_s=dev.peak(prec.format) or dev.compute.vector_ops_per_s,
     )
