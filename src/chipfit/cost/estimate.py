@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -295,6 +296,9 @@ def _row(
     )  # fmt: skip
 
 
+# every OpCost field after (index, op, module): what twins of a repeated op share
+_TAIL = operator.attrgetter(*(f.name for f in dataclasses.fields(OpCost)[3:]))
+
 BATCHNORM_OPS = frozenset({
     "aten.native_batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
     "aten._native_batch_norm_legit.default", "aten.batch_norm.default", "aten.cudnn_batch_norm.default",
@@ -358,7 +362,7 @@ def estimate(
     reps, where = trace.distinct_ops()
     fold_bn = dev.support.folds_batchnorm and trace.mode == "inference"
     priced = [_cost(dev, prec, r, scale, host, model_bytes, fold_bn) for r in reps]
-    tails = [dataclasses.astuple(c)[3:] for c in priced]
+    tails = [_TAIL(c) for c in priced]  # shallow: astuple's deep copy was a fifth of a plan's pricing
     rows = []
     for r, pos in zip(trace.records, where, strict=True):
         c = priced[pos]
