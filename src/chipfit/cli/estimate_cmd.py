@@ -36,7 +36,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     pricing = resolve_pricing(args, files)
     prices = pricing.summary(devices)
     tr = build_and_trace(args)
-    ests = [estimate(tr, dev, p, pricing=pricing) for dev in devices for p in precisions]
+    ests = [estimate(tr, dev, p, pricing=pricing, execution=args.execution) for dev in devices for p in precisions]
     if args.json:
         out = []
         for e in ests:
@@ -131,6 +131,11 @@ def add_parsers(sub: Any) -> None:
     ep.add_argument(
         "--precision", action="append",
         help="fp32, tf32, bf16, fp16, fp8, int8, int4, fp4 or a format name (repeat to compare; default bf16)",
+    )  # fmt: skip
+    ep.add_argument(
+        "--execution", choices=("eager", "compiled"), default="eager",
+        help="eager: one kernel per aten op (default); compiled: the kernels a compiling stack launches "
+        "(folded BatchNorm, GEMM epilogues, fused elementwise chains, fused attention; docs/cost.md)",
     )  # fmt: skip
     ep.add_argument("--top", type=positive, default=10)
     ep.add_argument("--json", action="store_true")

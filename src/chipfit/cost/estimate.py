@@ -339,6 +339,19 @@ def _cost(
     return _row(rec, unit, (c, m, o, 0.0), bound, e, rec.bytes * scale, peak, fallback)
 
 
+def compiled(trace: Trace, execution: str) -> Trace:
+    """`trace` as `execution` runs it, compiled once per trace and execution (cached on the trace)."""
+    from chipfit.cost.fusion import compile_trace, get_stack
+
+    stack = get_stack(execution)  # unknown names fail here, listing the known ones
+    if stack.execution == "eager":
+        return trace
+    cache: dict[str, Trace] = trace.__dict__.setdefault("_compiled", {})
+    if execution not in cache:
+        cache[execution] = compile_trace(trace, stack)
+    return cache[execution]
+
+
 def estimate(
     trace: Trace,
     device: str | Device,
@@ -346,13 +359,17 @@ def estimate(
     *,
     items: int | None = None,
     pricing: Pricing | None = None,
+    execution: str = "eager",
 ) -> Estimate:
     """Price `trace` on `device` at `precision` (a format name or an alias: fp32, tf32, bf16, fp16, fp8, int8, ...).
 
     items: what one step processes (default the trace's batch size), for throughput and $ per million items.
     pricing: the price basis, TCO assumptions and user prices (default: on-demand, the catalog's records).
+    execution: eager (one kernel per aten op, as eager PyTorch runs it) or compiled (cost.fusion: the
+    kernels a compiling stack launches: folded BatchNorm, epilogues, fused chains, fused attention).
     """
     dev = get_device(device)
+    trace = compiled(trace, execution)
     prec = resolve_precision(dev, precision)
     scale = traffic_scale(prec.format)
     host = get_device(dev.support.host) if dev.support.host else None

@@ -87,6 +87,18 @@ class _Recorder(TorchDispatchMode):
         self.param_storages: set[int] = set()
         self.decomposable: dict[Any, Any] = {}  # op -> its decomposition, or None
         self.decomposing: set[Any] = set()
+        self.tensor_ids: dict[int, int] = {}  # storage address -> the dataflow id of what it holds now
+        self.next_id = 0
+
+    def _id(self, t: torch.Tensor, fresh: bool = False) -> int:
+        """The dataflow id of `t`'s storage: a new id when an op allocates it (`fresh`: an address
+        freed and reused holds a new tensor) or when it is first seen (inputs, parameters)."""
+        key = t.untyped_storage()._cdata
+        got = self.tensor_ids.get(key)
+        if got is None or fresh:
+            got = self.tensor_ids[key] = self.next_id
+            self.next_id += 1
+        return got
 
     def _module(self) -> tuple[str, str]:
         parents = [p for p in self.tracker.parents if p in self.names]
@@ -156,6 +168,11 @@ class _Recorder(TorchDispatchMode):
                 if t.untyped_storage()._cdata in self.param_storages:
                     param_read += _read_bytes(t)
         written = sum(_nbytes(t) for t in outs)
+        reads = tuple(self._id(t) for t in ins)
+        read_sizes = tuple(_read_bytes(t) for t in ins)
+        read_params = tuple(t.untyped_storage()._cdata in self.param_storages for t in ins)
+        in_storages = {t.untyped_storage()._cdata for t in ins}
+        writes = tuple(self._id(t, fresh=t.untyped_storage()._cdata not in in_storages) for t in outs)
         if op_class == "embedding" and self.phase == "forward":
             # a gather reads the rows it fetches (as many bytes as it writes) and its indices, not the whole table
             read = written + sum(_nbytes(t) for t in ins if not t.is_floating_point())
@@ -180,6 +197,10 @@ class _Recorder(TorchDispatchMode):
                 bytes_written=0 if view else written,
                 gemm=gemm_shape(op_class, short, in_shapes, out_shapes),
                 param_bytes=0 if view else param_read,
+                reads=reads,
+                writes=writes,
+                read_sizes=read_sizes,
+                read_params=read_params,
             )
         )
         if not view:

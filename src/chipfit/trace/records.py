@@ -35,6 +35,13 @@ class OpRecord:
     bytes_written: int
     gemm: tuple[int, int, int, int] | None = None  # (M, N, K, batch) for matmul-like ops
     param_bytes: int = 0  # of bytes_read, those of model parameters (weights stream from main memory)
+    # the dataflow: a tensor id per input and per output (aligned with input_shapes / output_shapes). Ids
+    # name storage: a view or an in-place op's output has its input's id, so the last op that wrote an id
+    # is the producer of every later reader of it (the trace's producer/consumer graph)
+    reads: tuple[int, ...] = ()
+    writes: tuple[int, ...] = ()
+    read_sizes: tuple[int, ...] = ()  # bytes of each input the op reads (a broadcast dimension once)
+    read_params: tuple[bool, ...] = ()  # which inputs are model parameters
 
     @property
     def bytes(self) -> int:
@@ -126,7 +133,7 @@ class Trace:
         return reps, where
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_distinct"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_distinct", "_compiled")}
 
     # ------------------------------------------------------------ summaries
     def by_class(self) -> dict[str, dict[str, int]]:

@@ -1,0 +1,250 @@
+"""The compiled execution model: what a deployed stack (TensorRT, XLA, Neuron, torch.compile) runs
+instead of one kernel per aten op.
+
+`compile_trace(trace, stack)` groups a trace's ops into the kernels a compiling stack would launch,
+following the trace's dataflow (each record's `reads` and `writes` tensor ids: a producer is the
+last op that wrote an id, views write nothing), and returns a trace of one record per kernel. The
+cost model then prices that trace exactly as it prices an eager one, so there is one pricing path.
+A kernel reads each tensor that comes from outside it once and writes each tensor that something
+outside it reads (or that nothing reads: the step's outputs, what the backward keeps); the tensors
+that stay inside never touch DRAM. The rules, each switched by the stack (`Stack`):
+
+- views cost nothing (no kernel);
+- inference BatchNorm after a convolution is folded into the convolution's weights and bias
+  (`fold_batchnorm`): no work, no bytes;
+- epilogue fusion (`epilogue`): an elementwise op whose input is a GEMM's or convolution's only
+  consumer runs in that kernel's epilogue (bias, activation, residual add: the residual is read);
+- pointwise fusion (`pointwise`): chains of elementwise, normalization, softmax, reduction and
+  copy ops, each the only consumer of its predecessor, run as one kernel;
+- fused attention (`attention`): a batched GEMM followed by softmax (with its scaling, masking and
+  dropout) and a second batched GEMM reading the probabilities is one FlashAttention-style kernel:
+  no S x S tensor in memory;
+
+and an op joins a kernel only when every other input it reads was produced before that kernel (no
+cycles). The literal eager execution (`Stack` "eager": one kernel per op) is `trace` itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from chipfit.errors import InputError
+from chipfit.trace import Trace
+from chipfit.trace.records import OpRecord
+from chipfit.vocab import OpClass
+
+__all__ = ["EXECUTIONS", "STACKS", "Execution", "Kernel", "Stack", "compile_trace", "get_stack", "kernels"]
+
+
+class Execution(StrEnum):
+    EAGER = "eager"  # one kernel per aten op, as eager PyTorch runs it
+    COMPILED = "compiled"  # the stack's compiler fuses (Stack's rules)
+
+
+EXECUTIONS = tuple(e.value for e in Execution)
+
+MATRIX = frozenset({OpClass.MATMUL.value, OpClass.CONV.value, OpClass.ATTENTION.value})
+POINTWISE = frozenset({
+    OpClass.ELEMENTWISE.value, OpClass.NORMALIZATION.value, OpClass.SOFTMAX.value, OpClass.REDUCTION.value,
+    OpClass.DATA_MOVEMENT.value,
+})  # fmt: skip
+BATCHNORM = frozenset({
+    "aten.native_batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
+    "aten._native_batch_norm_legit.default", "aten.cudnn_batch_norm.default",
+})  # fmt: skip
+DTYPE_BYTES = {"float64": 8, "int64": 8, "complex64": 8, "float32": 4, "int32": 4, "float16": 2, "bfloat16": 2,
+               "int16": 2, "int8": 1, "uint8": 1, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1}  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stack:
+    """A software stack's execution rules, as data."""
+
+    name: str
+    execution: Execution
+    fold_batchnorm: bool = False
+    epilogue: bool = False
+    pointwise: bool = False
+    attention: bool = False
+    source: str = ""
+
+
+STACKS: dict[str, Stack] = {
+    s.name: s
+    for s in (
+        Stack(name="eager", execution=Execution.EAGER, source="PyTorch eager: every aten op dispatches one kernel"),
+        Stack(
+            name="compiled", execution=Execution.COMPILED, fold_batchnorm=True, epilogue=True, pointwise=True,
+            attention=True,
+            source="the common ground of TensorRT, XLA, Neuron and torch.compile (Inductor): inference BatchNorm "
+            "folding, GEMM/conv epilogues, fused elementwise/normalization chains, fused attention",
+        ),
+    )
+}  # fmt: skip
+
+
+def get_stack(name: str) -> Stack:
+    try:
+        return STACKS[name]
+    except KeyError:
+        raise InputError(f"unknown execution {name!r}; known: {', '.join(STACKS)}") from None
+
+
+@dataclass
+class Kernel:
+    """One kernel of a compiled trace: its ops (record indices, in order) and what it is."""
+
+    kind: str  # matrix | pointwise | attention | other
+    members: list[int] = field(default_factory=list)
+    folded: list[int] = field(default_factory=list)  # ops folded away (BatchNorm into a conv)
+    softmax: bool = False  # a matrix kernel that has taken a softmax (attention in progress)
+    matmuls: int = 0
+
+
+def _out_bytes(rec: OpRecord, i: int) -> int:
+    n = 1
+    for d in rec.output_shapes[i]:
+        n *= d
+    return n * DTYPE_BYTES.get(rec.output_dtypes[i], 4)
+
+
+Graph = tuple[list[list[int | None]], dict[int, set[int]], dict[tuple[int, int], set[int]]]
+
+
+def _graph(trace: Trace) -> Graph:
+    """(for each record, the producer of each input or None; for each record, the records reading
+    any of its outputs; for each (producer, tensor id), the records reading it). Views pass ids
+    through and produce nothing."""
+    producer: dict[int, int] = {}
+    preds: list[list[int | None]] = []
+    readers: dict[int, set[int]] = defaultdict(set)
+    tensor_readers: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for r in trace.records:
+        ps = [producer.get(t) for t in r.reads]
+        preds.append(ps)
+        if r.is_view:
+            continue
+        for t, p in zip(r.reads, ps, strict=True):
+            if p is not None:
+                readers[p].add(r.index)
+                tensor_readers[(p, t)].add(r.index)
+        for t in r.writes:
+            producer[t] = r.index
+    return preds, readers, tensor_readers
+
+
+def kernels(trace: Trace, stack: Stack) -> list[Kernel]:
+    """The kernels `stack` runs `trace` as (views dropped), in launch order."""
+    if stack.execution is Execution.EAGER:
+        kinds = [("matrix" if r.op_class in MATRIX else "other", r.index) for r in trace.records if not r.is_view]
+        return [Kernel(kind, [i]) for kind, i in kinds]
+    preds, readers, _ = _graph(trace)
+    recs = trace.records
+    out: list[Kernel] = []
+    where: dict[int, int] = {}  # record -> its kernel
+    for r in recs:
+        if r.is_view:
+            continue
+        k = _join(r, preds[r.index], readers, where, out, stack, trace.mode == "inference")
+        if k is None:
+            kind = "matrix" if r.op_class in MATRIX else "pointwise" if r.op_class in POINTWISE else "other"
+            out.append(Kernel(kind, [r.index], matmuls=int(r.op_class == OpClass.MATMUL.value)))
+            k = len(out) - 1
+        where[r.index] = k
+    return out
+
+
+def _join(
+    r: OpRecord,
+    preds: list[int | None],
+    readers: dict[int, set[int]],
+    where: dict[int, int],
+    out: list[Kernel],
+    stack: Stack,
+    inference: bool,
+) -> int | None:
+    """The kernel `r` joins, or None (a kernel of its own); updates that kernel."""
+    for p in preds:
+        if p is None or readers[p] != {r.index}:
+            continue  # an input from outside the graph, or one that something else reads too
+        k = where[p]
+        kern = out[k]
+        if any(q is not None and where.get(q, -1) > k for q in preds):
+            continue  # another input comes from a later kernel: joining would make a cycle
+        cls = r.op_class
+        if stack.fold_batchnorm and inference and r.op in BATCHNORM and kern.kind == "matrix" and not kern.softmax:
+            kern.folded.append(r.index)
+            return k
+        if kern.kind == "matrix" and stack.epilogue and cls == OpClass.ELEMENTWISE.value:
+            kern.members.append(r.index)
+            return k
+        if kern.kind == "matrix" and stack.attention and cls == OpClass.SOFTMAX.value and kern.matmuls == 1:
+            kern.softmax = True
+            kern.members.append(r.index)
+            return k
+        if kern.softmax and stack.attention and cls == OpClass.MATMUL.value and kern.matmuls == 1:
+            kern.kind, kern.matmuls = "attention", 2
+            kern.members.append(r.index)
+            return k
+        if kern.kind == "pointwise" and stack.pointwise and cls in POINTWISE:
+            kern.members.append(r.index)
+            return k
+        if kern.kind == "pointwise" and stack.epilogue and cls == OpClass.ELEMENTWISE.value:
+            kern.members.append(r.index)
+            return k
+    return None
+
+
+def _fused_record(
+    trace: Trace, k: Kernel, index: int, readers: dict[int, set[int]], preds: list[list[int | None]],
+    tensor_readers: dict[tuple[int, int], set[int]],
+) -> OpRecord:  # fmt: skip
+    """The kernel as one record: its flops, the bytes it reads from outside (each tensor once) and the
+    bytes it writes for readers outside (or for nobody: the step's outputs)."""
+    recs = trace.records
+    inside = set(k.members) | set(k.folded)
+    main = next((recs[i] for i in k.members if recs[i].op_class in MATRIX), recs[k.members[0]])
+    seen: set[int] = set()
+    read = param = 0
+    for i in k.members:
+        m = recs[i]
+        for t, size, is_param, p in zip(m.reads, m.read_sizes, m.read_params, preds[i], strict=True):
+            if (p is not None and p in inside) or t in seen:
+                continue  # produced inside the kernel, or already read by it
+            seen.add(t)
+            read += size
+            param += size if is_param else 0
+    written = 0
+    for i in [*k.members, *k.folded]:
+        m = recs[i]
+        outs = range(min(1, len(m.writes))) if i in k.folded else range(len(m.writes))  # a folded BN: its output
+        for j in outs:
+            who = tensor_readers.get((i, m.writes[j]), set())
+            if who - inside or not who:
+                written += _out_bytes(m, j)
+    flops = sum(recs[i].flops for i in k.members)
+    names = "+".join(recs[i].op.split(".")[1] for i in [*k.members, *k.folded])
+    op = recs[k.members[0]].op if len(k.members) == 1 and not k.folded else f"fused[{names}]"
+    op_class = OpClass.ATTENTION.value if k.kind == "attention" else main.op_class
+    return dataclasses.replace(
+        main, index=index, op=op, op_class=op_class, flops=flops, bytes_read=read, bytes_written=written,
+        param_bytes=param, reads=(), writes=(), read_sizes=(), read_params=(),
+    )  # fmt: skip
+
+
+def compile_trace(trace: Trace, stack: Stack | str) -> Trace:
+    """`trace` as `stack` runs it: one record per kernel (for eager, `trace` itself)."""
+    stack = get_stack(stack) if isinstance(stack, str) else stack
+    if stack.execution is Execution.EAGER:
+        return trace
+    if trace.records and not trace.records[0].read_sizes and trace.records[0].reads == ():
+        raise InputError(f"trace {trace.model!r} has no dataflow (saved by an older chipfit): trace it again")
+    preds, readers, tensor_readers = _graph(trace)
+    ks = kernels(trace, stack)
+    records = [_fused_record(trace, k, i, readers, preds, tensor_readers) for i, k in enumerate(ks)]
+    # allocations (empty, zeros of nothing) are no kernels in a compiled program
+    records = [dataclasses.replace(r, index=i) for i, r in enumerate(x for x in records if x.flops or x.bytes)]
+    return dataclasses.replace(trace, records=records, module_calls=0)

@@ -1,0 +1,89 @@
+"""The compiled execution model on hand-worked graphs (issue 20): bytes before and after fusion,
+computed by hand from the shapes."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from chipfit.cost import estimate
+from chipfit.cost.fusion import STACKS, compile_trace, kernels
+from chipfit.trace import trace
+
+
+def test_batchnorm_folds_into_the_conv_and_the_relu_is_its_epilogue() -> None:
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    tr = trace(m, [torch.randn(2, 3, 16, 16)])
+    eager_bytes = sum(r.bytes for r in tr.records)
+    # eager: conv reads x 2x3x16x16x4 = 6144, w 864, b 32, writes 2x8x14x14x4 = 12544; BatchNorm reads that and
+    # its four 32 B vectors (12672), writes 12544; relu reads and writes 12544 each
+    assert eager_bytes == 7040 + 12544 + 12672 + 12544 + 12544 + 12544
+    (k,) = compile_trace(tr, "compiled").records
+    assert k.op_class == "conv" and k.bytes_read == 6144 + 864 + 32 and k.bytes_written == 12544
+    assert k.flops == sum(r.flops for r in tr.records if r.op_class in ("conv", "elementwise"))
+
+
+def test_batchnorm_is_not_folded_in_training() -> None:
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+    tr = trace(m, [torch.randn(2, 3, 16, 16)], mode="training", optimizer=None)
+    ks = kernels(tr, STACKS["compiled"])
+    assert not any(k.folded for k in ks)
+
+
+class _Chain(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(torch.sigmoid(torch.exp(x * 2.0) + 1.0))
+
+
+def test_a_chain_of_five_elementwise_ops_reads_once_and_writes_once() -> None:
+    tr = trace(_Chain(), [torch.randn(64, 1024)])
+    assert len([r for r in tr.records if r.op_class == "elementwise"]) == 5
+    (k,) = compile_trace(tr, "compiled").records
+    assert k.bytes_read == 64 * 1024 * 4 and k.bytes_written == 64 * 1024 * 4  # 5 reads + 5 writes in eager
+    assert sum(r.bytes for r in tr.records) == 10 * 64 * 1024 * 4
+
+
+class _Attention(nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(q @ k.transpose(-2, -1) * 0.125, dim=-1)
+        return p @ v
+
+
+def test_fused_attention_at_s_4096_has_no_s_squared_term() -> None:
+    b, h, s, d = 1, 8, 4096, 64
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        fake = [torch.empty(b, h, s, d) for _ in range(3)]
+        tr = trace(_Attention(), fake)
+    eager = sum(r.bytes for r in tr.records)
+    assert eager > 4 * b * h * s * s * 4  # the S x S scores and probabilities go through memory, repeatedly
+    (k,) = compile_trace(tr, "compiled").records
+    assert k.op_class == "attention"
+    assert k.bytes_read == 3 * b * h * s * d * 4 and k.bytes_written == b * h * s * d * 4  # q, k, v in; out
+
+
+def test_the_eager_model_gives_todays_numbers_unchanged() -> None:
+    from chipfit.models import get_model
+
+    spec = get_model("mlp")
+    tr = trace(spec.build(), list(spec.example_inputs(32)))
+    assert compile_trace(tr, "eager") is tr
+    a, b = estimate(tr, "h100-sxm", "bf16"), estimate(tr, "h100-sxm", "bf16", execution="eager")
+    assert a.latency_s == b.latency_s and a.energy_j == b.energy_j and len(a.rows) == len(tr.records)
+
+
+def test_compiled_resnet50_on_h100_loses_the_batchnorm_and_elementwise_time() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from chipfit.models import get_model
+
+    spec = get_model("resnet50")
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        tr = trace(spec.build(), list(spec.example_inputs(256)))
+    eager = estimate(tr, "h100-sxm", "int8")
+    comp = estimate(tr, "h100-sxm", "int8", execution="compiled")
+    by = comp.by("op_class")
+    assert "normalization" not in by and "elementwise" not in by  # folded, fused into the convs
+    assert comp.latency_s < 0.5 * eager.latency_s
+    assert comp.latency_s >= sum(r.time_s for r in eager.rows if r.op_class == "conv") * 0.9
