@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from chipfit.cost.fusion import BATCHNORM as BATCHNORM_OPS
 from chipfit.cost.memory import StepMemory, step_memory, traffic_scale
 from chipfit.cost.units import MATRIX_MODELS
 from chipfit.errors import InputError
@@ -298,11 +299,6 @@ def _row(
 
 # every OpCost field after (index, op, module): what twins of a repeated op share
 _TAIL = operator.attrgetter(*(f.name for f in dataclasses.fields(OpCost)[3:]))
-
-BATCHNORM_OPS = frozenset({
-    "aten.native_batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
-    "aten._native_batch_norm_legit.default", "aten.batch_norm.default", "aten.cudnn_batch_norm.default",
-})  # fmt: skip
 
 
 def _cost(

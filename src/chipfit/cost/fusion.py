@@ -53,7 +53,7 @@ POINTWISE = frozenset({
 })  # fmt: skip
 BATCHNORM = frozenset({
     "aten.native_batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
-    "aten._native_batch_norm_legit.default", "aten.cudnn_batch_norm.default",
+    "aten._native_batch_norm_legit.default", "aten.batch_norm.default", "aten.cudnn_batch_norm.default",
 })  # fmt: skip
 DTYPE_BYTES = {"float64": 8, "int64": 8, "complex64": 8, "float32": 4, "int32": 4, "float16": 2, "bfloat16": 2,
                "int16": 2, "int8": 1, "uint8": 1, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1}  # fmt: skip
@@ -190,9 +190,6 @@ def _join(
             kern.members.append(r.index)
             return k
         if kern.kind == "pointwise" and stack.pointwise and cls in POINTWISE:
-            kern.members.append(r.index)
-            return k
-        if kern.kind == "pointwise" and stack.epilogue and cls == OpClass.ELEMENTWISE.value:
             kern.members.append(r.index)
             return k
     return None
