@@ -115,9 +115,9 @@ def test_utilization_rises_with_batch_on_big_chips_and_saturates_on_small() -> N
     # the small chip is near its plateau already at batch 4, the big one is not
     gain = {d: u[-1] / u[1] for d, u in util.items()}
     assert gain["h100-sxm"] > gain["l4"]
-    # energy per item falls as the big chip fills
+    # energy per item falls as the big chip fills (idle power over a step that barely uses the array)
     energy = [estimate(_trace("bert-base", b, seq=128), "h100-sxm", "bf16").energy_per_item_j for b in (1, 64)]
-    assert energy[1] < energy[0] / 4
+    assert energy[1] < energy[0] / 2
 
 
 def test_fallback_adds_host_link_time() -> None:
@@ -164,47 +164,59 @@ def test_footprint_decides_fit() -> None:
     assert estimate(tr, "b200", "fp8").fits  # 69e9 x 1 byte < 180 GB
 
 
-def test_repeated_ops_priced_once_equal_pricing_each_op() -> None:
-    """estimate() prices each distinct op once (repeated layers); every row equals pricing its record."""
-    from chipfit.cost.estimate import _cost, resolve_precision
+@pytest.mark.parametrize("execution", ["eager", "inductor", "xla"])
+def test_repeated_ops_priced_once_equal_pricing_each_op(execution: str) -> None:
+    """estimate() prices each distinct op (or kernel) once (repeated layers); every row equals pricing
+    its record of the trace as the stack runs it."""
+    from chipfit.cost.estimate import _cost, compiled, resolve_precision
     from chipfit.hardware import get_device
+    from chipfit.hardware.stacks import get_stack
     from chipfit.models import get_model
     from chipfit.trace import trace
 
     spec = get_model("decoder-125m")
     tr = trace(spec.build(), list(spec.example_inputs(2, seq_len=16)), mode="training", optimizer="adam")
     dev = get_device("h100-sxm")
-    est = estimate(tr, dev, "bf16")
+    stack = get_stack(execution)
+    est = estimate(tr, dev, "bf16", execution=execution)
     prec = resolve_precision(dev, "bf16")
     scale = 16 / 32
     host = get_device(dev.support.host) if dev.support.host else None
-    for rec, row in zip(tr.records, est.rows, strict=False):
-        assert row == _cost(dev, prec, rec, scale, host, tr.footprint.params_bytes * scale)
+    launch = None if execution == "eager" else stack.kernel_launch_on(dev)
+    recs = compiled(tr, stack).records
+    assert len(recs) < len(tr.records) or execution == "eager"
+    for rec, row in zip(recs, est.rows, strict=False):
+        assert row == _cost(dev, prec, rec, scale, host, tr.footprint.params_bytes * scale, launch)
 
 
 def test_mobilenet_v2_int8_on_the_edge_tpu_is_within_2x_of_corals_published_latency() -> None:
     """coral.ai 'Edge TPU performance benchmarks', table 1: MobileNet v2 (224x224), 2.6 ms per inference
     on the USB Accelerator and on the Dev Board. BatchNorm is folded into the convolutions by the TFLite
-    converter (catalog support.folds_batchnorm), so none of it crosses to the host."""
+    converter (the edgetpu stack's fold_batchnorm), so none of it crosses to the host."""
     e = estimate(_trace("mobilenet-v2", 1), "edge-tpu", "int8")
+    assert e.execution == "edgetpu"  # the device's own stack, by default
     assert 2.6e-3 / 2 <= e.latency_s <= 2.6e-3 * 2, e.latency_s
-    bn = [r for r in e.rows if "batch_norm" in r.op]
-    assert bn and all(r.time_s == 0 and not r.fallback for r in bn)
+    assert not any(r.op_class == "normalization" for r in e.rows)  # every BatchNorm folded into a conv kernel
+    assert sum("batch_norm" in r.op for r in e.rows) == 52  # MobileNetV2's 52 conv + BatchNorm pairs
     assert not e.fallbacks()
 
 
 def test_batchnorm_is_folded_only_where_the_stack_folds_it_and_only_for_inference() -> None:
-    import dataclasses
 
+    from chipfit.cost.fusion import kernels
     from chipfit.hardware import get_device
+    from chipfit.hardware.stacks import get_stack
 
     tpu = get_device("edge-tpu")
-    unfolded = dataclasses.replace(tpu, support=dataclasses.replace(tpu.support, folds_batchnorm=False))
     tr = _trace("mobilenet-v2", 1)
     folded_s = estimate(tr, tpu, "int8").latency_s
-    unfolded_e = estimate(tr, unfolded, "int8")
+    unfolded_e = estimate(tr, tpu, "int8", execution="eager")  # one kernel per op: nothing folds
     assert unfolded_e.latency_s > 5 * folded_s  # every BatchNorm over PCIe to the host and back
     assert any(r.fallback and "batch_norm" in r.op for r in unfolded_e.rows)
+    # a stack that folds does not fold a training step's BatchNorm (batch statistics, and its backward)
+    training = _trace("mobilenet-v2", 2, mode="training")
+    assert not any(k.folded for k in kernels(training, get_stack("xla")))
+    assert any(k.folded for k in kernels(_trace("mobilenet-v2", 2), get_stack("xla")))
 
 
 def test_a_weight_stationary_array_packs_depthwise_groups_on_its_diagonal() -> None:

@@ -11,7 +11,17 @@ from rich.console import Console
 
 from chipfit.errors import InputError
 
-__all__ = ["CliError", "console", "count_or_all", "emit_json", "jsonable", "num", "positive", "progress_bar"]
+__all__ = [
+    "CliError",
+    "add_execution_arg",
+    "console",
+    "count_or_all",
+    "emit_json",
+    "jsonable",
+    "num",
+    "positive",
+    "progress_bar",
+]
 
 
 class CliError(InputError):
@@ -119,3 +129,15 @@ def build_user_model(ref: str, fake: Any) -> Any:
     if not isinstance(model, torch.nn.Module):
         raise CliError(f"{ref} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def add_execution_arg(p: Any) -> None:
+    """`--execution`: how the step is priced (hardware/stacks.toml; docs/cost.md#execution)."""
+    from chipfit.hardware.stacks import execution_choices
+
+    p.add_argument(
+        "--execution", choices=execution_choices(), default=None, metavar="EXECUTION",
+        help="how each device runs the step: its own stack by default (TensorRT on NVIDIA GPUs, XLA on TPUs, "
+        "Neuron, ...; eager PyTorch on CPUs); 'eager' one kernel per aten op; 'compiled' the device's compiler; "
+        f"or one stack for all: {', '.join(execution_choices()[2:])} (docs/cost.md#execution)",
+    )  # fmt: skip

@@ -136,6 +136,12 @@ def cmd_devices_show(args: argparse.Namespace) -> int:
     pricing = resolve_pricing(args, files)
     if args.json:
         out = device_dict(d)
+        from chipfit.hardware.stacks import get_stack
+
+        st = get_stack(d.support.stack)
+        out["stack"] = {"name": st.name, "display_name": st.display_name, "default_execution": d.support.execution,
+                        "fuses": list(st.fuses), "kernel_launch_s": st.kernel_launch_on(d),
+                        "step_launch_s": st.step_launch_s, "sources": dict(st.sources)}  # fmt: skip
         out["price_quotes"] = {b: q.as_dict() for b in PRICE_BASES if (q := pricing.quote_on(d, b)) is not None}
         from chipfit.hardware.precision import support_matrix
 
@@ -213,6 +219,18 @@ def cmd_devices_show(args: argparse.Namespace) -> int:
         "support",
         f"autocast {auto}; other formats -> {sup.unsupported_format}; host ops: {host_ops}; host {sup.host}",
         str(sup.source),
+    )
+    from chipfit.hardware.stacks import get_stack
+
+    st = get_stack(sup.stack)
+    launch = f"{st.kernel_launch_on(d) * 1e6:g} us/kernel" + (
+        f" + {st.step_launch_s * 1e6:g} us/step" if st.step_launch_s else ""
+    )
+    fuses = ", ".join(st.fuses) or "nothing"
+    s.add_row(
+        "stack",
+        f"{st.display_name} ({st.name}; priced {sup.execution} by default): fuses {fuses}; {launch}",
+        "; ".join([st.source, *(f"{k}: {v}" for k, v in st.sources.items()), st.launch_source]).strip("; "),
     )
     for pr in d.prices:
         s.add_row(f"price {pr.basis}", pr.describe(), str(pr.source))

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from chipfit.cli.common import console, emit_json, positive
+from chipfit.cli.common import add_execution_arg, console, emit_json, positive
 from chipfit.cli.model_args import add_device_file_arg
 from chipfit.cli.price_args import add_price_args, resolve_pricing
 from chipfit.cli.trace_cmd import _human, add_common_model_args, build_and_trace
@@ -58,6 +58,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     cols = (
         "device",
         "format",
+        "execution",
         "latency ms",
         "items/s",
         "MU util",
@@ -70,7 +71,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         "fits",
     )
     for col in cols:
-        t.add_column(col, justify="left" if col in ("device", "format") else "right", no_wrap=True)
+        t.add_column(col, justify="left" if col in ("device", "format", "execution") else "right", no_wrap=True)
     for e in ests:
         p = e.precision
         fmt = f"{p.weight_format} weights, {p.format}" if p.weight_format else p.format
@@ -78,6 +79,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         t.add_row(
             e.device,
             fmt,
+            f"{e.execution} ({len(e.rows)} kernels)" if e.execution != "eager" else f"eager ({len(e.rows)} ops)",
             f"{e.latency_s * 1e3:,.3f}",
             f"{e.throughput:,.1f}",
             f"{e.matrix_utilization:.1%}",
@@ -96,7 +98,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         c.print(line)
     if len(ests) == 1:
         e = ests[0]
-        tt = Table(title=f"top {args.top} ops by time on {e.device}")
+        tt = Table(title=f"top {args.top} {'ops' if e.execution == 'eager' else 'kernels'} by time on {e.device}")
         for col in ("op", "module", "unit", "bound", "time us", "util", "energy mJ"):
             tt.add_column(col, overflow="fold")
         for r in sorted(e.rows, key=lambda r: -r.time_s)[: args.top]:
@@ -132,11 +134,7 @@ def add_parsers(sub: Any) -> None:
         "--precision", action="append",
         help="fp32, tf32, bf16, fp16, fp8, int8, int4, fp4 or a format name (repeat to compare; default bf16)",
     )  # fmt: skip
-    ep.add_argument(
-        "--execution", choices=("eager", "compiled"), default="eager",
-        help="eager: one kernel per aten op (default); compiled: the kernels a compiling stack launches "
-        "(folded BatchNorm, GEMM epilogues, fused elementwise chains, fused attention; docs/cost.md)",
-    )  # fmt: skip
+    add_execution_arg(ep)
     ep.add_argument("--top", type=positive, default=10)
     ep.add_argument("--json", action="store_true")
     ep.set_defaults(func=cmd_estimate)

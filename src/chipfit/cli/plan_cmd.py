@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from chipfit.cli.common import CliError, console, count_or_all, emit_json, positive, progress_bar
+from chipfit.cli.common import CliError, add_execution_arg, console, count_or_all, emit_json, positive, progress_bar
 from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
 from chipfit.cli.price_args import add_price_args, resolve_pricing
 from chipfit.emulate.data import first_items
@@ -171,6 +171,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 ray_address=args.ray_address,
                 pricing=pricing,
+                execution=args.execution,
             )
         except PlanError as e:
             raise CliError(str(e)) from None
@@ -278,6 +279,7 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--workers", type=positive, help="local: worker processes (default one per core); ray: CPUs")
     p.add_argument("--ray-address", help="ray: the cluster to join (default: start a local instance; 'auto')")
+    add_execution_arg(p)
     p.add_argument("--html", help="write a self-contained HTML report here")
     p.add_argument("--csv", help="write every configuration as CSV here")
     p.add_argument("--csv-only", action="store_true", help="print nothing (with --csv or --html)")

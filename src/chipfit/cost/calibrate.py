@@ -260,6 +260,8 @@ tdp_w = 50
 source = "assumed: power is not measurable from inside this machine"
 
 [{name}.support]
+stack = "inductor"
+execution = "eager"
 unsupported_format = "vector"
 source = "assumed: formats without a fast GEMM run at the vector rate"
 """

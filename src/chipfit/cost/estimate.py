@@ -30,13 +30,14 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from chipfit.cost.fusion import BATCHNORM as BATCHNORM_OPS
+from chipfit.cost.fusion import compile_trace
 from chipfit.cost.memory import StepMemory, step_memory, traffic_scale
 from chipfit.cost.units import MATRIX_MODELS
 from chipfit.errors import InputError
 from chipfit.hardware import Device, get_device
 from chipfit.hardware.precision import PRECISION_ALIASES, How, Precision, resolve_precision
 from chipfit.hardware.pricing import PriceQuote, Pricing
+from chipfit.hardware.stacks import Execution, Stack, resolve_stack
 from chipfit.trace import Trace
 from chipfit.trace.records import OpRecord
 from chipfit.vocab import MATRIX_CLASSES, Phase
@@ -120,6 +121,7 @@ class Estimate:
     peak_ops_per_s: float
     energy_basis: str = ""  # what the device's energy calibration rests on (hardware EnergyCalibration)
     energy_assumed: bool = False  # ... and whether that is an assumed power figure
+    execution: str = "eager"  # the stack that ran the step (hardware.stacks): eager, tensorrt, xla, ...
 
     @property
     def price_usd_per_hour(self) -> float | None:
@@ -187,6 +189,7 @@ class Estimate:
             "device": self.device,
             "precision": asdict(self.precision),
             "mode": self.mode,
+            "execution": self.execution,
             "items": self.items,
             "latency_s": self.latency_s,
             "throughput_items_per_s": self.throughput,
@@ -245,9 +248,10 @@ def _matrix_seconds(device: Device, fmt: str, rec: OpRecord) -> float:
 
 
 def _op_on(
-    device: Device, prec: Precision, rec: OpRecord, scale: float, model_bytes: float
+    device: Device, prec: Precision, rec: OpRecord, scale: float, model_bytes: float, launch_s: float | None = None
 ) -> tuple[float, float, float, float, Unit, float]:
-    """(compute_s, memory_s, overhead_s, energy_j, unit, peak used) for an op that runs on `device`."""
+    """(compute_s, memory_s, overhead_s, energy_j, unit, peak used) for an op that runs on `device`;
+    `launch_s`: what starting its kernel costs under a compiling stack (None: the device's eager dispatch)."""
     wscale = traffic_scale(prec.weights) if prec.weight_format else None
     memory_s, memory_j, _ = _memory(device, rec, scale, model_bytes, wscale)
     dequant_ops = 0.0
@@ -267,7 +271,8 @@ def _op_on(
         )
         vec_fmt = prec.format if device.peak(prec.format) else "float32"
         e_op = device.energy_pj_per_op(vec_fmt, matrix=False)
-    overhead = device.compute.class_overhead_s.get(rec.op_class, device.compute.dispatch_overhead_s)
+    launch = device.compute.dispatch_overhead_s if launch_s is None else launch_s
+    overhead = device.compute.class_overhead_s.get(rec.op_class, launch)
     if device.compute.fresh_alloc_bytes_per_s and rec.bytes_written * scale >= FRESH_ALLOC_THRESHOLD:
         memory_s += rec.bytes_written * scale / device.compute.fresh_alloc_bytes_per_s
     time_s = max(compute_s, memory_s) + overhead
@@ -308,11 +313,9 @@ def _cost(
     scale: float,
     host: Device | None,
     model_bytes: float,
-    fold_bn: bool = False,
+    launch_s: float | None = None,
 ) -> OpCost:
-    if rec.op_class == "view" or (fold_bn and rec.op in BATCHNORM_OPS):  # folded into the conv: no work
-        if rec.op_class != "view":
-            return _row(rec, Unit.NONE, (0, 0, 0, 0), Bound.NONE, 0.0, 0, 0, False)
+    if rec.op_class == "view":
         o = device.compute.view_overhead_s
         return _row(
             rec, Unit.NONE, (0, 0, o, 0), Bound.OVERHEAD if o else Bound.NONE, device.power.idle_w * o, 0, 0, False
@@ -329,23 +332,20 @@ def _cost(
         energy = e + moved * LINK_PJ_PER_BYTE * 1e-12 + device.power.idle_w * (max(c, m) + o + transfer)
         bound = Bound.TRANSFER if transfer >= max(c, m, o) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
         return _row(rec, Unit.HOST, (c, m, o, transfer), bound, energy, moved, peak, True)
-    c, m, o, e, unit, peak = _op_on(device, prec, rec, scale, model_bytes)
+    c, m, o, e, unit, peak = _op_on(device, prec, rec, scale, model_bytes, launch_s)
     bound = Bound.OVERHEAD if o > max(c, m) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
     fallback = prec.how is How.VECTOR and rec.op_class in MATRIX_CLASSES
     return _row(rec, unit, (c, m, o, 0.0), bound, e, rec.bytes * scale, peak, fallback)
 
 
-def compiled(trace: Trace, execution: str) -> Trace:
-    """`trace` as `execution` runs it, compiled once per trace and execution (cached on the trace)."""
-    from chipfit.cost.fusion import compile_trace, get_stack
-
-    stack = get_stack(execution)  # unknown names fail here, listing the known ones
-    if stack.execution == "eager":
+def compiled(trace: Trace, stack: Stack) -> Trace:
+    """`trace` as `stack` runs it, compiled once per trace and stack (cached on the trace)."""
+    if stack.execution is Execution.EAGER:
         return trace
     cache: dict[str, Trace] = trace.__dict__.setdefault("_compiled", {})
-    if execution not in cache:
-        cache[execution] = compile_trace(trace, stack)
-    return cache[execution]
+    if stack.name not in cache:
+        cache[stack.name] = compile_trace(trace, stack)
+    return cache[stack.name]
 
 
 def estimate(
@@ -355,17 +355,20 @@ def estimate(
     *,
     items: int | None = None,
     pricing: Pricing | None = None,
-    execution: str = "eager",
+    execution: str | None = None,
 ) -> Estimate:
     """Price `trace` on `device` at `precision` (a format name or an alias: fp32, tf32, bf16, fp16, fp8, int8, ...).
 
     items: what one step processes (default the trace's batch size), for throughput and $ per million items.
     pricing: the price basis, TCO assumptions and user prices (default: on-demand, the catalog's records).
-    execution: eager (one kernel per aten op, as eager PyTorch runs it) or compiled (cost.fusion: the
-    kernels a compiling stack launches: folded BatchNorm, epilogues, fused chains, fused attention).
+    execution: None (the device's default: `support.execution`), "eager" (one kernel per aten op, as
+    eager PyTorch runs it), "compiled" (the device's own stack: the kernels it launches, cost.fusion)
+    or a stack's name (hardware/stacks.toml: inductor, tensorrt, xla, ...).
     """
     dev = get_device(device)
-    trace = compiled(trace, execution)
+    stack = resolve_stack(dev, execution, trace.mode)
+    trace = compiled(trace, stack)
+    launch_s = None if stack.execution is Execution.EAGER else stack.kernel_launch_on(dev)
     prec = resolve_precision(dev, precision)
     scale = traffic_scale(prec.format)
     host = get_device(dev.support.host) if dev.support.host else None
@@ -373,8 +376,7 @@ def estimate(
     # repeated layers repeat their ops: price each distinct op once, then copy the priced fields after
     # (index, op, module) positionally (dataclasses.replace was most of a 70B decoder's estimate)
     reps, where = trace.distinct_ops()
-    fold_bn = dev.support.folds_batchnorm and trace.mode == "inference"
-    priced = [_cost(dev, prec, r, scale, host, model_bytes, fold_bn) for r in reps]
+    priced = [_cost(dev, prec, r, scale, host, model_bytes, launch_s) for r in reps]
     tails = [_TAIL(c) for c in priced]  # shallow: astuple's deep copy was a fifth of a plan's pricing
     rows = []
     for r, pos in zip(trace.records, where, strict=True):
@@ -389,6 +391,15 @@ def estimate(
                 energy_j=dev.power.idle_w * o, bytes=0, flops=0, utilization=0, fallback=False,
             )
         )  # fmt: skip
+    if stack.step_launch_s and stack.execution is Execution.COMPILED:
+        o = stack.step_launch_s
+        rows.append(
+            OpCost(
+                index=len(rows), op=f"{stack.display_name} step launch", module="", op_class="launch",
+                phase=Phase.FORWARD, unit=Unit.NONE, time_s=o, compute_s=0, memory_s=0, overhead_s=o, transfer_s=0,
+                bound=Bound.OVERHEAD, energy_j=dev.power.idle_w * o, bytes=0, flops=0, utilization=0, fallback=False,
+            )
+        )  # fmt: skip
     return Estimate(
         device=dev.name,
         precision=prec,
@@ -401,4 +412,5 @@ def estimate(
         energy_basis=dev.energy_calibration.basis,
         energy_assumed=dev.energy_calibration.assumed,
         peak_ops_per_s=dev.peak(prec.format) or dev.compute.vector_ops_per_s,
+        execution=stack.name,
     )

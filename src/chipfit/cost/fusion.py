@@ -7,7 +7,8 @@ last op that wrote an id, views write nothing), and returns a trace of one recor
 cost model then prices that trace exactly as it prices an eager one, so there is one pricing path.
 A kernel reads each tensor that comes from outside it once and writes each tensor that something
 outside it reads (or that nothing reads: the step's outputs, what the backward keeps); the tensors
-that stay inside never touch DRAM. The rules, each switched by the stack (`Stack`):
+that stay inside never touch DRAM. The rules, each switched by the stack (`hardware.stacks.Stack`, data
+in hardware/stacks.toml with a source per rule):
 
 - views cost nothing (no kernel);
 - inference BatchNorm after a convolution is folded into the convolution's weights and bias
@@ -21,7 +22,7 @@ that stay inside never touch DRAM. The rules, each switched by the stack (`Stack
   no S x S tensor in memory;
 
 and an op joins a kernel only when every other input it reads was produced before that kernel (no
-cycles). The literal eager execution (`Stack` "eager": one kernel per op) is `trace` itself.
+cycles). The literal eager execution (stack "eager": one kernel per op) is `trace` itself.
 """
 
 from __future__ import annotations
@@ -29,22 +30,15 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from chipfit.errors import InputError
+from chipfit.hardware.stacks import Execution, Stack, get_stack
 from chipfit.trace import Trace
 from chipfit.trace.records import OpRecord
 from chipfit.vocab import OpClass
 
-__all__ = ["EXECUTIONS", "STACKS", "Execution", "Kernel", "Stack", "compile_trace", "get_stack", "kernels"]
+__all__ = ["BATCHNORM", "Kernel", "compile_trace", "kernels"]
 
-
-class Execution(StrEnum):
-    EAGER = "eager"  # one kernel per aten op, as eager PyTorch runs it
-    COMPILED = "compiled"  # the stack's compiler fuses (Stack's rules)
-
-
-EXECUTIONS = tuple(e.value for e in Execution)
 
 MATRIX = frozenset({OpClass.MATMUL.value, OpClass.CONV.value, OpClass.ATTENTION.value})
 POINTWISE = frozenset({
@@ -57,40 +51,6 @@ BATCHNORM = frozenset({
 })  # fmt: skip
 DTYPE_BYTES = {"float64": 8, "int64": 8, "complex64": 8, "float32": 4, "int32": 4, "float16": 2, "bfloat16": 2,
                "int16": 2, "int8": 1, "uint8": 1, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1}  # fmt: skip
-
-
-@dataclass(frozen=True, kw_only=True)
-class Stack:
-    """A software stack's execution rules, as data."""
-
-    name: str
-    execution: Execution
-    fold_batchnorm: bool = False
-    epilogue: bool = False
-    pointwise: bool = False
-    attention: bool = False
-    source: str = ""
-
-
-STACKS: dict[str, Stack] = {
-    s.name: s
-    for s in (
-        Stack(name="eager", execution=Execution.EAGER, source="PyTorch eager: every aten op dispatches one kernel"),
-        Stack(
-            name="compiled", execution=Execution.COMPILED, fold_batchnorm=True, epilogue=True, pointwise=True,
-            attention=True,
-            source="the common ground of TensorRT, XLA, Neuron and torch.compile (Inductor): inference BatchNorm "
-            "folding, GEMM/conv epilogues, fused elementwise/normalization chains, fused attention",
-        ),
-    )
-}  # fmt: skip
-
-
-def get_stack(name: str) -> Stack:
-    try:
-        return STACKS[name]
-    except KeyError:
-        raise InputError(f"unknown execution {name!r}; known: {', '.join(STACKS)}") from None
 
 
 @dataclass
@@ -237,7 +197,7 @@ def compile_trace(trace: Trace, stack: Stack | str) -> Trace:
     stack = get_stack(stack) if isinstance(stack, str) else stack
     if stack.execution is Execution.EAGER:
         return trace
-    if trace.records and not trace.records[0].read_sizes and trace.records[0].reads == ():
+    if trace.records and not any(r.reads for r in trace.records):  # an op without tensor inputs can come first
         raise InputError(f"trace {trace.model!r} has no dataflow (saved by an older chipfit): trace it again")
     preds, readers, tensor_readers = _graph(trace)
     ks = kernels(trace, stack)

@@ -253,10 +253,10 @@ class Support:
     source: Source
     weight_only: tuple[str, ...] = ()  # weight formats its stack runs weight-only GEMMs with (int8, int4)
     weight_only_source: Source | None = None
-    # the stack folds inference BatchNorm into the preceding convolution's weights and bias (TFLite's
-    # converter for the Edge TPU): an inference BatchNorm costs nothing and never leaves the chip
-    folds_batchnorm: bool = False
-    folds_batchnorm_source: Source | None = None
+    # the vendor's compiling stack (hardware/stacks.toml) and the execution priced by default: compiled,
+    # or eager for the CPUs whose figures are calibrated against eager PyTorch
+    stack: str = "graph-compiler"
+    execution: str = "compiled"
 
 
 @dataclass(frozen=True, kw_only=True)

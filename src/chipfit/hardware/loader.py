@@ -43,6 +43,7 @@ from chipfit.hardware.device import (
     Training,
     frozen_map,
 )
+from chipfit.hardware.stacks import EXECUTIONS, stacks
 from chipfit.vocab import DEVICE_OP_CLASSES
 
 __all__ = ["BUILTIN_DIR", "CatalogError", "load_devices", "parse_price", "read_catalog_file"]
@@ -103,7 +104,7 @@ SECTION_KEYS = {
     "memory": {"kind", "capacity_bytes", "bandwidth_bytes_per_s", "source", "energy_pj_per_byte", "energy_source"},
     "power": {"tdp_w", "idle_w", "source", "idle_source", "load_w", "load_source"},
     "support": {"autocast", "unsupported_format", "host_op_classes", "host", "source", "weight_only",
-                "weight_only_source", "folds_batchnorm", "folds_batchnorm_source"},
+                "weight_only_source", "stack", "execution"},
     "link": {"kind", "bandwidth_bytes_per_s", "topology", "source", "generation", "latency_s", "latency_source",
              "hop_latency_s", "collective_latency_s", "domain_chips"},
     "price": {"basis", "provider", "region", "unit", "usd", "accelerators", "instance", "date", "source"},
@@ -462,10 +463,8 @@ def _build(name: str, d: dict[str, Any]) -> Device:
     if not isinstance(weight_only, list) or any(w not in ("int8", "int4") for w in weight_only):
         raise ctx.fail("support.weight_only", f"must be a list of int8, int4; got {weight_only!r}")
     wo_src = _source(ctx, s, "weight_only_source", "support.") if weight_only else None
-    folds = s.get("folds_batchnorm", False)
-    if not isinstance(folds, bool):
-        raise ctx.fail("support.folds_batchnorm", f"must be true or false, got {folds!r}")
-    folds_src = _source(ctx, s, "folds_batchnorm_source", "support.") if folds else None
+    stack = _str(ctx, s, "stack", "support.", tuple(stacks())) if "stack" in s else "graph-compiler"
+    execution = _str(ctx, s, "execution", "support.", EXECUTIONS) if "execution" in s else "compiled"
     support = Support(
         frozen_map(autocast),
         _str(ctx, s, "unsupported_format", "support.", FALLBACKS),
@@ -474,8 +473,8 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         _source(ctx, s, "source", "support."),
         tuple(weight_only),
         wo_src,
-        folds,
-        folds_src,
+        stack,
+        execution,
     )
 
     def link(key: str) -> Link | None:

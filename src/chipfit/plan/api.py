@@ -125,7 +125,21 @@ def _estimate_of(
 
     per_chip = row.batch // row.chips if row.strategy == "data" else row.batch
     tr = trace(model, list(inputs(per_chip)), mode="training" if training else "inference", optimizer=optimizer)
-    return estimate(tr, row.device, row.precision, pricing=pricing)
+    return estimate(tr, row.device, row.precision, pricing=pricing, execution=row.execution)
+
+
+def _execution_reason(rows: Sequence[PlanRow], execution: str | None) -> str:
+    """One line: which stack priced which devices (and that eager rows pay one kernel per op)."""
+    from chipfit.hardware.stacks import get_stack
+
+    by: dict[str, list[str]] = {}
+    for r in rows:
+        names = by.setdefault(r.execution, [])
+        if r.device not in names:
+            names.append(r.device)
+    parts = [f"{get_stack(s).display_name} ({', '.join(d)})" for s, d in sorted(by.items())]
+    how = "each device's own stack" if execution is None else f"--execution {execution}"
+    return f"Execution ({how}; docs/cost.md#execution): {'; '.join(parts)}."
 
 
 def _unjoined_reasons(result: Plan, devices: Sequence[str | Device], chips: Sequence[int], training: bool) -> None:
@@ -170,6 +184,7 @@ def plan(
     workers: int | None = None,
     ray_address: str | None = None,
     pricing: Pricing | None = None,
+    execution: str | None = None,
 ) -> Plan:
     """Sweep `model` over devices x precisions x batch sizes x chip counts and recommend one.
 
@@ -180,7 +195,9 @@ def plan(
     backend: where the pricing runs, serial | local (a process pool of `workers`) | ray (a Ray
     cluster at `ray_address`; None starts a local one); every backend gives the same plan.
     pricing: the price basis (or fallback order of bases), TCO assumptions and user prices; the plan
-    says which basis and dates it used, warns when bases mix, and lists the devices left unpriced."""
+    says which basis and dates it used, warns when bases mix, and lists the devices left unpriced.
+    execution: None prices each device under its own stack (catalog support.stack/execution); eager,
+    compiled or a stack name (hardware/stacks.toml) prices every device that way. The reasons say which."""
     from chipfit.hardware import list_devices
 
     if objective not in OBJECTIVES:
@@ -232,6 +249,7 @@ def plan(
         workers=workers,
         ray_address=ray_address,
         pricing=pricing,
+        execution=execution,
     )
     from chipfit.hardware import get_device
 
@@ -240,6 +258,7 @@ def plan(
     result.front = pareto_front(rows, cons)
     result.best, result.reasons = recommend(rows, objective, cons, summary)
     _unjoined_reasons(result, names, chips, training)
+    result.reasons.append(_execution_reason(rows, execution))
     assumed = sorted(d.name for d in map(get_device, names) if d.energy_calibration.assumed)
     if assumed:
         result.reasons.append(f"Energy rests on an assumed power figure (no published TDP) for: {', '.join(assumed)}.")

@@ -71,9 +71,13 @@ class StepParts:
     @classmethod
     def of(cls, est: Estimate, trace: Trace, device: Device | None = None) -> StepParts:
         """`device`: the one `est` priced (default: the catalog's device of that name)."""
+        from chipfit.cost.estimate import compiled
         from chipfit.hardware import get_device
+        from chipfit.hardware.stacks import Execution, get_stack
 
         dev = device if device is not None else get_device(est.device)
+        if est.execution != Execution.EAGER:  # the rows are the compiled trace's kernels
+            trace = compiled(trace, get_stack(est.execution))
         scale = traffic_scale(est.precision.format)
         matrix = [r for r in est.rows if r.unit is Unit.MATRIX]
         written = [r.bytes_written for r in trace.records]

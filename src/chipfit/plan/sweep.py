@@ -54,6 +54,7 @@ class PlanRow:
     accuracy: float | None = None
     accuracy_drop: float | None = None  # FP32 value - this value (metric units)
     accuracy_source: str | None = None  # emulation | quant:CONFIG (a quantized copy of the model)
+    execution: str = "eager"  # the stack that priced the step (hardware/stacks.toml)
 
     @property
     def latency_ms(self) -> float:
@@ -101,6 +102,7 @@ class SweepTask:
     accuracy: dict[tuple[str, str], Measured] = field(default_factory=dict)
     allow_fallback: bool = False  # also price formats a device runs only on its vector unit or host
     usd_per_hour: dict[str, float] = field(default_factory=dict)  # device -> per-chip price; absent: unpriced
+    execution: str | None = None  # None: each device's default stack (hardware.stacks.resolve_stack)
 
     @property
     def estimates(self) -> int:
@@ -130,7 +132,7 @@ def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
             if not offered(dev, p, training=task.training, allow_fallback=task.allow_fallback):
                 continue  # the chip does not run (or train in) it: not a configuration to recommend
             prec = resolve_precision(dev, p)
-            est = estimate(tr, dev, p)
+            est = estimate(tr, dev, p, execution=task.execution)
             parts = StepParts.of(est, tr, dev)
             price_h = task.usd_per_hour.get(dev.name)
             acc = task.accuracy.get((dev.name, p))
@@ -175,6 +177,7 @@ def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
                         accuracy=acc.value if acc else None,
                         accuracy_drop=acc.drop if acc else None,
                         accuracy_source=acc.source if acc else None,
+                        execution=est.execution,
                     )
                 )
     return rows
@@ -197,6 +200,7 @@ def sweep(
     workers: int | None = None,
     ray_address: str | None = None,
     pricing: Pricing | None = None,
+    execution: str | None = None,
 ) -> list[PlanRow]:
     """Every configuration as a PlanRow. inputs(batch) gives the model's example inputs;
     `optimizer` (sgd, adam) is the training step's. Only what a device runs on its matrix unit
@@ -205,7 +209,9 @@ def sweep(
 
     backend: serial (this process), local (a process pool of `workers`, default one per core) or
     ray (a Ray cluster at `ray_address`, default a local instance); all give the same rows.
-    pricing: the price basis, TCO assumptions and user prices (default: on-demand, the catalog's)."""
+    pricing: the price basis, TCO assumptions and user prices (default: on-demand, the catalog's).
+    execution: None prices each device under its own default stack; eager, compiled or a stack name
+    prices all of them that way (cost.estimate)."""
     from chipfit.hardware import get_device
     from chipfit.plan.backend import open_backend
     from chipfit.trace import trace
@@ -223,7 +229,7 @@ def sweep(
             for part in _split(tuple(devs.values()), chunks):
                 mine = {(d.name, p): acc[(d.name, p)] for d in part for p in precs if (d.name, p) in acc}
                 prices = {d.name: usd_h[d.name] for d in part if d.name in usd_h}
-                ex.submit(tr, SweepTask(b, part, precs, counts, training, mine, allow_fallback, prices))
+                ex.submit(tr, SweepTask(b, part, precs, counts, training, mine, allow_fallback, prices, execution))
         results = ex.gather(lambda done: progress(done, total) if progress is not None else None)
     return [row for rows in results for row in rows]
 
