@@ -79,5 +79,5 @@ def test_a_device_file_naming_an_unknown_stack_is_refused(tmp_path) -> None:  # 
 
     f = tmp_path / "mine.toml"
     f.write_text('[my-gpu]\nextends = "h100-sxm"\n[my-gpu.support]\nstack = "tvm"\n')
-    with pytest.raises(CatalogError, match="support.stack.*unknown value 'tvm'; valid: eager, inductor"):
+    with pytest.raises(CatalogError, match=r"support\.stack.*unknown value 'tvm'; valid: eager, inductor"):
         load_devices([f], env=False)

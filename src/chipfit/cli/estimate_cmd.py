@@ -79,7 +79,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         t.add_row(
             e.device,
             fmt,
-            f"{e.execution} ({len(e.rows)} kernels)" if e.execution != "eager" else f"eager ({len(e.rows)} ops)",
+            e.execution,
             f"{e.latency_s * 1e3:,.3f}",
             f"{e.throughput:,.1f}",
             f"{e.matrix_utilization:.1%}",
@@ -98,7 +98,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         c.print(line)
     if len(ests) == 1:
         e = ests[0]
-        tt = Table(title=f"top {args.top} {'ops' if e.execution == 'eager' else 'kernels'} by time on {e.device}")
+        what = "ops" if e.execution == "eager" else "kernels"
+        tt = Table(title=f"top {args.top} of {len(e.rows)} {what} ({e.execution}) by time on {e.device}")
         for col in ("op", "module", "unit", "bound", "time us", "util", "energy mJ"):
             tt.add_column(col, overflow="fold")
         for r in sorted(e.rows, key=lambda r: -r.time_s)[: args.top]:

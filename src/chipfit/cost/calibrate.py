@@ -7,6 +7,9 @@ What is measured (torch eager, this process's thread count, float32 and bfloat16
   last-level-cache bandwidth (a copy that fits in it), cache size from sysfs;
 - vector throughput (an elementwise multiply-add on cache-resident data);
 - per-op dispatch overhead (a one-element add) and per-view overhead (a view).
+
+Every figure is the median over three whole rounds of measurement (`ROUNDS`), so one round that a busy
+machine disturbed is outvoted; `spread` reports how far the rounds were apart.
 """
 
 from __future__ import annotations
@@ -101,10 +104,11 @@ def _fit_half_dims(rows: list[dict[str, float]], overhead: float) -> dict[str, A
     return best
 
 
-def calibrate(quick: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure; returns a dict of figures (also the input of `device_toml`)."""
-    say = progress or (lambda _msg: None)
-    threads = torch.get_num_threads()
+ROUNDS = 3  # whole measurement rounds: the median of three rejects one disturbed round
+
+
+def _raw(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    """One round of raw timings (seconds, bytes per second), nothing derived yet."""
     shapes = GEMM_SHAPES[2:] if quick else GEMM_SHAPES
     gemm: dict[str, list[dict[str, float]]] = {}
     with torch.inference_mode():
@@ -121,26 +125,25 @@ def calibrate(quick: bool = False, progress: Callable[[str], None] | None = None
             gemm[str(dtype).replace("torch.", "")] = rows
         big = torch.randn(1 << (24 if quick else 25))
         out = torch.empty_like(big)
-        dram_bw = 2 * big.numel() * 4 / _time(lambda: out.copy_(big))
+        r: dict[str, Any] = {"gemm": gemm}
+        r["dram_bytes_per_s"] = 2 * big.numel() * 4 / _time(lambda: out.copy_(big))
         cache = _cache_bytes()
         small = torch.randn(int(cache / 4 / 4))  # a quarter of the cache for the source, same for the copy
         sout = torch.empty_like(small)
-        cache_bw = 2 * small.numel() * 4 / _time(lambda: sout.copy_(small))
+        r["cache_bytes_per_s"] = 2 * small.numel() * 4 / _time(lambda: sout.copy_(small))
         x = torch.randn(1 << 16)
-        vec = 2 * x.numel() / _time(lambda: torch.addcmul(x, x, x, value=0.5, out=sout[: x.numel()]))
+        r["vector_ops_per_s"] = 2 * x.numel() / _time(lambda: torch.addcmul(x, x, x, value=0.5, out=sout[: x.numel()]))
         one = torch.ones(1)
-        op_overhead = _time(lambda: torch.add(one, one), 0.05)
-        view_overhead = _time(lambda: x.view(-1), 0.05)
+        r["dispatch_overhead_s"] = _time(lambda: torch.add(one, one), 0.05)
+        r["view_overhead_s"] = _time(lambda: x.view(-1), 0.05)
         ident = torch.nn.Identity()
-        module_overhead = _time(lambda: ident(one), 0.05)
+        r["module_overhead_s"] = _time(lambda: ident(one), 0.05)
         w2, b2, x2 = torch.randn(2, 2), torch.randn(2), torch.randn(2, 2)
         cw, cx = torch.randn(8, 8, 3, 3), torch.randn(1, 8, 8, 8)  # small but real: oneDNN's per-call costs
         fresh = 1 << 24  # 64 MB, above glibc's mmap threshold: every call faults in new pages
         warm_buf = torch.empty(fresh)
-        cold = _time(lambda: torch.empty(fresh).fill_(1.0))
-        warm = _time(lambda: warm_buf.fill_(1.0))
-        # a difference of two timings: when noise swallows it, the cost is not measurable here (left out)
-        fresh_bw = fresh * 4 / (cold - warm) if cold > 1.1 * warm else None
+        r["fresh_cold_s"] = _time(lambda: torch.empty(fresh).fill_(1.0))
+        r["fresh_warm_s"] = _time(lambda: warm_buf.fill_(1.0))
         conv_rows = []
         for cin, cout, k, hw, stride in (
             (64, 64, 3, 56, 1),
@@ -152,16 +155,64 @@ def calibrate(quick: bool = False, progress: Callable[[str], None] | None = None
             sec = _time(functools.partial(torch.nn.functional.conv2d, conv_x, conv_w, stride=stride, padding=k // 2))
             ho = (hw + 2 * (k // 2) - k) // stride + 1
             conv_rows.append({"m": 4 * ho * ho, "n": cout, "k": cin * k * k, "seconds": sec})
-        class_overhead = {
-            "matmul": _time(lambda: torch.addmm(b2, x2, w2), 0.05),
-            "conv": _time(lambda: torch.nn.functional.conv2d(cx, cw, padding=1), 0.05),
-        }
+        r["conv"] = conv_rows
+        r["matmul_overhead_s"] = _time(lambda: torch.addmm(b2, x2, w2), 0.05)
+        r["conv_overhead_s"] = _time(lambda: torch.nn.functional.conv2d(cx, cw, padding=1), 0.05)
     say(
-        f"memory {dram_bw / 1e9:.1f} GB/s, cache {cache_bw / 1e9:.1f} GB/s ({cache / 2**20:.0f} MiB), "
-        f"vector {vec / 1e9:.1f} GFLOP/s, op overhead {op_overhead * 1e6:.2f} us, "
-        f"view {view_overhead * 1e6:.2f} us"
+        f"memory {r['dram_bytes_per_s'] / 1e9:.1f} GB/s, cache {r['cache_bytes_per_s'] / 1e9:.1f} GB/s "
+        f"({cache / 2**20:.0f} MiB), vector {r['vector_ops_per_s'] / 1e9:.1f} GFLOP/s, "
+        f"op overhead {r['dispatch_overhead_s'] * 1e6:.2f} us, view {r['view_overhead_s'] * 1e6:.2f} us"
     )
+    r["cache_bytes"] = cache
+    return r
 
+
+SCALARS = ("dram_bytes_per_s", "cache_bytes_per_s", "vector_ops_per_s", "dispatch_overhead_s", "view_overhead_s",
+           "module_overhead_s", "fresh_cold_s", "fresh_warm_s", "matmul_overhead_s", "conv_overhead_s")  # fmt: skip
+
+
+def _combine(rounds: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, float]]:
+    """The per-figure median over rounds (every GEMM and convolution time too), and each scalar figure's
+    spread: (largest - smallest) / median over the rounds."""
+    med: dict[str, Any] = {k: statistics.median(r[k] for r in rounds) for k in SCALARS}
+    spread = {k: (max(r[k] for r in rounds) - min(r[k] for r in rounds)) / med[k] if med[k] else 0.0 for k in SCALARS}
+    med["cache_bytes"] = rounds[0]["cache_bytes"]
+    med["gemm"] = {}
+    for dt, rows in rounds[0]["gemm"].items():
+        out = []
+        for i, row in enumerate(rows):
+            sec = statistics.median(r["gemm"][dt][i]["seconds"] for r in rounds)
+            out.append({**row, "seconds": sec, "flops_per_s": 2 * row["m"] * row["n"] * row["k"] / sec})
+        med["gemm"][dt] = out
+    med["conv"] = [
+        {**row, "seconds": statistics.median(r["conv"][i]["seconds"] for r in rounds)}
+        for i, row in enumerate(rounds[0]["conv"])
+    ]
+    peak = [max(x["flops_per_s"] for x in r["gemm"]["float32"]) for r in rounds]
+    spread["gemm_peak_float32"] = (max(peak) - min(peak)) / statistics.median(peak)
+    return med, spread
+
+
+def calibrate(
+    quick: bool = False, progress: Callable[[str], None] | None = None, rounds: int = ROUNDS
+) -> dict[str, Any]:
+    """Measure `rounds` whole rounds and keep each figure's median (a round a busy machine disturbed
+    is outvoted, not averaged in); returns a dict of figures (also the input of `device_toml`), with
+    `spread`: each figure's (max - min) / median over the rounds."""
+    say = progress or (lambda _msg: None)
+    threads = torch.get_num_threads()
+    runs = []
+    for i in range(rounds):
+        if rounds > 1:
+            say(f"round {i + 1} of {rounds}")
+        runs.append(_raw(quick, say))
+    raw, spread = _combine(runs)
+    gemm, conv_rows = raw["gemm"], raw["conv"]
+    class_overhead = {"matmul": raw["matmul_overhead_s"], "conv": raw["conv_overhead_s"]}
+    cold, warm = raw["fresh_cold_s"], raw["fresh_warm_s"]
+    fresh = 1 << 24
+    # a difference of two timings: when noise swallows it, the cost is not measurable here (left out)
+    fresh_bw = fresh * 4 / (cold - warm) if cold > 1.1 * warm else None
     peaks = {dt: max(r["flops_per_s"] for r in rows) for dt, rows in gemm.items()}
     fit = _fit_half_dims(gemm["float32"], class_overhead["matmul"])
     peaks["float32"] = fit["peak"]
@@ -173,6 +224,9 @@ def calibrate(quick: bool = False, progress: Callable[[str], None] | None = None
     conv_eff = min(max(conv_eff, 0.05), 2.0)  # the device file's valid range; noise can push past it
     fresh_text = f"{fresh_bw / 1e9:.1f} GB/s" if fresh_bw else "not measurable (noise)"
     say(f"conv efficiency vs the GEMM model {conv_eff:.2f}, fresh-page bandwidth {fresh_text}")
+    if rounds > 1:
+        wide = ", ".join(f"{k} {v:.0%}" for k, v in sorted(spread.items(), key=lambda kv: -kv[1])[:3])
+        say(f"median of {rounds} rounds; widest spreads: {wide}")
     return {
         "cpu": _cpu_name(),
         "threads": threads,
@@ -182,17 +236,19 @@ def calibrate(quick: bool = False, progress: Callable[[str], None] | None = None
         "peak_ops_per_s": peaks,
         "gemm_half_dims": fit["half_dims"],
         "gemm_fit_mean_log_error": fit["error"],
-        "module_overhead_s": module_overhead,
+        "module_overhead_s": raw["module_overhead_s"],
         "class_overhead_s": class_overhead,
         "conv_efficiency": conv_eff,
         "fresh_alloc_bytes_per_s": fresh_bw,
-        "dram_bytes_per_s": dram_bw,
-        "cache_bytes": cache,
-        "cache_bytes_per_s": cache_bw,
-        "vector_ops_per_s": vec,
-        "dispatch_overhead_s": op_overhead,
-        "view_overhead_s": view_overhead,
+        "dram_bytes_per_s": raw["dram_bytes_per_s"],
+        "cache_bytes": raw["cache_bytes"],
+        "cache_bytes_per_s": raw["cache_bytes_per_s"],
+        "vector_ops_per_s": raw["vector_ops_per_s"],
+        "dispatch_overhead_s": raw["dispatch_overhead_s"],
+        "view_overhead_s": raw["view_overhead_s"],
         "memory_bytes": float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")),
+        "rounds": rounds,
+        "spread": spread,
     }
 
 

@@ -101,6 +101,7 @@ class OpCost:
     flops: int
     utilization: float  # useful flops / (time x peak of the unit used)
     fallback: bool
+    latency_s: float = 0.0  # the kernel's fixed duration on the device beyond its work (compute.kernel_latency_s)
 
 
 BY_KEYS = ("op_class", "module", "layer", "phase", "unit")
@@ -249,9 +250,10 @@ def _matrix_seconds(device: Device, fmt: str, rec: OpRecord) -> float:
 
 def _op_on(
     device: Device, prec: Precision, rec: OpRecord, scale: float, model_bytes: float, launch_s: float | None = None
-) -> tuple[float, float, float, float, Unit, float]:
-    """(compute_s, memory_s, overhead_s, energy_j, unit, peak used) for an op that runs on `device`;
-    `launch_s`: what starting its kernel costs under a compiling stack (None: the device's eager dispatch)."""
+) -> tuple[float, float, float, float, Unit, float, float]:
+    """(compute_s, memory_s, overhead_s, energy_j, unit, peak used, latency_s) for an op that runs on
+    `device`; `launch_s`: what starting its kernel costs under a compiling stack (None: the device's eager
+    dispatch, which already exceeds a kernel's fixed latency, so that is added only when compiled)."""
     wscale = traffic_scale(prec.weights) if prec.weight_format else None
     memory_s, memory_j, _ = _memory(device, rec, scale, model_bytes, wscale)
     dequant_ops = 0.0
@@ -275,10 +277,18 @@ def _op_on(
     overhead = device.compute.class_overhead_s.get(rec.op_class, launch)
     if device.compute.fresh_alloc_bytes_per_s and rec.bytes_written * scale >= FRESH_ALLOC_THRESHOLD:
         memory_s += rec.bytes_written * scale / device.compute.fresh_alloc_bytes_per_s
-    time_s = max(compute_s, memory_s) + overhead
+    latency = 0.0
+    if launch_s is not None and rec.op_class in MATRIX_CLASSES and device.compute.kernel_latency_s:
+        # a compiled GEMM kernel: its fixed duration, and the epilogue writing each output tile after the
+        # tile's main loop (not overlapped with it: the K-independent part of XLA's H100 GEMM times)
+        cap = device.on_chip.capacity_bytes if device.on_chip is not None else 0.0
+        epilogue = min(memory_s, rec.bytes_written * scale / _level(device, rec.bytes * scale <= cap)[0])
+        memory_s -= epilogue
+        latency = device.compute.kernel_latency_s + epilogue
+    time_s = max(compute_s, memory_s) + overhead + latency
     vec_j = dequant_ops * device.energy_pj_per_op("float32", matrix=False) * 1e-12 if dequant_ops else 0.0
     energy = rec.flops * e_op * 1e-12 + vec_j + memory_j + device.power.idle_w * time_s
-    return compute_s, memory_s, overhead, energy, unit, peak
+    return compute_s, memory_s, overhead, energy, unit, peak, latency
 
 
 def _row(
@@ -290,15 +300,16 @@ def _row(
     nbytes: float,
     peak: float,
     fallback: bool,
+    latency: float = 0.0,
 ) -> OpCost:
-    """An OpCost for `rec`; parts = (compute, memory, overhead, transfer) seconds."""
+    """An OpCost for `rec`; parts = (compute, memory, overhead, transfer) seconds, plus the kernel's latency."""
     c, m, o, transfer = parts
-    time_s = max(c, m) + o + transfer
+    time_s = max(c, m) + o + transfer + latency
     util = rec.flops / (time_s * peak) if time_s and peak else 0.0
     return OpCost(
         index=rec.index, op=rec.op, module=rec.module, op_class=rec.op_class, phase=rec.phase, unit=unit,
         time_s=time_s, compute_s=c, memory_s=m, overhead_s=o, transfer_s=transfer, bound=bound, energy_j=energy,
-        bytes=nbytes, flops=rec.flops, utilization=util, fallback=fallback,
+        bytes=nbytes, flops=rec.flops, utilization=util, fallback=fallback, latency_s=latency,
     )  # fmt: skip
 
 
@@ -325,17 +336,17 @@ def _cost(
     )
     if to_host and host is not None and device.host_link is not None:
         fp32_model = model_bytes / traffic_scale(prec.weights)
-        c, m, o, e, _unit, peak = _op_on(host, resolve_precision(host, "float32"), rec, 1.0, fp32_model)
+        c, m, o, e, _unit, peak, _lat = _op_on(host, resolve_precision(host, "float32"), rec, 1.0, fp32_model)
         moved = rec.bytes * scale
         link = device.host_link  # inputs over, outputs back: two messages, each paying the link's latency
         transfer = moved / link.bandwidth_bytes_per_s + 2 * link.latency_s
         energy = e + moved * LINK_PJ_PER_BYTE * 1e-12 + device.power.idle_w * (max(c, m) + o + transfer)
         bound = Bound.TRANSFER if transfer >= max(c, m, o) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
         return _row(rec, Unit.HOST, (c, m, o, transfer), bound, energy, moved, peak, True)
-    c, m, o, e, unit, peak = _op_on(device, prec, rec, scale, model_bytes, launch_s)
-    bound = Bound.OVERHEAD if o > max(c, m) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
+    c, m, o, e, unit, peak, lat = _op_on(device, prec, rec, scale, model_bytes, launch_s)
+    bound = Bound.OVERHEAD if o + lat > max(c, m) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
     fallback = prec.how is How.VECTOR and rec.op_class in MATRIX_CLASSES
-    return _row(rec, unit, (c, m, o, 0.0), bound, e, rec.bytes * scale, peak, fallback)
+    return _row(rec, unit, (c, m, o, 0.0), bound, e, rec.bytes * scale, peak, fallback, lat)
 
 
 def compiled(trace: Trace, stack: Stack) -> Trace:

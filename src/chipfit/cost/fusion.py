@@ -10,7 +10,9 @@ outside it reads (or that nothing reads: the step's outputs, what the backward k
 that stay inside never touch DRAM. The rules, each switched by the stack (`hardware.stacks.Stack`, data
 in hardware/stacks.toml with a source per rule):
 
-- views cost nothing (no kernel);
+- views cost nothing (no kernel), and neither do layout copies that only GEMMs, convolutions or
+  attention read (`_absorbed`: the compiler passes a strided operand instead, as Inductor's
+  reinterpret_tensor and TensorRT's shuffle fusion do);
 - inference BatchNorm after a convolution is folded into the convolution's weights and bias
   (`fold_batchnorm`): no work, no bytes;
 - epilogue fusion (`epilogue`): an elementwise op whose input is a GEMM's or convolution's only
@@ -74,20 +76,45 @@ def _out_bytes(rec: OpRecord, i: int) -> int:
 Graph = tuple[list[list[int | None]], dict[int, set[int]], dict[tuple[int, int], set[int]]]
 
 
-def _graph(trace: Trace) -> Graph:
+def _absorbed(trace: Trace) -> dict[int, int]:
+    """Layout copies a compiler never runs: a data-movement op with one input and one output (clone,
+    contiguous, an expand's copy) read only by GEMMs, convolutions or attention gets folded into their
+    operand load as a strided access (Inductor hands extern GEMMs a reinterpret_tensor; TensorRT fuses
+    shuffles). Returns {copy's output tensor id: its input's id}."""
+    recs = trace.records
+    producer: dict[int, int] = {}
+    readers: dict[int, set[int]] = defaultdict(set)
+    for r in recs:
+        if r.is_view:
+            continue
+        for t in r.reads:
+            if t in producer:
+                readers[producer[t]].add(r.index)
+        for t in r.writes:
+            producer[t] = r.index
+    return {
+        r.writes[0]: r.reads[0]
+        for r in recs
+        if r.op_class == OpClass.DATA_MOVEMENT.value and not r.is_view and len(r.reads) == 1 and len(r.writes) == 1
+        and readers[r.index] and all(recs[i].op_class in MATRIX for i in readers[r.index])
+    }  # fmt: skip
+
+
+def _graph(trace: Trace, alias: dict[int, int]) -> Graph:
     """(for each record, the producer of each input or None; for each record, the records reading
     any of its outputs; for each (producer, tensor id), the records reading it). Views pass ids
-    through and produce nothing."""
+    through and produce nothing; so do absorbed layout copies (`alias`: their output id -> input id)."""
     producer: dict[int, int] = {}
     preds: list[list[int | None]] = []
     readers: dict[int, set[int]] = defaultdict(set)
     tensor_readers: dict[tuple[int, int], set[int]] = defaultdict(set)
     for r in trace.records:
-        ps = [producer.get(t) for t in r.reads]
+        reads = [alias.get(t, t) for t in r.reads]
+        ps = [producer.get(t) for t in reads]
         preds.append(ps)
-        if r.is_view:
+        if r.is_view or (r.writes and r.writes[0] in alias):
             continue
-        for t, p in zip(r.reads, ps, strict=True):
+        for t, p in zip(reads, ps, strict=True):
             if p is not None:
                 readers[p].add(r.index)
                 tensor_readers[(p, t)].add(r.index)
@@ -101,12 +128,13 @@ def kernels(trace: Trace, stack: Stack) -> list[Kernel]:
     if stack.execution is Execution.EAGER:
         kinds = [("matrix" if r.op_class in MATRIX else "other", r.index) for r in trace.records if not r.is_view]
         return [Kernel(kind, [i]) for kind, i in kinds]
-    preds, readers, _ = _graph(trace)
+    alias = _absorbed(trace)
+    preds, readers, _ = _graph(trace, alias)
     recs = trace.records
     out: list[Kernel] = []
     where: dict[int, int] = {}  # record -> its kernel
     for r in recs:
-        if r.is_view:
+        if r.is_view or (r.writes and r.writes[0] in alias):
             continue
         k = _join(r, preds[r.index], readers, where, out, stack, trace.mode == "inference")
         if k is None:
@@ -156,8 +184,8 @@ def _join(
 
 
 def _fused_record(
-    trace: Trace, k: Kernel, index: int, readers: dict[int, set[int]], preds: list[list[int | None]],
-    tensor_readers: dict[tuple[int, int], set[int]],
+    trace: Trace, k: Kernel, index: int, preds: list[list[int | None]],
+    tensor_readers: dict[tuple[int, int], set[int]], alias: dict[int, int],
 ) -> OpRecord:  # fmt: skip
     """The kernel as one record: its flops, the bytes it reads from outside (each tensor once) and the
     bytes it writes for readers outside (or for nobody: the step's outputs)."""
@@ -168,7 +196,8 @@ def _fused_record(
     read = param = 0
     for i in k.members:
         m = recs[i]
-        for t, size, is_param, p in zip(m.reads, m.read_sizes, m.read_params, preds[i], strict=True):
+        for t0, size, is_param, p in zip(m.reads, m.read_sizes, m.read_params, preds[i], strict=True):
+            t = alias.get(t0, t0)
             if (p is not None and p in inside) or t in seen:
                 continue  # produced inside the kernel, or already read by it
             seen.add(t)
@@ -199,9 +228,10 @@ def compile_trace(trace: Trace, stack: Stack | str) -> Trace:
         return trace
     if trace.records and not any(r.reads for r in trace.records):  # an op without tensor inputs can come first
         raise InputError(f"trace {trace.model!r} has no dataflow (saved by an older chipfit): trace it again")
-    preds, readers, tensor_readers = _graph(trace)
+    alias = _absorbed(trace)
+    preds, _, tensor_readers = _graph(trace, alias)
     ks = kernels(trace, stack)
-    records = [_fused_record(trace, k, i, readers, preds, tensor_readers) for i, k in enumerate(ks)]
+    records = [_fused_record(trace, k, i, preds, tensor_readers, alias) for i, k in enumerate(ks)]
     # allocations (empty, zeros of nothing) are no kernels in a compiled program
     records = [dataclasses.replace(r, index=i) for i, r in enumerate(x for x in records if x.flops or x.bytes)]
     return dataclasses.replace(trace, records=records, module_calls=0)

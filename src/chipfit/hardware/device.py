@@ -239,6 +239,10 @@ class Compute:
     gemm_half_dims: tuple[float, float, float] | None = None  # Hockney n1/2 of (M, N, K) for the simd model
     class_efficiency: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))  # e.g. conv vs GEMM
     fresh_alloc_bytes_per_s: float = 0.0  # eager CPU: first touch of outputs >= 32 MB (glibc mmap threshold)
+    # the shortest a matrix-unit kernel runs on the device (prologue, first loads, epilogue), launch excluded:
+    # what a compiled stack's GEMM costs beyond its work (eager's dispatch already exceeds it); 0: not known
+    kernel_latency_s: float = 0.0
+    kernel_latency_source: Source | None = None
     efficiency_source: Source = Source("assumed", "default")
 
 

@@ -86,6 +86,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "gemm_half_dims": (0, 1e5, "matrix dimension"),
     "class_efficiency": (0.01, 2.0, "a multiplier of the GEMM model's speed"),
     "fresh_alloc_bytes_per_s": (1e7, 1e13, "bytes per second"),
+    "kernel_latency_s": (1e-8, 1e-3, "seconds (1 us = 1e-6)"),
 }
 
 TOP_KEYS = {
@@ -98,7 +99,7 @@ SECTION_KEYS = {
         "peak_ops_per_s", "accumulate", "source", "vector_ops_per_s", "vector_source", "units",
         "dispatch_overhead_s", "overhead_source", "kernel_tile_mnk", "matmul_efficiency", "efficiency_source",
         "view_overhead_s", "module_overhead_s", "class_overhead_s", "gemm_half_dims", "class_efficiency",
-        "fresh_alloc_bytes_per_s",
+        "fresh_alloc_bytes_per_s", "kernel_latency_s", "kernel_latency_source",
     },
     "matrix_unit": {"kind", "count", "rows", "cols", "depth", "clock_hz", "source", "dataflow"},
     "memory": {"kind", "capacity_bytes", "bandwidth_bytes_per_s", "source", "energy_pj_per_byte", "energy_source"},
@@ -361,6 +362,8 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         fresh_alloc_bytes_per_s=(
             _num(ctx, c, "fresh_alloc_bytes_per_s", "compute.") if "fresh_alloc_bytes_per_s" in c else 0.0
         ),
+        kernel_latency_s=_num(ctx, c, "kernel_latency_s", "compute.") if "kernel_latency_s" in c else 0.0,
+        kernel_latency_source=_source(ctx, c, "kernel_latency_source", "compute.") if "kernel_latency_s" in c else None,
         matmul_efficiency=_num(ctx, c, "matmul_efficiency", "compute.")
         if "matmul_efficiency" in c
         else DEFAULT_EFFICIENCY,

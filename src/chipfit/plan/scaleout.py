@@ -85,12 +85,13 @@ class StepParts:
         return cls(
             step_s=est.latency_s,
             backward_s=sum(r.time_s for r in est.rows if r.phase == Phase.BACKWARD),
-            matrix_work_s=sum(r.time_s - r.overhead_s for r in matrix),
-            matrix_overhead_s=sum(r.overhead_s for r in matrix),
+            # a kernel's launch and its fixed latency are paid on every chip: never split
+            matrix_work_s=sum(r.time_s - r.overhead_s - r.latency_s for r in matrix),
+            matrix_overhead_s=sum(r.overhead_s + r.latency_s for r in matrix),
             other_s=sum(r.time_s for r in est.rows if r.unit is not Unit.MATRIX),
             tp_allreduce_bytes=tuple(sorted(pairs.items())),
-            work_s=sum(r.time_s - r.overhead_s for r in est.rows),
-            overhead_s=sum(r.overhead_s for r in est.rows),
+            work_s=sum(r.time_s - r.overhead_s - r.latency_s for r in est.rows),
+            overhead_s=sum(r.overhead_s + r.latency_s for r in est.rows),
             mean_output_bytes=sum(written) / max(len(written), 1) * scale,
             grads_bytes=trace.footprint.grads_bytes * scale,  # all-reduced at the compute format
             energy_j=est.energy_j,
