@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, machine, write_result
 from chipfit.cost import estimate
 from chipfit.cost.calibrate import calibrate, device_toml, write_device_file
-from chipfit.cost.fusion import MATRIX, kernels
+from chipfit.cost.fusion import kernels
 from chipfit.hardware.loader import load_devices
 from chipfit.hardware.stacks import get_stack
 from chipfit.models import get_model
@@ -175,7 +175,8 @@ def main() -> None:
             f"{ee:+.0%} | {i['compiled_s'] * 1e3:.3f} | {r['predicted_compiled_s'] * 1e3:.3f} | {ec:+.0%} | "
             f"{i['compile_s']:.0f} |"
         )
-    lines += ["", f"Median absolute error of the compiled prediction: {statistics.median(abs(e) for e in errs):.0%}.", "",
+    med = statistics.median(abs(e) for e in errs)
+    lines += ["", f"Median absolute error of the compiled prediction: {med:.0%}.", "",
               "Kernel lists (Inductor's wrapper calls, in order; chipfit's kernels named by their first op, +N fused):",
               ""]  # fmt: skip
     for r in rows:
@@ -183,8 +184,9 @@ def main() -> None:
                   f"  chipfit: {', '.join(r['chipfit']['names'])}"]  # fmt: skip
     write_result("inductor_kernels.md", "\n".join(lines) + "\n")
     if args.record:
-        keep = [{"model": r["model"], "batch": r["batch"], "seq": r["seq"],
-                 **{k: r["inductor"][k] for k in ("kernels", "generated", "library", "bytes")}} for r in rows]  # fmt: skip
+        fields = ("kernels", "generated", "library", "bytes")
+        keep = [{"model": r["model"], "batch": r["batch"], "seq": r["seq"], **{k: r["inductor"][k] for k in fields}}
+                for r in rows]  # fmt: skip
         RECORDING.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(RECORDING, json.dumps({"torch": torch.__version__, "cases": keep}, indent=1) + "\n")
     print("\n".join(lines))

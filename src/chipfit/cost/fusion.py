@@ -23,8 +23,8 @@ in hardware/stacks.toml with a source per rule):
   dropout) and a second batched GEMM reading the probabilities is one FlashAttention-style kernel:
   no S x S tensor in memory;
 
-and an op joins a kernel only when every other input it reads was produced before that kernel (no
-cycles). The literal eager execution (stack "eager": one kernel per op) is `trace` itself.
+and an op joins a kernel only when no other input it reads comes from a kernel that depends on that
+kernel (no cycles). The literal eager execution (stack "eager": one kernel per op) is `trace` itself.
 """
 
 from __future__ import annotations
@@ -131,16 +131,22 @@ def kernels(trace: Trace, stack: Stack) -> list[Kernel]:
     alias = _absorbed(trace)
     preds, readers, _ = _graph(trace, alias)
     recs = trace.records
+    scores = _attention_scores(trace, preds, readers) if stack.attention else set()
     out: list[Kernel] = []
     where: dict[int, int] = {}  # record -> its kernel
+    deps: list[int] = []  # per kernel, a bit set of the kernels it depends on (itself included)
     for r in recs:
         if r.is_view or (r.writes and r.writes[0] in alias):
             continue
-        k = _join(r, preds[r.index], readers, where, out, stack, trace.mode == "inference")
+        k = _join(r, preds[r.index], readers, where, out, stack, trace.mode == "inference", scores, deps)
         if k is None:
             kind = "matrix" if r.op_class in MATRIX else "pointwise" if r.op_class in POINTWISE else "other"
             out.append(Kernel(kind, [r.index], matmuls=int(r.op_class == OpClass.MATMUL.value)))
             k = len(out) - 1
+            deps.append(1 << k)
+        for p in preds[r.index]:
+            if p is not None:
+                deps[k] |= deps[where[p]]
         where[r.index] = k
     return out
 
@@ -153,20 +159,23 @@ def _join(
     out: list[Kernel],
     stack: Stack,
     inference: bool,
+    scores: set[int],
+    deps: list[int],
 ) -> int | None:
-    """The kernel `r` joins, or None (a kernel of its own); updates that kernel."""
+    """The kernel `r` joins, or None (a kernel of its own); updates that kernel. `scores`: the
+    elementwise ops between an attention's first batched GEMM and its softmax (scale, mask)."""
     for p in preds:
         if p is None or readers[p] != {r.index}:
             continue  # an input from outside the graph, or one that something else reads too
         k = where[p]
         kern = out[k]
-        if any(q is not None and where.get(q, -1) > k for q in preds):
-            continue  # another input comes from a later kernel: joining would make a cycle
+        if any(q is not None and where[q] != k and deps[where[q]] >> k & 1 for q in preds):
+            continue  # another input comes from a kernel that depends on this one: joining would make a cycle
         cls = r.op_class
         if stack.fold_batchnorm and inference and r.op in BATCHNORM and kern.kind == "matrix" and not kern.softmax:
             kern.folded.append(r.index)
             return k
-        if kern.kind == "matrix" and stack.epilogue and cls == OpClass.ELEMENTWISE.value:
+        if kern.kind == "matrix" and cls == OpClass.ELEMENTWISE.value and (stack.epilogue or r.index in scores):
             kern.members.append(r.index)
             return k
         if kern.kind == "matrix" and stack.attention and cls == OpClass.SOFTMAX.value and kern.matmuls == 1:
@@ -181,6 +190,33 @@ def _join(
             kern.members.append(r.index)
             return k
     return None
+
+
+def _attention_scores(trace: Trace, preds: list[list[int | None]], readers: dict[int, set[int]]) -> set[int]:
+    """The elementwise ops on a chain batched GEMM -> elementwise* -> softmax, each the only reader of
+    the one before: an attention's scaling and masking, which a fused attention kernel takes in even
+    where the stack fuses no other epilogue (Inductor's fuse_attention patterns)."""
+    recs = trace.records
+    out: set[int] = set()
+    for r in recs:
+        if r.op_class != OpClass.SOFTMAX.value:
+            continue
+        chain: list[int] = []
+        cur = r.index
+        while True:
+            on_chain = (OpClass.MATMUL.value, OpClass.ELEMENTWISE.value)  # other inputs: a mask, a bias
+            ps = [p for p in preds[cur] if p is not None and readers[p] == {cur} and recs[p].op_class in on_chain]
+            if len(ps) != 1:
+                break
+            p = ps[0]
+            if recs[p].op_class == OpClass.MATMUL.value:
+                out.update(chain)
+                break
+            if recs[p].op_class != OpClass.ELEMENTWISE.value:
+                break
+            chain.append(p)
+            cur = p
+    return out
 
 
 def _fused_record(
