@@ -139,7 +139,7 @@ def _execution_reason(rows: Sequence[PlanRow], execution: str | None) -> str:
             names.append(r.device)
     parts = [f"{get_stack(s).display_name} ({', '.join(d)})" for s, d in sorted(by.items())]
     how = "each device's own stack" if execution is None else f"--execution {execution}"
-    return f"Execution ({how}; docs/cost.md#execution): {'; '.join(parts)}."
+    return f"Execution ({how}; docs/cost.md, Execution): {'; '.join(parts)}."
 
 
 def _unjoined_reasons(result: Plan, devices: Sequence[str | Device], chips: Sequence[int], training: bool) -> None:
