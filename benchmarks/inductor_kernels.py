@@ -46,6 +46,18 @@ CASES = [("mlp", 8, None), ("digits-cnn", 8, None), ("bert-base", 1, 32), ("deco
 CALL = re.compile(r"\b(cpp_fused_\w+|extern_kernels\.\w+|torch\.ops\.\w+\.\w+(?:\.\w+)?)\(")
 
 
+def _best(fn: Any, inputs: list[Any], warmup: int = 3, repeats: int = 7) -> float:
+    """The least seconds of one call over `repeats` timed calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn(*inputs)
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(*inputs)
+        samples.append(time.perf_counter() - t)
+    return min(samples)
+
+
 def inductor_kernels(name: str, batch: int, seq: int | None) -> dict[str, Any]:
     """Compile the model with Inductor; the kernels its wrapper calls, in order, and the bytes it counts."""
     import torch._inductor.metrics as metrics
@@ -62,21 +74,7 @@ def inductor_kernels(name: str, batch: int, seq: int | None) -> dict[str, Any]:
         t = time.perf_counter()
         _, codes = run_and_get_code(compiled, *inputs)
         compile_s = time.perf_counter() - t
-        for _ in range(3):
-            compiled(*inputs)
-        samples = []
-        for _ in range(7):
-            t = time.perf_counter()
-            compiled(*inputs)
-            samples.append(time.perf_counter() - t)
-        eager = model
-        for _ in range(3):
-            eager(*inputs)
-        esamples = []
-        for _ in range(7):
-            t = time.perf_counter()
-            eager(*inputs)
-            esamples.append(time.perf_counter() - t)
+        compiled_s, eager_s = _best(compiled, inputs), _best(model, inputs)
     torch._logging.set_logs()
     calls = []
     for code in codes:
@@ -91,7 +89,7 @@ def inductor_kernels(name: str, batch: int, seq: int | None) -> dict[str, Any]:
         "generated": sum(c.startswith("cpp_fused") for c in calls),
         "library": sum(not c.startswith("cpp_fused") for c in calls),
         "bytes": int(metrics.num_bytes_accessed), "compile_s": compile_s,
-        "compiled_s": min(samples), "eager_s": min(esamples),
+        "compiled_s": compiled_s, "eager_s": eager_s,
     }  # fmt: skip
 
 
