@@ -224,7 +224,7 @@ def _level(device: Device, fits_on_chip: bool) -> tuple[float, float]:
 def _memory(
     device: Device, rec: OpRecord, scale: float, model_bytes: float, wscale: float | None = None
 ) -> tuple[float, float, float]:
-    """(seconds, joules, bytes): weights stream from main memory unless the whole model fits on chip;
+    """(seconds, joules, activations' bytes/s): weights stream from main memory unless the whole model fits on chip;
     activations come from on-chip memory when the op's working set fits there. `wscale`: the
     weights' bytes per traced byte when they are stored narrower than the math (weight-only)."""
     cap = device.on_chip.capacity_bytes if device.on_chip is not None else 0.0
@@ -232,7 +232,7 @@ def _memory(
     acts = (rec.bytes - rec.param_bytes) * scale
     w_bw, w_pj = _level(device, model_bytes <= cap)
     a_bw, a_pj = _level(device, rec.bytes * scale <= cap)
-    return weights / w_bw + acts / a_bw, (weights * w_pj + acts * a_pj) * 1e-12, weights + acts
+    return weights / w_bw + acts / a_bw, (weights * w_pj + acts * a_pj) * 1e-12, a_bw
 
 
 def _matrix_seconds(device: Device, fmt: str, rec: OpRecord) -> float:
@@ -255,7 +255,7 @@ def _op_on(
     `device`; `launch_s`: what starting its kernel costs under a compiling stack (None: the device's eager
     dispatch, which already exceeds a kernel's fixed latency, so that is added only when compiled)."""
     wscale = traffic_scale(prec.weights) if prec.weight_format else None
-    memory_s, memory_j, _ = _memory(device, rec, scale, model_bytes, wscale)
+    memory_s, memory_j, acts_bw = _memory(device, rec, scale, model_bytes, wscale)
     dequant_ops = 0.0
     if rec.op_class in MATRIX_CLASSES and prec.how is not How.VECTOR:
         fmt = prec.format if device.peak(prec.format) else device.formats[0]
@@ -281,8 +281,7 @@ def _op_on(
     if launch_s is not None and rec.op_class in MATRIX_CLASSES and device.compute.kernel_latency_s:
         # a compiled GEMM kernel: its fixed duration, and the epilogue writing each output tile after the
         # tile's main loop (not overlapped with it: the K-independent part of XLA's H100 GEMM times)
-        cap = device.on_chip.capacity_bytes if device.on_chip is not None else 0.0
-        epilogue = min(memory_s, rec.bytes_written * scale / _level(device, rec.bytes * scale <= cap)[0])
+        epilogue = min(memory_s, rec.bytes_written * scale / acts_bw)
         memory_s -= epilogue
         latency = device.compute.kernel_latency_s + epilogue
     time_s = max(compute_s, memory_s) + overhead + latency

@@ -82,16 +82,7 @@ def _absorbed(trace: Trace) -> dict[int, int]:
     operand load as a strided access (Inductor hands extern GEMMs a reinterpret_tensor; TensorRT fuses
     shuffles). Returns {copy's output tensor id: its input's id}."""
     recs = trace.records
-    producer: dict[int, int] = {}
-    readers: dict[int, set[int]] = defaultdict(set)
-    for r in recs:
-        if r.is_view:
-            continue
-        for t in r.reads:
-            if t in producer:
-                readers[producer[t]].add(r.index)
-        for t in r.writes:
-            producer[t] = r.index
+    _, readers, _ = _graph(trace, {})
     return {
         r.writes[0]: r.reads[0]
         for r in recs
