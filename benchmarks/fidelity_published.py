@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import statistics
 import sys
 import time
@@ -39,7 +40,7 @@ from _common import command_line, machine, write_result
 from chipfit.cost import estimate
 from chipfit.cost.estimate import Unit
 from chipfit.errors import InputError
-from chipfit.hardware import load_catalog
+from chipfit.hardware import Device, load_catalog
 from chipfit.models import get_model
 from chipfit.trace import Trace, trace
 
@@ -94,13 +95,18 @@ class _MatMul(nn.Module):
         return torch.matmul(a, b)
 
 
-def gemm_kernel_s(dev: str, dtype: str, m: int, n: int, k: int, batch: int) -> float:
-    """One GEMM's kernel time on `dev` as chipfit prices it: the matrix kernel's time less its host launch."""
+@functools.cache
+def gemm_trace(m: int, n: int, k: int, batch: int) -> Trace:
+    """The trace of one (batched) matmul."""
     with FakeTensorMode():
         a = torch.empty(batch, m, k) if batch > 1 else torch.empty(m, k)
         b = torch.empty(batch, k, n) if batch > 1 else torch.empty(k, n)
-        tr = trace(_MatMul(), [a, b])
-    e = estimate(tr, dev, dtype)
+        return trace(_MatMul(), [a, b])
+
+
+def gemm_kernel_s(dev: str | Device, dtype: str, m: int, n: int, k: int, batch: int) -> float:
+    """One GEMM's kernel time on `dev` as chipfit prices it: the matrix kernel's time less its host launch."""
+    e = estimate(gemm_trace(m, n, k, batch), dev, dtype)
     return sum(r.time_s - r.overhead_s for r in e.rows if r.unit is Unit.MATRIX)
 
 

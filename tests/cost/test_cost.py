@@ -13,6 +13,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from chipfit.cost import estimate, resolve_precision, systolic_cycles
 from chipfit.cost.units import systolic_time, tiled_time
 from chipfit.hardware import Device, get_device, load_catalog
+from chipfit.hardware.device import FrozenMap
 from chipfit.models import get_model
 from chipfit.trace import Trace, trace
 
@@ -50,8 +51,13 @@ def test_systolic_time_on_a_device() -> None:
         systolic_cycles(8, 8, 8, 8, 8, "row-stationary")
 
 
+def _no_wave_latency(dev: Device) -> Device:
+    c = dataclasses.replace(dev.compute, wave_latency_s=0.0, wave_latency_format_s=FrozenMap({}))
+    return dataclasses.replace(dev, compute=c)
+
+
 def test_tile_and_wave_quantization() -> None:
-    h100 = get_device("h100-sxm")  # 132 SMs
+    h100 = _no_wave_latency(get_device("h100-sxm"))  # 132 SMs; the work alone (each wave's latency: below)
     unit = h100.matrix_units[0]
     # tile quantization: 1 row costs a whole 16-row tile
     gemv = tiled_time(h100, unit, "bfloat16", (1, 4096, 4096, 1))
@@ -66,6 +72,25 @@ def test_tile_and_wave_quantization() -> None:
     big = tiled_time(h100, unit, "bfloat16", (8192, 8192, 8192, 1))
     achieved = 2 * 8192**3 / big.seconds
     assert 0.9 * h100.compute.matmul_efficiency < achieved / h100.peak("bfloat16") <= h100.compute.matmul_efficiency
+
+
+@pytest.mark.parametrize("fmt", ["bfloat16", "tfloat32", "float8_e4m3fn"])
+def test_the_wave_latency_is_hidden_behind_long_tiles_and_not_short_ones(fmt: str) -> None:
+    h100 = get_device("h100-sxm")
+    unit = h100.matrix_units[0]
+    fill = h100.compute.wave_latency(fmt)
+    assert fill > 0
+    assert h100.compute.wave_latency("tfloat32") > h100.compute.wave_latency("bfloat16")  # XLA's sm_90 table
+    per_sm = h100.peak(fmt) / 132 * h100.compute.matmul_efficiency
+    # 132 x 3 output tiles of 128 x 256: three waves. K = 4096: each tile's work outlasts the fill, so
+    # only the first fill is exposed; K = 64: each wave waits for its fill
+    for k in (4096, 64):
+        gemm = (128 * 132, 256 * 3, k, 1)
+        work = 2.0 * 128 * 256 * k / per_sm
+        assert tiled_time(_no_wave_latency(h100), unit, fmt, gemm).seconds == pytest.approx(3 * work)
+        expected = fill + work + 2 * max(work, fill)
+        assert tiled_time(h100, unit, fmt, gemm).seconds == pytest.approx(expected)
+    assert 2.0 * 128 * 256 * 4096 / per_sm > fill > 2.0 * 128 * 256 * 64 / per_sm
 
 
 # ------------------------------------------------------------ whole-model estimates and invariants

@@ -184,6 +184,11 @@ def cmd_devices_show(args: argparse.Namespace) -> int:
     s.add_row("compute", f"{cp.units} units, tile {cp.kernel_tile_mnk}", str(cp.source))
     s.add_row("vector", f"{cp.vector_ops_per_s / 1e12:g} TFLOP/s", str(cp.vector_source))
     s.add_row("dispatch", f"{cp.dispatch_overhead_s * 1e6:g} us/op", str(cp.overhead_source))
+    if cp.kernel_latency_source is not None:
+        s.add_row("GEMM kernel latency", f"{cp.kernel_latency_s * 1e6:g} us (compiled)", str(cp.kernel_latency_source))
+    if cp.wave_latency_source is not None:
+        per = "".join(f", {f} {v * 1e6:g} us" for f, v in cp.wave_latency_format_s.items())
+        s.add_row("GEMM wave latency", f"{cp.wave_latency_s * 1e6:g} us{per}", str(cp.wave_latency_source))
     for u in d.matrix_units:
         shape = f"{u.count} x {u.rows}x{u.cols}" + (f"x{u.depth}" if u.depth > 1 else "")
         extra = f", {u.dataflow}" if u.dataflow else ""

@@ -131,7 +131,11 @@ def tiled_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int,
     A kernel cuts the output into tm x tn tiles; partial tiles cost a whole tile (tile
     quantization). Tiles run in waves of `compute.units` (SMs, cores) at once; a partial
     last wave costs a whole wave (wave quantization). A tile takes 2 tm tn K / (peak / units)
-    seconds, divided by the measured (or assumed) large-GEMM efficiency.
+    seconds, divided by the measured (or assumed) large-GEMM efficiency. The device's `wave_latency(fmt)`
+    (a tile's pipeline fill before its first K step and its accumulators' drain after the last) is paid
+    once at the start and once at the end; each further wave takes the longer of its work and that
+    latency, since the next tile's loads are issued while this one computes (a long tile hides them, a
+    short one waits): fill + work + (waves - 1) * max(work, fill).
 
     Like a BLAS library's kernel selection, the model takes the fastest of the candidate
     tilings: tm, tn from 16 up to the device's largest block (`kernel_tile_mnk`), and
@@ -142,6 +146,8 @@ def tiled_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int,
     tm_max, tn_max, _tk = device.compute.kernel_tile_mnk
     units = device.compute.units
     per_unit = device.peak(fmt) / units
+    eff = device.compute.matmul_efficiency
+    wave_s = device.compute.wave_latency(fmt)
     candidates = []  # (seconds, flops spent) per tiling; split 1 is always a candidate
     for tm in [t for t in TILE_CANDIDATES if t <= tm_max] or [tm_max]:
         for tn in [t for t in TILE_CANDIDATES if t <= tn_max] or [tn_max]:
@@ -149,10 +155,12 @@ def tiled_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int,
                 if split > 1 and k // split < 256:
                     break
                 waves = math.ceil(math.ceil(m / tm) * math.ceil(n / tn) * batch * split / units)
-                spent = waves * units * 2.0 * tm * tn * math.ceil(k / split)
-                candidates.append((spent / units / per_unit, spent))
+                tile_flops = 2.0 * tm * tn * math.ceil(k / split)
+                spent = waves * units * tile_flops
+                work_s = tile_flops / per_unit / eff
+                candidates.append((wave_s + work_s + (waves - 1) * max(work_s, wave_s), spent))
     seconds, spent = min(candidates)
-    return GemmTime(seconds / device.compute.matmul_efficiency, spent)
+    return GemmTime(seconds, spent)
 
 
 def half_dims_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int]) -> GemmTime:

@@ -243,7 +243,17 @@ class Compute:
     # what a compiled stack's GEMM costs beyond its work (eager's dispatch already exceeds it); 0: not known
     kernel_latency_s: float = 0.0
     kernel_latency_source: Source | None = None
+    # what each wave of output tiles costs beyond its work (the tile's pipeline fill before its first
+    # K step, and draining its accumulators after the last): a tiled kernel that runs in more waves pays
+    # it once per wave; per-format values where a format's kernels differ (TF32 on sm_90/sm_100); 0: not known
+    wave_latency_s: float = 0.0
+    wave_latency_format_s: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))
+    wave_latency_source: Source | None = None
     efficiency_source: Source = Source("assumed", "default")
+
+    def wave_latency(self, fmt: str) -> float:
+        """Seconds one wave of `fmt` output tiles pays beyond its work (compute.wave_latency_s)."""
+        return self.wave_latency_format_s.get(fmt, self.wave_latency_s)
 
 
 @dataclass(frozen=True)

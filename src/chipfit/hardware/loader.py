@@ -87,6 +87,8 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "class_efficiency": (0.01, 2.0, "a multiplier of the GEMM model's speed"),
     "fresh_alloc_bytes_per_s": (1e7, 1e13, "bytes per second"),
     "kernel_latency_s": (1e-8, 1e-3, "seconds (1 us = 1e-6)"),
+    "wave_latency_s": (0, 1e-3, "seconds per wave of output tiles (1 us = 1e-6)"),
+    "wave_latency_format_s": (0, 1e-3, "seconds per wave of output tiles (1 us = 1e-6)"),
 }
 
 TOP_KEYS = {
@@ -99,7 +101,8 @@ SECTION_KEYS = {
         "peak_ops_per_s", "accumulate", "source", "vector_ops_per_s", "vector_source", "units",
         "dispatch_overhead_s", "overhead_source", "kernel_tile_mnk", "matmul_efficiency", "efficiency_source",
         "view_overhead_s", "module_overhead_s", "class_overhead_s", "gemm_half_dims", "class_efficiency",
-        "fresh_alloc_bytes_per_s", "kernel_latency_s", "kernel_latency_source",
+        "fresh_alloc_bytes_per_s", "kernel_latency_s", "kernel_latency_source", "wave_latency_s",
+        "wave_latency_format_s", "wave_latency_source",
     },
     "matrix_unit": {"kind", "count", "rows", "cols", "depth", "clock_hz", "source", "dataflow"},
     "memory": {"kind", "capacity_bytes", "bandwidth_bytes_per_s", "source", "energy_pj_per_byte", "energy_source"},
@@ -300,6 +303,27 @@ def parse_price(ctx: _Ctx, t: Mapping[str, Any], where: str, source: Source | No
     )
 
 
+def _wave_latency(ctx: _Ctx, c: Mapping[str, Any]) -> dict[str, Any]:
+    """compute.wave_latency_s (every format) and wave_latency_format_s (format = seconds, overriding it),
+    with the source both come from."""
+    if "wave_latency_s" not in c and "wave_latency_format_s" not in c:
+        return {}
+    table = c.get("wave_latency_format_s", {})
+    if not isinstance(table, dict):
+        raise ctx.fail("compute.wave_latency_format_s", "must be a table of format = seconds")
+    per_format = {
+        _fmt(ctx, f"compute.wave_latency_format_s.{k}", k): _num(
+            ctx, table, k, "compute.wave_latency_format_s.", "wave_latency_format_s"
+        )
+        for k in table
+    }
+    return {
+        "wave_latency_s": _num(ctx, c, "wave_latency_s", "compute.") if "wave_latency_s" in c else 0.0,
+        "wave_latency_format_s": frozen_map(per_format),
+        "wave_latency_source": _source(ctx, c, "wave_latency_source", "compute."),
+    }
+
+
 def _class_table(ctx: _Ctx, c: Mapping[str, Any], key: str) -> dict[str, float]:
     raw = c.get(key, {})
     if not isinstance(raw, dict):
@@ -364,6 +388,7 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         ),
         kernel_latency_s=_num(ctx, c, "kernel_latency_s", "compute.") if "kernel_latency_s" in c else 0.0,
         kernel_latency_source=_source(ctx, c, "kernel_latency_source", "compute.") if "kernel_latency_s" in c else None,
+        **_wave_latency(ctx, c),
         matmul_efficiency=_num(ctx, c, "matmul_efficiency", "compute.")
         if "matmul_efficiency" in c
         else DEFAULT_EFFICIENCY,
