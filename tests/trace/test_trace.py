@@ -302,3 +302,38 @@ def test_an_op_without_a_rule_is_costed_through_its_decomposition() -> None:
 
     unc = trace(Sorts(), [torch.randn(4, 16)]).uncosted()
     assert [r.op for r in unc] == ["aten.logcumsumexp.default"]
+
+
+def _layout(out: object) -> list[tuple[tuple[int, ...], tuple[int, ...], torch.dtype]]:
+    ts = [t for t in (out if isinstance(out, tuple) else (out,)) if isinstance(t, torch.Tensor)]
+    return [(tuple(t.shape), t.stride(), t.dtype) for t in ts]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("affine", [True, False])
+def test_fast_outputs_lay_out_what_fake_tensor_mode_does(
+    dtype: torch.dtype, fmt: torch.memory_format, affine: bool
+) -> None:
+    from chipfit.trace.capture import FAST_OUTPUTS
+
+    with FakeTensorMode():
+        x = torch.empty(4, 8, 5, 5, dtype=dtype).contiguous(memory_format=fmt)
+        w, stats = (torch.empty(8) if affine else None), torch.empty(8)
+        for func, fast in FAST_OUTPUTS.items():
+            args = (x, w, w, stats, stats, False, 0.1, 1e-5)
+            assert _layout(fast(args, {})) == _layout(func(*args))
+            assert fast((x, w, w, stats, stats, True, 0.1, 1e-5), {}) is None  # training: the slow path
+
+
+def test_the_fast_outputs_leave_the_trace_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chipfit.trace import capture
+
+    layers = (nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4))
+    model = nn.Sequential(*layers).eval()
+    x = torch.randn(2, 3, 9, 9)
+    fast = trace(model, [x])
+    monkeypatch.setattr(capture, "FAST_OUTPUTS", {})
+    slow = trace(model, [x])
+    assert [r.op for r in fast.records].count("aten.native_batch_norm.default") == 2
+    assert fast.records == slow.records and fast.footprint == slow.footprint
