@@ -145,21 +145,21 @@ def tiled_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int,
     m, n, k, batch = gemm
     tm_max, tn_max, _tk = device.compute.kernel_tile_mnk
     units = device.compute.units
-    per_unit = device.peak(fmt) / units
-    eff = device.compute.matmul_efficiency
+    rate = device.peak(fmt) / units * device.compute.matmul_efficiency  # one unit's achievable ops/s
     wave_s = device.compute.wave_latency(fmt)
-    candidates = []  # (seconds, flops spent) per tiling; split 1 is always a candidate
+    splits = [(s, math.ceil(k / s)) for s in SPLIT_K if s == 1 or k // s >= 256]
+    best = (math.inf, 0.0)  # (seconds, flops spent) of the fastest tiling; split 1 is always a candidate
     for tm in [t for t in TILE_CANDIDATES if t <= tm_max] or [tm_max]:
+        row_tiles = math.ceil(m / tm) * batch
         for tn in [t for t in TILE_CANDIDATES if t <= tn_max] or [tn_max]:
-            for split in SPLIT_K:
-                if split > 1 and k // split < 256:
-                    break
-                waves = math.ceil(math.ceil(m / tm) * math.ceil(n / tn) * batch * split / units)
-                tile_flops = 2.0 * tm * tn * math.ceil(k / split)
-                spent = waves * units * tile_flops
-                work_s = tile_flops / per_unit / eff
-                candidates.append((wave_s + work_s + (waves - 1) * max(work_s, wave_s), spent))
-    seconds, spent = min(candidates)
+            tiles, area_ops = row_tiles * math.ceil(n / tn), 2.0 * tm * tn
+            for split, k_part in splits:
+                waves = -(-tiles * split // units)
+                work_s = area_ops * k_part / rate
+                cand = (wave_s + work_s + (waves - 1) * max(work_s, wave_s), waves * units * area_ops * k_part)
+                if cand < best:
+                    best = cand
+    seconds, spent = best
     return GemmTime(seconds, spent)
 
 
