@@ -255,3 +255,19 @@ def test_a_weight_stationary_array_packs_depthwise_groups_on_its_diagonal() -> N
     one = systolic_time(tpu, unit, "int8", (3136, 1, 9, 1)).seconds
     dw = systolic_time(tpu, unit, "int8", (3136, 1, 9, 144)).seconds
     assert dw == pytest.approx(one * math.ceil(144 / 7))  # 21 folds, not 144
+
+
+def test_a_depthwise_conv_runs_on_a_cpus_vector_unit_and_a_dense_one_on_its_matrix_unit() -> None:
+    from chipfit.cost.estimate import Unit
+
+    xeon, h100 = get_device("xeon-8480"), get_device("h100-sxm")
+    assert xeon.matrix_units[0].kind == "simd" and xeon.matrix_units[0].cols > 1
+    x = torch.randn(2, 64, 14, 14)
+    depthwise, dense = nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.Conv2d(64, 64, 3, padding=1)
+    for conv, on_cpu in ((depthwise, Unit.VECTOR), (dense, Unit.MATRIX)):
+        (row,) = [r for r in estimate(trace(conv, [x]), xeon, "fp32", execution="eager").rows if r.op_class == "conv"]
+        assert row.unit is on_cpu
+        if on_cpu is Unit.VECTOR:  # 2 * N*H*W * C * 9 FLOPs at the vector rate
+            assert row.compute_s == pytest.approx(2 * 2 * 14 * 14 * 64 * 9 / xeon.compute.vector_ops_per_s)
+        (gpu_row,) = [r for r in estimate(trace(conv, [x]), h100, "fp32").rows if r.op_class == "conv"]
+        assert gpu_row.unit is Unit.MATRIX  # a GPU's tiles pay for the narrow groups instead (tile quantization)
