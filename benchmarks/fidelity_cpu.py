@@ -5,7 +5,8 @@ Run: .venv/bin/python benchmarks/fidelity_cpu.py [--quick]
    dispatch overhead).
 2. Each built-in model small enough to run here is timed in eager PyTorch (float32,
    eval mode, inference_mode, random weights) at batch 1, 8 and 32, and so are GEMM and
-   elementwise shapes that are not in the calibration set.
+   elementwise shapes that are not in the calibration set: every case once per round, as many
+   rounds as the calibration, each case's median over the rounds of its per-round best.
 3. chipfit traces the same step on fake tensors and estimates it on the calibrated
    device. Error = (predicted - measured) / measured.
 Writes benchmarks/results/fidelity_cpu.md. Target: median |error| <= 25 %.
@@ -28,6 +29,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, machine, write_result
 from chipfit.cost import estimate
+from chipfit.cost.calibrate import ROUNDS as ROUNDS_CAL
 from chipfit.cost.calibrate import calibrate, device_toml, write_device_file
 from chipfit.hardware.loader import load_devices
 from chipfit.models import get_model
@@ -39,6 +41,7 @@ MODELS = [
 ]  # fmt: skip
 GEMMS = [(4, 768, 768), (16, 3072, 768), (100, 1000, 500), (333, 777, 555), (1500, 1500, 1500), (2, 8192, 2048)]
 ELEMENTWISE = [1 << 12, 1 << 16, 1 << 20, 1 << 23]
+ROUNDS = ROUNDS_CAL  # as many rounds as the calibration measures
 
 
 class _MatMul(nn.Module):
@@ -74,26 +77,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         path = write_device_file(device_toml(cal), Path(d) / "this-cpu.toml")
         dev = load_devices([path], env=False)["this-cpu"]
-    rows: list[tuple[str, str, float, float]] = []
-
-    def record(kind: str, name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...], budget: float) -> None:
-        with torch.inference_mode():
-            measured = measure(lambda: module(*inputs), budget)
-        predicted = estimate(trace(module, inputs), dev, "fp32").latency_s
-        rows.append((kind, name, predicted, measured))
-        print(f"{kind:10s} {name:28s} measured {measured * 1e3:10.3f} ms  predicted {predicted * 1e3:10.3f} ms  "
-              f"error {(predicted - measured) / measured:+.0%}", flush=True)  # fmt: skip
-
+    cases: list[tuple[str, str, nn.Module, tuple[torch.Tensor, ...], float]] = []
     for m, n, k in GEMMS:
-        record("gemm", f"{m}x{n}x{k}", _MatMul(), (torch.randn(m, k), torch.randn(k, n)), 0.5)
+        cases.append(("gemm", f"{m}x{n}x{k}", _MatMul(), (torch.randn(m, k), torch.randn(k, n)), 0.2))
     for n in ELEMENTWISE:
-        record("elementwise", f"gelu {n:,}", _Gelu(), (torch.randn(n),), 0.5)
+        cases.append(("elementwise", f"gelu {n:,}", _Gelu(), (torch.randn(n),), 0.2))
     for name, seq in MODELS:
         spec = get_model(name)
         model = spec.build().eval()
         for batch in (1, 8) if args.quick else (1, 8, 32):
-            inputs = spec.example_inputs(batch, seq)
-            record("model", f"{name} b{batch}", model, inputs, 1.0 if args.quick else 3.0)
+            cases.append(
+                ("model", f"{name} b{batch}", model, spec.example_inputs(batch, seq), 0.4 if args.quick else 1.0)
+            )
+    # every case once per round, ROUNDS rounds, each case's median over the rounds of its per-round best: the
+    # calibration's own statistic, so a minute this shared machine ran slow (microsecond ops here vary 2x
+    # from one minute to the next) moves neither side alone
+    per_round: list[list[float]] = [[] for _ in cases]
+    for r in range(ROUNDS):
+        print(f"measuring, round {r + 1} of {ROUNDS} ...", flush=True)
+        with torch.inference_mode():
+            for i, (_kind, _name, module, inputs, budget) in enumerate(cases):
+                per_round[i].append(measure(lambda m=module, x=inputs: m(*x), budget))
+    rows: list[tuple[str, str, float, float]] = []
+    spreads: list[float] = []
+    for (kind, name, module, inputs, _budget), times in zip(cases, per_round, strict=True):
+        measured = statistics.median(times)
+        spreads.append((max(times) - min(times)) / measured)
+        predicted = estimate(trace(module, inputs), dev, "fp32").latency_s
+        rows.append((kind, name, predicted, measured))
+        print(f"{kind:10s} {name:28s} measured {measured * 1e3:10.3f} ms  predicted {predicted * 1e3:10.3f} ms  "
+              f"error {(predicted - measured) / measured:+.0%}", flush=True)  # fmt: skip
 
     errs = [abs(p - m) / m for _k, _n, p, m in rows]
     model_errs = [abs(p - m) / m for k, _n, p, m in rows if k == "model"]
@@ -115,7 +128,10 @@ def main() -> None:
         f"GEMM half-performance lengths (M, N, K) = {cal['gemm_half_dims']} "
         f"(fit mean log error {cal['gemm_fit_mean_log_error']:.3f}).",
         "",
-        "Measured: eager PyTorch float32, eval mode, inference_mode, best of repeated runs (calibration likewise). "
+        f"Measured: eager PyTorch float32, eval mode, inference_mode; every case once per round, {ROUNDS} rounds, "
+        "each case's median over the rounds of its best run in the round (the calibration's statistic). "
+        f"Run-to-run spread of a case over the rounds: median {statistics.median(spreads):.0%}, "
+        f"largest {max(spreads):.0%}. "
         "Predicted: `chipfit.trace` on fake tensors + `chipfit.cost.estimate` on the calibrated device at fp32.",
         "",
         "| kind | case | measured ms | predicted ms | error |",
