@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from chipfit.errors import InputError
 
-__all__ = ["atomic_path", "cache_dir", "check_output_path", "write_text_atomic"]
+__all__ = ["atomic_path", "cache_dir", "check_output_path", "read_data_file", "write_text_atomic"]
+
+T = TypeVar("T")
 
 
 _NOT_FILES = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
@@ -96,3 +99,17 @@ def cache_dir(sub: str) -> Path:
         d = Path(tempfile.gettempdir()) / "chipfit" / sub
         d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def read_data_file(path: str | Path, parse: Callable[[str], T], what: str, syntax: str) -> T:
+    """`parse(text)` of a user's file, with one-line errors naming the file: unreadable (`what` it was
+    meant to be), or not valid `syntax` (JSON, TOML: their decode errors are ValueErrors)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise InputError(f"{p}: cannot read {what} ({e.strerror or e})") from None
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise InputError(f"{p}: not valid {syntax}: {e}") from None

@@ -35,6 +35,7 @@ from typing import Any
 
 from chipfit.errors import InputError
 from chipfit.hardware.device import Device, Price, PriceBasis, Source
+from chipfit.paths import read_data_file
 
 __all__ = [
     "DEFAULT_BASES",
@@ -315,12 +316,7 @@ def read_price_file(path: str | Path, known: Sequence[str]) -> dict[str, tuple[P
     from chipfit.hardware.loader import CatalogError, _Ctx, parse_price
 
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except OSError as e:
-        raise InputError(f"{p}: cannot read price file ({e.strerror})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{p}: not valid TOML: {e}") from None
+    data = read_data_file(p, tomllib.loads, "price file", "TOML")
     out: dict[str, tuple[Price, ...]] = {}
     for name, entry in data.items():
         if name not in known:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from chipfit.errors import InputError
+from chipfit.paths import read_data_file
 
 __all__ = ["Attention", "LlmConfig", "Mlp", "get_llm", "llm_names", "load_config"]
 
@@ -201,12 +202,7 @@ class LlmConfig:
 def load_config(path: str | Path) -> LlmConfig:
     """A user's config.json, read as plain JSON (nothing downloaded)."""
     p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except OSError as e:
-        raise InputError(f"cannot read {p}: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{p} is not valid JSON: {e.msg} at line {e.lineno}") from None
+    d = read_data_file(p, json.loads, "model configuration", "JSON")
     if not isinstance(d, dict):
         raise InputError(f"{p}: a configuration is a JSON object, got {type(d).__name__}")
     return LlmConfig.from_dict(d, p.stem if p.stem != "config" else p.parent.name or "model", str(p))
