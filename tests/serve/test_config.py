@@ -10,7 +10,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from chipfit.errors import InputError
 from chipfit.models.transformer import Decoder, DecoderConfig
-from chipfit.serve import Attention, LlmConfig, get_llm, llm_names, load_config
+from chipfit.serve import AttentionKind, LlmConfig, get_llm, llm_names, load_config
 
 LLAMA2_70B = {  # meta-llama/Llama-2-70b-hf config.json fields
     "model_type": "llama", "hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64,
@@ -63,7 +63,7 @@ def test_kv_elements_per_token_by_hand() -> None:
          "n_shared_experts": 2, "moe_intermediate_size": 1408, "first_k_dense_replace": 1},
         "mla",
     )  # fmt: skip
-    assert mla.attention is Attention.MLA and mla.head_dim == 192
+    assert mla.attention is AttentionKind.MLA and mla.head_dim == 192
     assert mla.kv_elements_per_token == 27 * (512 + 64)  # one latent and one shared rotary key per layer
     assert mla.moe and mla.moe_layers == 26 and mla.active_params < mla.params
 

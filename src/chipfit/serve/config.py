@@ -23,17 +23,17 @@ from typing import Any
 from chipfit.errors import InputError
 from chipfit.paths import read_data_file
 
-__all__ = ["Attention", "LlmConfig", "Mlp", "get_llm", "llm_names", "load_config"]
+__all__ = ["AttentionKind", "LlmConfig", "MlpKind", "get_llm", "llm_names", "load_config"]
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
-class Attention(StrEnum):
+class AttentionKind(StrEnum):
     GQA = "gqa"  # multi-head and grouped-query attention: K and V per KV head
     MLA = "mla"  # multi-head latent attention: one compressed latent per token
 
 
-class Mlp(StrEnum):
+class MlpKind(StrEnum):
     GATED = "gated"  # SwiGLU: gate, up and down projections
     PLAIN = "plain"  # fc_in, activation, fc_out (GPT-J), with biases
 
@@ -57,14 +57,14 @@ class LlmConfig:
     intermediate_size: int  # the dense MLP's width
     vocab_size: int
     tied_embeddings: bool = False
-    mlp: Mlp = Mlp.GATED
+    mlp: MlpKind = MlpKind.GATED
     parallel_block: bool = False  # GPT-J: attention and MLP read the same normalized input
     experts: int = 1  # routed experts per MoE layer (1: dense)
     experts_per_token: int = 1
     shared_experts: int = 0
     moe_intermediate_size: int = 0  # an expert's width (the dense width when 0)
     dense_layers: int = 0  # leading layers with a dense MLP in a MoE model (first_k_dense_replace)
-    attention: Attention = Attention.GQA
+    attention: AttentionKind = AttentionKind.GQA
     kv_lora_rank: int = 0  # MLA: the compressed KV latent per token
     q_lora_rank: int = 0  # MLA: the compressed query (0: a full query projection)
     qk_rope_head_dim: int = 0  # MLA: the rotary part of each query/key head, shared across heads in the cache
@@ -87,13 +87,13 @@ class LlmConfig:
 
     def _mlp_params(self, width: int) -> int:
         h = self.hidden_size
-        return 3 * h * width if self.mlp is Mlp.GATED else 2 * h * width + width + h  # plain: with biases
+        return 3 * h * width if self.mlp is MlpKind.GATED else 2 * h * width + width + h  # plain: with biases
 
     @property
     def attention_params(self) -> int:
         """One layer's attention projections (and MLA's latent norms)."""
         h, n = self.hidden_size, self.heads
-        if self.attention is Attention.MLA:
+        if self.attention is AttentionKind.MLA:
             qk = self.head_dim  # nope + rope per head
             q = h * self.q_lora_rank + self.q_lora_rank + self.q_lora_rank * n * qk if self.q_lora_rank else h * n * qk
             kv_a = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
@@ -114,8 +114,9 @@ class LlmConfig:
         moe_mlp = (self.experts + self.shared_experts) * self._mlp_params(self.expert_width) + h * self.experts
         layers = self.layers * (self.attention_params + self.norm_params)
         layers += (self.layers - self.moe_layers) * dense_mlp + self.moe_layers * moe_mlp
-        final_norm = 2 * h if self.mlp is Mlp.PLAIN else h
-        head = 0 if self.tied_embeddings else self.vocab_size * h + (self.vocab_size if self.mlp is Mlp.PLAIN else 0)
+        gptj = self.mlp is MlpKind.PLAIN  # LayerNorms with biases, an LM head with a bias
+        final_norm = 2 * h if gptj else h
+        head = 0 if self.tied_embeddings else self.vocab_size * h + (self.vocab_size if gptj else 0)
         return self.vocab_size * h + layers + final_norm + head
 
     @property
@@ -130,7 +131,7 @@ class LlmConfig:
     def kv_elements_per_token(self) -> int:
         """Cache elements one token adds over all layers: K and V per KV head, or MLA's latent plus its
         shared rotary key."""
-        if self.attention is Attention.MLA:
+        if self.attention is AttentionKind.MLA:
             return self.layers * (self.kv_lora_rank + self.qk_rope_head_dim)
         return 2 * self.layers * self.kv_heads * self.head_dim
 
@@ -164,7 +165,7 @@ class LlmConfig:
             cfg = cls(
                 name=name, model_type=model_type, hidden_size=hidden, layers=num("n_layer"), heads=heads,
                 kv_heads=heads, head_dim=hidden // heads, intermediate_size=num("n_inner", 4 * hidden),
-                vocab_size=num("vocab_size"), tied_embeddings=tied, mlp=Mlp.PLAIN, parallel_block=True,
+                vocab_size=num("vocab_size"), tied_embeddings=tied, mlp=MlpKind.PLAIN, parallel_block=True,
                 max_positions=num("n_positions", 0, zero_ok=True), source=source,
             )  # fmt: skip
         else:
@@ -179,7 +180,7 @@ class LlmConfig:
             if model_type in MLA_TYPES:
                 rope, nope = num("qk_rope_head_dim"), num("qk_nope_head_dim")
                 cfg = cls(
-                    **common, kv_heads=heads, head_dim=rope + nope, attention=Attention.MLA,
+                    **common, kv_heads=heads, head_dim=rope + nope, attention=AttentionKind.MLA,
                     kv_lora_rank=num("kv_lora_rank"), q_lora_rank=num("q_lora_rank", 0, zero_ok=True),
                     qk_rope_head_dim=rope, v_head_dim=num("v_head_dim"),
                     shared_experts=num("n_shared_experts", 0, zero_ok=True),

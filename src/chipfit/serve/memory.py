@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from chipfit.errors import InputError
 from chipfit.formats import storage_bytes
-from chipfit.serve.config import Attention, LlmConfig
+from chipfit.serve.config import AttentionKind, LlmConfig
 
 __all__ = ["MEMORY_UTILIZATION", "PAGE_TOKENS", "ServingMemory", "kv_bytes_per_token", "serving_memory"]
 
@@ -28,7 +28,7 @@ def kv_bytes_per_token(cfg: LlmConfig, kv_format: str, tp: int = 1, pp: int = 1)
     share of the KV heads (a KV head is replicated when there are more TP ranks than KV heads; MLA's one
     latent per token is replicated on every TP rank)."""
     layers = math.ceil(cfg.layers / pp)
-    if cfg.attention is Attention.MLA:
+    if cfg.attention is AttentionKind.MLA:
         elements = layers * (cfg.kv_lora_rank + cfg.qk_rope_head_dim)
     else:
         elements = 2 * layers * math.ceil(cfg.kv_heads / tp) * cfg.head_dim
