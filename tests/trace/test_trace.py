@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -332,7 +333,19 @@ def test_the_fast_outputs_leave_the_trace_unchanged(monkeypatch: pytest.MonkeyPa
     layers = (nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4))
     model = nn.Sequential(*layers).eval()
     x = torch.randn(2, 3, 9, 9)
+    used = []  # how often each fast path answered (keeping its outputs alive would change the trace)
+
+    def spy(fn: Any) -> Any:
+        def wrapped(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            out = fn(args, kwargs)
+            used.append(out is not None)
+            return out
+
+        return wrapped
+
+    monkeypatch.setattr(capture, "FAST_OUTPUTS", {f: spy(fn) for f, fn in capture.FAST_OUTPUTS.items()})
     fast = trace(model, [x])
+    assert used == [True, True]  # both batch norms took the fast path
     monkeypatch.setattr(capture, "FAST_OUTPUTS", {})
     slow = trace(model, [x])
     assert [r.op for r in fast.records].count("aten.native_batch_norm.default") == 2

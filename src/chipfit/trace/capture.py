@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 from torch._decomp import decomposition_table
-from torch._subclasses.fake_tensor import FakeTensorMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.flop_counter import flop_registry
@@ -53,9 +53,10 @@ _SKIP_NAMESPACES = ("prim.", "profiler.")
 
 def _batch_norm_outputs(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """What aten.native_batch_norm returns on fake tensors in inference (training=False): the output
-    laid out like the input, and empty saved statistics in the input's dtype. None when training."""
+    laid out like the input, and empty saved statistics in the input's dtype. None when training, or on
+    a real tensor (whose values the model might go on to use)."""
     x, training = args[0], (args[5] if len(args) > 5 else kwargs.get("training"))
-    if training is not False or not isinstance(x, torch.Tensor):
+    if training is not False or not isinstance(x, FakeTensor):
         return None
     return torch.empty_like(x), x.new_empty((0,)), x.new_empty((0,))
 
