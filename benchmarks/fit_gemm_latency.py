@@ -6,8 +6,9 @@ Writes benchmarks/results/fit_gemm_latency.md.
 
 A tiled GEMM kernel costs its work (tile and wave quantized, `cost.units.tiled_time`) plus two fixed
 parts: `compute.kernel_latency_s`, paid once per kernel (launch to first tile, the last tile's write
-back), and `compute.wave_latency_s`, paid once per wave of output tiles (each tile's pipeline fill
-before its first K step and its accumulators' drain after the last). Neither is printed on a datasheet.
+back), and `compute.wave_latency_s`, a wave of tiles' pipeline fill before its first K step and its
+accumulators' drain after the last: exposed once at each end, and on every further wave whose work is
+shorter than it (fill + work + (waves - 1) * max(work, fill)). Neither is printed on a datasheet.
 Both are read off the one op-level sweep that covers the mid-size regime: XLA's GPU matmul table
 (benchmarks/data/published/OPLEVEL.md), median CUPTI kernel times, launch excluded.
 

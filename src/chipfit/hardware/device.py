@@ -243,9 +243,9 @@ class Compute:
     # what a compiled stack's GEMM costs beyond its work (eager's dispatch already exceeds it); 0: not known
     kernel_latency_s: float = 0.0
     kernel_latency_source: Source | None = None
-    # what each wave of output tiles costs beyond its work (the tile's pipeline fill before its first
-    # K step, and draining its accumulators after the last): a tiled kernel that runs in more waves pays
-    # it once per wave; per-format values where a format's kernels differ (TF32 on sm_90/sm_100); 0: not known
+    # a wave of output tiles' pipeline fill before its first K step and its accumulators' drain after the
+    # last: exposed once at each end of a tiled kernel, and on every wave whose work is shorter than it
+    # (cost.units.tiled_time); per-format values where a format's kernels differ (TF32 on sm_90/sm_100); 0: not known
     wave_latency_s: float = 0.0
     wave_latency_format_s: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))
     wave_latency_source: Source | None = None
