@@ -146,7 +146,7 @@ def _unjoined_reasons(result: Plan, devices: Sequence[str | Device], chips: Sequ
     """Say which chip counts a device's fabric cannot join (tensor and pipeline parallel; for training
     data parallel too), instead of leaving the rows out without a word."""
     from chipfit.hardware import get_device
-    from chipfit.plan.collectives import Fabric
+    from chipfit.cost.collectives import Fabric
 
     kinds = "parallel configurations" if training else "tensor- or pipeline-parallel configurations"
     grouped: dict[tuple[str, str], list[str]] = {}  # (chip counts, why) -> devices: one line each

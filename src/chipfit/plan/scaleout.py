@@ -30,7 +30,7 @@ from chipfit.cost.estimate import LINK_PJ_PER_BYTE, Unit
 from chipfit.cost.memory import traffic_scale
 from chipfit.errors import InputError
 from chipfit.hardware.device import Device
-from chipfit.plan.collectives import Collective, Fabric, collective_s
+from chipfit.cost.collectives import Collective, Fabric, collective_s
 from chipfit.trace import Trace
 from chipfit.vocab import Phase
 
