@@ -48,6 +48,7 @@ __all__ = [
     "Estimate",
     "OpCost",
     "Precision",
+    "Pricer",
     "Unit",
     "estimate",
     "resolve_precision",
@@ -360,6 +361,38 @@ def _cost(
     return _row(rec, unit, (c, m, o, 0.0), bound, e, rec.bytes * scale, peak, fallback, lat)
 
 
+@dataclass(frozen=True)
+class Pricer:
+    """Prices kernel records on one device at one precision under one stack: the one pricing path that
+    `estimate` and the serving model (chipfit.serve, which builds its kernels from a layer decomposition)
+    share. `model_bytes`: the weights at their storage format (whether they fit on chip)."""
+
+    device: Device
+    precision: Precision
+    stack: Stack
+    model_bytes: float
+    host: Device | None = None
+
+    @classmethod
+    def of(cls, device: str | Device, precision: str | Precision, stack: Stack, model_bytes: float) -> Pricer:
+        dev = get_device(device)
+        prec = precision if isinstance(precision, Precision) else resolve_precision(dev, precision)
+        host = get_device(dev.support.host) if dev.support.host else None
+        return cls(device=dev, precision=prec, stack=stack, model_bytes=model_bytes, host=host)
+
+    @functools.cached_property
+    def scale(self) -> float:
+        """Bytes moved per traced (FP32) byte at the compute format."""
+        return traffic_scale(self.precision.format)
+
+    @functools.cached_property
+    def launch_s(self) -> float | None:
+        return None if self.stack.execution is Execution.EAGER else self.stack.kernel_launch_on(self.device)
+
+    def __call__(self, rec: OpRecord) -> OpCost:
+        return _cost(self.device, self.precision, rec, self.scale, self.host, self.model_bytes, self.launch_s)
+
+
 def compiled(trace: Trace, stack: Stack) -> Trace:
     """`trace` as `stack` runs it, compiled once per trace and stack (cached on the trace)."""
     if stack.execution is Execution.EAGER:
@@ -390,15 +423,12 @@ def estimate(
     dev = get_device(device)
     stack = resolve_stack(dev, execution, trace.mode)
     trace = compiled(trace, stack)
-    launch_s = None if stack.execution is Execution.EAGER else stack.kernel_launch_on(dev)
     prec = resolve_precision(dev, precision)
-    scale = traffic_scale(prec.format)
-    host = get_device(dev.support.host) if dev.support.host else None
-    model_bytes = trace.footprint.params_bytes * traffic_scale(prec.weights)
+    price = Pricer.of(dev, prec, stack, trace.footprint.params_bytes * traffic_scale(prec.weights))
     # repeated layers repeat their ops: price each distinct op once, then copy the priced fields after
     # (index, op, module) positionally (dataclasses.replace was most of a 70B decoder's estimate)
     reps, where = trace.distinct_ops()
-    priced = [_cost(dev, prec, r, scale, host, model_bytes, launch_s) for r in reps]
+    priced = [price(r) for r in reps]
     tails = [_TAIL(c) for c in priced]  # shallow: astuple's deep copy was a fifth of a plan's pricing
     rows = []
     for r, pos in zip(trace.records, where, strict=True):
