@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chipfit.cost import estimate
+from chipfit.cost.collectives import Algorithm, Collective, Fabric, collective_s, flat_collective_s
 from chipfit.hardware import get_device, list_devices
 from chipfit.hardware.device import Link, Source
 from chipfit.models import get_model
 from chipfit.plan import plan
-from chipfit.cost.collectives import Algorithm, Collective, Fabric, collective_s, flat_collective_s
 from chipfit.plan.scaleout import StepParts, scale_out
 from chipfit.trace import trace
 

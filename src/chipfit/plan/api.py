@@ -145,8 +145,8 @@ def _execution_reason(rows: Sequence[PlanRow], execution: str | None) -> str:
 def _unjoined_reasons(result: Plan, devices: Sequence[str | Device], chips: Sequence[int], training: bool) -> None:
     """Say which chip counts a device's fabric cannot join (tensor and pipeline parallel; for training
     data parallel too), instead of leaving the rows out without a word."""
-    from chipfit.hardware import get_device
     from chipfit.cost.collectives import Fabric
+    from chipfit.hardware import get_device
 
     kinds = "parallel configurations" if training else "tensor- or pipeline-parallel configurations"
     grouped: dict[tuple[str, str], list[str]] = {}  # (chip counts, why) -> devices: one line each

@@ -26,11 +26,11 @@ from collections import Counter
 from dataclasses import dataclass
 
 from chipfit.cost import Estimate
+from chipfit.cost.collectives import Collective, Fabric, collective_s
 from chipfit.cost.estimate import LINK_PJ_PER_BYTE, Unit
 from chipfit.cost.memory import traffic_scale
 from chipfit.errors import InputError
 from chipfit.hardware.device import Device
-from chipfit.cost.collectives import Collective, Fabric, collective_s
 from chipfit.trace import Trace
 from chipfit.vocab import Phase
 
