@@ -16,7 +16,9 @@ from chipfit.errors import InputError
 from chipfit.formats import storage_bytes
 from chipfit.serve.config import AttentionKind, LlmConfig
 
-__all__ = ["MEMORY_UTILIZATION", "PAGE_TOKENS", "ServingMemory", "kv_bytes_per_token", "serving_memory"]
+__all__ = [
+    "MEMORY_UTILIZATION", "PAGE_TOKENS", "ServingMemory", "kv_bytes_per_token", "params_per_chip", "serving_memory",
+]  # fmt: skip
 
 PAGE_TOKENS = 16  # vLLM's default KV block: 16 tokens
 MEMORY_UTILIZATION = 0.9  # vLLM's default gpu_memory_utilization: the rest is the runtime's (context, allocator)
@@ -33,6 +35,16 @@ def kv_bytes_per_token(cfg: LlmConfig, kv_format: str, tp: int = 1, pp: int = 1)
     else:
         elements = 2 * layers * math.ceil(cfg.kv_heads / tp) * cfg.head_dim
     return storage_bytes(kv_format, elements)
+
+
+def params_per_chip(cfg: LlmConfig, tp: int = 1, pp: int = 1, expert_parallel: bool = False) -> float:
+    """Weights one chip holds: its pipeline stage's share of everything split over the tensor-parallel
+    ranks; under expert parallelism the routed experts are spread whole over the ranks and the rest (attention,
+    shared experts, embeddings) is replicated on each."""
+    if not expert_parallel:
+        return cfg.params / (tp * pp)
+    experts = cfg.moe_layers * cfg.experts * cfg._mlp_params(cfg.expert_width)
+    return (experts / tp + (cfg.params - experts)) / pp
 
 
 @dataclass(frozen=True)
@@ -81,11 +93,14 @@ def serving_memory(
     *,
     tp: int = 1,
     pp: int = 1,
+    expert_parallel: bool = False,
     token_budget: int = 8192,
     activation_format: str = "bfloat16",
     utilization: float = MEMORY_UTILIZATION,
 ) -> ServingMemory:
-    """Per-chip memory of `cfg` served on tp x pp chips of `capacity_bytes` each.
+    """Per-chip memory of `cfg` served on tp x pp chips of `capacity_bytes` each (`expert_parallel`: experts
+    whole on each rank, attention and its cache data-parallel, so each rank caches every KV head of its own
+    sequences).
 
     token_budget: tokens one iteration runs (chunked prefill's budget), whose activations are live at once:
     assumed one layer's transients for every token (the residual, the normalized input, attention's
@@ -95,7 +110,7 @@ def serving_memory(
         raise InputError(f"tp and pp must be >= 1, got tp={tp}, pp={pp}")
     if not 0 < utilization <= 1:
         raise InputError(f"utilization is a fraction of memory in (0, 1], got {utilization}")
-    weights = storage_bytes(weight_format, cfg.params) / (tp * pp)
+    weights = storage_bytes(weight_format, params_per_chip(cfg, tp, pp, expert_parallel))
     width = 3 * cfg.hidden_size + 2 * math.ceil(max(cfg.intermediate_size, cfg.expert_width) / tp)
     acts = storage_bytes(activation_format, token_budget * width)
     acts += math.ceil(token_budget / 128) * cfg.vocab_size / tp * LOGITS_BYTES
@@ -104,5 +119,5 @@ def serving_memory(
         weights_bytes=weights,
         activations_bytes=acts,
         reserve_bytes=(1 - utilization) * capacity_bytes,
-        kv_bytes_per_token=kv_bytes_per_token(cfg, kv_format, tp, pp),
+        kv_bytes_per_token=kv_bytes_per_token(cfg, kv_format, 1 if expert_parallel else tp, pp),
     )

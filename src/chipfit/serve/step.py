@@ -56,7 +56,7 @@ from chipfit.hardware import Device, get_device
 from chipfit.hardware.precision import PRECISION_ALIASES, How, Precision, resolve_precision
 from chipfit.hardware.stacks import resolve_stack
 from chipfit.serve.config import AttentionKind, LlmConfig, MlpKind
-from chipfit.serve.memory import kv_bytes_per_token
+from chipfit.serve.memory import kv_bytes_per_token, params_per_chip
 from chipfit.trace.records import OpRecord
 from chipfit.vocab import OpClass, Phase
 
@@ -181,6 +181,7 @@ class Engine:
     pricer: Pricer = field(init=False)
     fabric: Fabric = field(init=False)
     _memo: dict[tuple[int, bool], tuple[float, float]] = field(init=False, default_factory=dict, repr=False)
+    _heads: dict[tuple[int, int], tuple[float, float]] = field(init=False, default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, cfg: LlmConfig, device: str | Device, precision: str, kv_precision: str, split: Split) -> Engine:
@@ -230,13 +231,8 @@ class Engine:
 
     @functools.cached_property
     def params_per_chip(self) -> float:
-        """Weights one chip holds: its stage's share; experts spread whole under expert parallelism, the
-        rest replicated on every rank then."""
-        c, s = self.cfg, self.split
-        if not s.expert_parallel:
-            return c.params / s.chips
-        experts = c.moe_layers * c.experts * c._mlp_params(c.expert_width)
-        return (experts / s.tp + (c.params - experts)) / s.pp
+        s = self.split
+        return params_per_chip(self.cfg, s.tp, s.pp, s.expert_parallel)
 
     @functools.cached_property
     def kv_bytes_per_token(self) -> float:
@@ -395,6 +391,13 @@ class Engine:
             got = self._memo[key] = self._price(self.token_kernels(t, moe))
         return got
 
+    def _head_part(self, t: int, sampled: int) -> tuple[float, float]:
+        key = (t, sampled)
+        got = self._heads.get(key)
+        if got is None:
+            got = self._heads[key] = self._price(self.head_kernels(t, sampled))
+        return got
+
     def _collectives_s(self, t: int, sampled: int) -> tuple[float, float]:
         """(seconds, bytes each chip sends) of one stage's collectives for `t` tokens on each rank."""
         c, s = self.cfg, self.split
@@ -440,7 +443,7 @@ class Engine:
         att_s, att_j = self._price(self.attention_kernels(rank))
         secs += layers_per_stage * att_s
         joules += layers_per_stage * att_j
-        head_s, head_j = self._price(self.head_kernels(t, rank.sampled))
+        head_s, head_j = self._head_part(t, rank.sampled)
         secs += head_s + self.pricer.stack.step_launch_s
         joules += head_j
         comm_s, sent = self._collectives_s(t, rank.sampled)
