@@ -91,9 +91,14 @@ def _pool(command: str, tmp: Path) -> dict[str, list[str] | None]:
                   "--json": None},
         "devices": {"--family": ["gpu", "x"], "--format": ["bfloat16", "x"], "--device-file": paths, "--json": None},
         "formats": {"--kind": ["float", "int", "x"], "--json": None},
+        "serve": {"--device": DEVICES, "--precision": PRECISIONS, "--chips": INTS, "--tp": INTS, "--pp": INTS,
+                  "--kv-precision": ["bf16", "fp8", "fp4", ""], "--input-len": [*INTS, "uniform:5:1", "normal:9:x"],
+                  "--output-len": INTS, "--rate": FLOATS, "--concurrency": INTS, "--ttft-ms": FLOATS,
+                  "--tpot-ms": FLOATS, "--requests": ["1", "8", "0", "x"], "--config": paths,
+                  "--expert-parallel": None, "--token-budget": INTS, "--max-seqs": INTS, "--json": None},
     }  # fmt: skip
     own = pools[command]
-    return own if command in ("devices", "formats") else {**model_flags, **own}
+    return own if command in ("devices", "formats", "serve") else {**model_flags, **own}
 
 
 # small, fast defaults the drawn flags may override (single-valued flags: the last one wins)
@@ -106,6 +111,7 @@ BASE = {
     "trace": [],
     "devices": [],
     "formats": [],
+    "serve": ["--device", "h100-sxm", "--input-len", "64", "--output-len", "8", "--requests", "8"],
 }
 
 
@@ -120,12 +126,16 @@ def _argv(command: str, tmp: Path) -> st.SearchStrategy[list[str]]:
     flags = st.lists(st.sampled_from(sorted(pool)).flatmap(flag), max_size=4).map(lambda xs: [a for x in xs for a in x])
     if command in ("devices", "formats"):
         head = st.just([command])
+    elif command == "serve":
+        head = st.sampled_from(["llama-3.1-8b", "mixtral-8x7b", "gpt-j-6b", "nosuch", ""]).map(lambda m: [command, m])
     else:
         head = st.sampled_from(_models(user)).map(lambda m: [command, m])
     return st.tuples(head, flags).map(lambda hf: [*hf[0], *BASE[command], *hf[1]])
 
 
-@pytest.mark.parametrize("command", ["trace", "estimate", "plan", "emulate", "quantize", "train", "devices", "formats"])
+@pytest.mark.parametrize(
+    "command", ["trace", "estimate", "plan", "emulate", "quantize", "train", "devices", "formats", "serve"]
+)
 def test_no_user_error_ends_in_a_traceback(
     command: str, tmp_path_factory: pytest.TempPathFactory, capfd: pytest.CaptureFixture[str]
 ) -> None:

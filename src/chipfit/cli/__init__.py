@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         formats_cmd,
         plan_cmd,
         quant_cmd,
+        serve_cmd,
         trace_cmd,
         train_cmd,
     )
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     quant_cmd.add_parsers(sub)
     train_cmd.add_parsers(sub)
     plan_cmd.add_parsers(sub)
+    serve_cmd.add_parsers(sub)
     return p
 
 

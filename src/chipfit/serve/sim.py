@@ -79,6 +79,11 @@ class Lengths:
         return (self.a + self.b) / 2 if self.shape is Shape.UNIFORM else self.a
 
     @property
+    def shortest(self) -> int:
+        """The shortest length a draw gives."""
+        return 1 if self.shape is Shape.NORMAL else math.ceil(self.a)
+
+    @property
     def longest(self) -> int:
         """The longest length a draw gives (normal: mean + 4 std, the draws clipped there)."""
         if self.shape is Shape.FIXED:

@@ -1,0 +1,177 @@
+"""`chipfit serve MODEL --device D [--chips N] [--tp T] [--pp P] ...`: a language model's serving on one
+deployment, simulated (chipfit.serve). The workload flags are shared with `plan --serve`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.table import Table
+
+from chipfit.cli.common import CliError, console, emit_json, positive
+from chipfit.cli.model_args import add_device_file_arg
+from chipfit.cli.price_args import add_price_args, resolve_pricing
+
+__all__ = ["add_parsers", "add_workload_args", "resolve_llm", "resolve_workload"]
+
+DEFAULT_REQUESTS = {"offline": 1000, "concurrency": 500, "rate": 500}
+
+
+def _rate(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of requests per second")
+    return v
+
+
+def _ms(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of milliseconds")
+    return v
+
+
+def add_workload_args(p: argparse.ArgumentParser) -> None:
+    """The language model (a preset or --config) and the workload: lengths, arrivals, SLO, scheduler."""
+    from chipfit.serve.step import KV_PRECISIONS
+
+    p.add_argument("--config", metavar="FILE", help="a Hugging Face-style config.json instead of a built-in MODEL")
+    p.add_argument("--input-len", required=True, metavar="N|uniform:LO:HI|normal:MEAN:STD",
+                   help="prompt tokens per request: fixed, or drawn (seeded)")  # fmt: skip
+    p.add_argument("--output-len", required=True, metavar="N|uniform:LO:HI|normal:MEAN:STD",
+                   help="output tokens per request: fixed, or drawn (seeded)")  # fmt: skip
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--offline", action="store_true", help="every request queued at once: maximum throughput "
+                     "(the default)")  # fmt: skip
+    how.add_argument("--concurrency", type=positive, metavar="C", help="C clients, each sending its next request "
+                     "when the last is answered")  # fmt: skip
+    how.add_argument("--rate", type=_rate, metavar="R", help="Poisson arrivals at R requests/s")
+    p.add_argument("--requests", type=positive, metavar="N",
+                   help=f"requests simulated (default {DEFAULT_REQUESTS['offline']} offline, "
+                   f"{DEFAULT_REQUESTS['rate']} online)")  # fmt: skip
+    p.add_argument("--ttft-ms", type=_ms, metavar="X", help="objective: time to first token at p99")
+    p.add_argument("--tpot-ms", type=_ms, metavar="Y", help="objective: time per output token at p99")
+    p.add_argument("--kv-precision", default=None, choices=KV_PRECISIONS,
+                   help="the KV cache's format (default: bf16; fp16 where the chip has no BF16)")  # fmt: skip
+    p.add_argument("--token-budget", type=positive, default=8192, help="tokens an iteration runs (default 8192)")
+    p.add_argument("--max-seqs", type=positive, default=256, help="sequences an iteration runs (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the lengths' and arrivals' draws (default 0)")
+
+
+def resolve_llm(args: argparse.Namespace) -> Any:
+    from chipfit.serve import get_llm, load_config
+
+    if args.config and args.model:
+        raise CliError(f"give a built-in MODEL or --config, not both (got {args.model} and --config {args.config})")
+    if args.config:
+        return load_config(args.config)
+    if not args.model:
+        from chipfit.serve import llm_names
+
+        raise CliError(f"name a language model or give --config FILE; built-in: {', '.join(llm_names())}")
+    return get_llm(args.model)
+
+
+def resolve_workload(args: argparse.Namespace) -> Any:
+    from chipfit.serve.sim import Arrivals, Lengths, Scheduler, Workload
+
+    if args.concurrency:
+        arrivals = Arrivals.CONCURRENCY
+    elif args.rate:
+        arrivals = Arrivals.RATE
+    else:
+        arrivals = Arrivals.OFFLINE
+    n = args.requests or DEFAULT_REQUESTS[arrivals.value]
+    work = Workload(
+        Lengths.parse(args.input_len, "--input-len"), Lengths.parse(args.output_len, "--output-len"), n, arrivals,
+        args.concurrency or 0, args.rate or 0.0, args.seed,
+    )  # fmt: skip
+    return work, Scheduler(token_budget=args.token_budget, max_seqs=args.max_seqs)
+
+
+def default_kv(dev: Any, kv: str | None) -> str:
+    """bf16 where the chip computes in BF16, else fp16 (the cache is read by the attention kernel)."""
+    if kv:
+        return kv
+    return "bf16" if dev.peak("bfloat16") or not dev.peak("float16") else "fp16"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from chipfit.hardware import get_device
+    from chipfit.serve.api import Slo, serve
+
+    files = args.device_file or ()
+    cfg = resolve_llm(args)
+    dev = get_device(args.device, files)
+    work, sched = resolve_workload(args)
+    pricing = resolve_pricing(args, files)
+    slo = Slo(args.ttft_ms, args.tpot_ms)
+    ep = True if args.expert_parallel else None  # not given: searched
+    r = serve(
+        cfg, dev, work, chips=args.chips, tp=args.tp, pp=args.pp, expert_parallel=ep,
+        precision=args.precision, kv_precision=default_kv(dev, args.kv_precision), slo=slo, scheduler=sched,
+        pricing=pricing,
+    )  # fmt: skip
+    if args.json:
+        emit_json(r.as_dict())
+        return 0
+    _print(r)
+    return 0
+
+
+def _print(r: Any) -> None:
+    d = r.as_dict()
+    c = console()
+    c.print(f"[bold]{d['model']}[/bold] on {d['chips']} x {d['device']}, {d['precision']} "
+            f"(KV {d['kv_format']}): {d['workload']}")  # fmt: skip
+    t = Table(title="serving")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    usd = d["usd_per_million_output_tokens"]
+    rows = [
+        ("split", f"{r.split.describe()} x {d['replicas']} replica(s)"),
+        ("output tokens/s", f"{d['output_tokens_per_s']:,.0f}"),
+        ("output tokens/s per chip", f"{d['output_tokens_per_s_per_chip']:,.0f}"),
+        ("tokens/s per user", f"{d['tokens_per_s_per_user']:,.1f}"),
+        ("TTFT p50 / p99 ms", f"{d['ttft_ms_p50']:,.1f} / {d['ttft_ms_p99']:,.1f}"),
+        ("TPOT p50 / p99 ms", f"{d['tpot_ms_p50']:,.2f} / {d['tpot_ms_p99']:,.2f}"),
+        ("request latency mean ms", f"{d['request_latency_ms_mean']:,.0f}"),
+        ("max concurrency (KV cache)", f"{d['max_concurrency']:,}"),
+        ("$ / M output tokens", "-" if usd is None else f"{usd:,.3f}"),
+        ("J / output token", f"{d['joules_per_output_token']:.3g}"),
+    ]
+    if r.slo.any:
+        met = "met" if d["meets_slo"] else "missed"
+        good = f"{d['slo_attainment']:.0%} of requests, goodput {d['goodput_requests_per_s']:,.2f} req/s"
+        rows.append(("SLO " + r.slo.describe(), f"{met}, {good}"))
+    for k, v in rows:
+        t.add_row(k, v)
+    c.print(t)
+    for n in d["notes"]:
+        c.print(f"- {n}")
+    if d["splits_tried"]:
+        c.print("other splits: " + "; ".join(f"{x['split']}: {x['outcome']}" for x in d["splits_tried"]))
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("serve", help="simulate serving a language model on a deployment (tokens/s, TTFT, TPOT, $)")
+    p.add_argument("model", nargs="?", help="a built-in language model (llama-2-70b, mixtral-8x7b, ...)")
+    p.add_argument("--device", required=True, help="the device (see `chipfit devices`)")
+    p.add_argument("--chips", type=positive, help="chips in the deployment (default: the fewest that hold it)")
+    p.add_argument("--tp", type=positive, help="tensor-parallel ranks per replica (default: searched)")
+    p.add_argument("--pp", type=positive, help="pipeline stages per replica (default: searched)")
+    p.add_argument("--expert-parallel", action="store_true", help="MoE: experts whole on each TP rank "
+                   "(default: searched)")  # fmt: skip
+    p.add_argument("--precision", default="bf16", help="the GEMMs' precision: bf16, fp16, fp8, int8, fp4, w8a16, "
+                   "w4a16, ... (default bf16)")  # fmt: skip
+    add_workload_args(p)
+    add_device_file_arg(p)
+    add_price_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_serve)
