@@ -17,6 +17,7 @@ __all__ = [
     "console",
     "count_or_all",
     "emit_json",
+    "ints_arg",
     "jsonable",
     "num",
     "positive",
@@ -48,6 +49,17 @@ def _count(text: str, least: int) -> int:
         what = "a positive integer" if least else "a non-negative integer (0: all)"
         raise argparse.ArgumentTypeError(f"{text!r} is not {what} up to {MAX_COUNT:,}")
     return v
+
+
+def ints_arg(text: str, what: str) -> list[int]:
+    """`1,8,32` -> [1, 8, 32]: comma-separated positive integers, else a one-line CliError naming `what`."""
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CliError(f"{what} {text!r} must be comma-separated positive integers, e.g. 1,8,32") from None
+    if not vals or any(v < 1 or v > MAX_COUNT for v in vals):
+        raise CliError(f"{what} {text!r} must be comma-separated positive integers, e.g. 1,8,32")
+    return vals
 
 
 def positive(text: str) -> int:

@@ -35,9 +35,12 @@ DTYPES: dict[str, torch.dtype] = {
 MODEL_HELP = "a built-in model (see `chipfit models`), path/to/file.py:factory or package.module:factory"
 
 
-def add_model_args(p: argparse.ArgumentParser, *, batch: bool = True, model_help: str = MODEL_HELP) -> None:
-    """MODEL, --batch (unless the command sweeps batches itself), --input-shape, --dtype, --seq-len, --decode."""
-    p.add_argument("model", help=model_help)
+def add_model_args(
+    p: argparse.ArgumentParser, *, batch: bool = True, model_help: str = MODEL_HELP, optional: bool = False
+) -> None:
+    """MODEL, --batch (unless the command sweeps batches itself), --input-shape, --dtype, --seq-len, --decode.
+    optional: MODEL may be left out (plan --serve --config FILE); the command then checks it is given."""
+    p.add_argument("model", help=model_help, nargs="?" if optional else None)
     if batch:
         p.add_argument("--batch", type=positive, default=1, help="items per step (default 1)")
     p.add_argument(

@@ -7,24 +7,24 @@ from typing import Any
 
 from rich.table import Table
 
-from chipfit.cli.common import CliError, add_execution_arg, console, count_or_all, emit_json, positive, progress_bar
+from chipfit.cli.common import (
+    CliError,
+    add_execution_arg,
+    console,
+    count_or_all,
+    emit_json,
+    ints_arg,
+    positive,
+    progress_bar,
+)  # fmt: skip
 from chipfit.cli.model_args import add_device_file_arg, add_model_args, resolve_model
 from chipfit.cli.price_args import add_price_args, resolve_pricing
+from chipfit.cli.serve_cmd import add_workload_args
 from chipfit.emulate.data import first_items
 from chipfit.plan.html import drop_text
 from chipfit.report.text import metric_unit, seconds_text
 
 __all__ = ["add_parsers"]
-
-
-def _ints(text: str, what: str) -> list[int]:
-    try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise CliError(f"{what} {text!r} must be comma-separated positive integers, e.g. 1,8,32") from None
-    if not vals or any(v < 1 for v in vals):
-        raise CliError(f"{what} {text!r} must be comma-separated positive integers, e.g. 1,8,32")
-    return vals
 
 
 def _quant(args: argparse.Namespace) -> Any:
@@ -108,6 +108,19 @@ def _model(args: argparse.Namespace) -> tuple[Any, Any, str, list[Any] | None, s
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from chipfit.cli.serve_cmd import SERVE_ONLY, cmd_plan_serve
+
+    if args.serve:
+        return cmd_plan_serve(args)
+    for name in SERVE_ONLY:
+        if getattr(args, name, None) not in (None, False):
+            raise CliError(f"--{name.replace('_', '-')} goes with --serve (plan a language model's serving)")
+    if not args.model:
+        raise CliError("name a MODEL to plan (see `chipfit models`), or plan a language model's serving with --serve")
+    return _cmd_plan(args)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
     from chipfit.hardware import get_device, list_devices
     from chipfit.plan import BACKENDS, DEFAULT_BATCHES, OBJECTIVES, Constraints, PlanError, plan
     from chipfit.plan.html import render_html
@@ -124,8 +137,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     names = args.devices.split(",") if args.devices else [d.name for d in list_devices(device_files=files)]
     devices = [get_device(n.strip(), files) for n in dict.fromkeys(names)]
     precisions = args.precisions.split(",") if args.precisions else None  # None: the defaults a device runs
-    batches = _ints(args.batch_sizes, "--batch-sizes") if args.batch_sizes else list(DEFAULT_BATCHES)
-    chips = _ints(args.chips, "--chips") if args.chips else [1]
+    batches = ints_arg(args.batch_sizes, "--batch-sizes") if args.batch_sizes else list(DEFAULT_BATCHES)
+    chips = ints_arg(args.chips, "--chips") if args.chips else [1]
     pricing = resolve_pricing(args, files)
     drop = args.max_accuracy_drop
     model, inputs, name, data, metric = _model(args)
@@ -236,7 +249,7 @@ def add_parsers(sub: Any) -> None:
         description="Sweep devices x precisions x batch sizes x chip counts with the cost model (accuracy by "
         "emulation where the model has data), and recommend one configuration with its reasons.",
     )
-    add_model_args(p, batch=False)
+    add_model_args(p, batch=False, optional=True)
     add_device_file_arg(p)
     add_price_args(p)
     p.add_argument("--objective", default="cost", help="latency, throughput, cost (default) or energy")
@@ -284,4 +297,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--csv", help="write every configuration as CSV here")
     p.add_argument("--csv-only", action="store_true", help="print nothing (with --csv or --html)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--serve", action="store_true", help="plan a language model's serving (MODEL: a built-in "
+                   "language model, or --config FILE): devices x chip counts x splits x precisions, the cheapest "
+                   "that meets --ttft-ms/--tpot-ms")  # fmt: skip
+    add_workload_args(p, required=False)
     p.set_defaults(func=cmd_plan)

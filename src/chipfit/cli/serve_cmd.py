@@ -12,7 +12,12 @@ from chipfit.cli.common import CliError, console, emit_json, positive
 from chipfit.cli.model_args import add_device_file_arg
 from chipfit.cli.price_args import add_price_args, resolve_pricing
 
-__all__ = ["add_parsers", "add_workload_args", "resolve_llm", "resolve_workload"]
+__all__ = ["SERVE_ONLY", "add_parsers", "add_workload_args", "cmd_plan_serve", "resolve_llm", "resolve_workload"]
+
+# plan's flags that belong to --serve (given without it: an error), and plan's own that do not apply to it
+SERVE_ONLY = ("config", "input_len", "output_len", "offline", "concurrency", "rate", "requests", "ttft_ms",
+              "tpot_ms", "kv_precision")  # fmt: skip
+NOT_WITH_SERVE = ("train", "batch_sizes", "quant", "eval_data", "max_accuracy_drop", "max_latency_ms", "input_shape")
 
 DEFAULT_REQUESTS = {"offline": 1000, "concurrency": 500, "rate": 500}
 
@@ -37,14 +42,15 @@ def _ms(text: str) -> float:
     return v
 
 
-def add_workload_args(p: argparse.ArgumentParser) -> None:
-    """The language model (a preset or --config) and the workload: lengths, arrivals, SLO, scheduler."""
+def add_workload_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """The language model (a preset or --config) and the workload: lengths, arrivals, SLO, scheduler.
+    required: the lengths must be given (plan checks them itself: they go with --serve)."""
     from chipfit.serve.step import KV_PRECISIONS
 
     p.add_argument("--config", metavar="FILE", help="a Hugging Face-style config.json instead of a built-in MODEL")
-    p.add_argument("--input-len", required=True, metavar="N|uniform:LO:HI|normal:MEAN:STD",
+    p.add_argument("--input-len", required=required, metavar="N|uniform:LO:HI|normal:MEAN:STD",
                    help="prompt tokens per request: fixed, or drawn (seeded)")  # fmt: skip
-    p.add_argument("--output-len", required=True, metavar="N|uniform:LO:HI|normal:MEAN:STD",
+    p.add_argument("--output-len", required=required, metavar="N|uniform:LO:HI|normal:MEAN:STD",
                    help="output tokens per request: fixed, or drawn (seeded)")  # fmt: skip
     how = p.add_mutually_exclusive_group()
     how.add_argument("--offline", action="store_true", help="every request queued at once: maximum throughput "
@@ -175,3 +181,77 @@ def add_parsers(sub: Any) -> None:
     add_price_args(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_serve)
+
+
+def cmd_plan_serve(args: argparse.Namespace) -> int:
+    """`plan MODEL --serve ...`: devices x chip counts x precisions x splits for a language model."""
+    from chipfit.cli.common import ints_arg
+    from chipfit.hardware import get_device, list_devices
+    from chipfit.serve.api import Slo
+    from chipfit.serve.html import render_serve_html
+    from chipfit.serve.plan import DEFAULT_SERVE_CHIPS, DEFAULT_SERVE_PRECISIONS, PLAN_REQUESTS, plan_serving
+
+    for name in NOT_WITH_SERVE:
+        if getattr(args, name, None) not in (None, False, [], ""):
+            flag = "--" + name.replace("_", "-")
+            raise CliError(f"{flag} does not apply to plan --serve (a language model's serving; objectives: "
+                           "--ttft-ms, --tpot-ms)")  # fmt: skip
+    if not args.input_len or not args.output_len:
+        raise CliError("plan --serve needs --input-len and --output-len (tokens per request)")
+    files = args.device_file or ()
+    cfg = resolve_llm(args)
+    names = args.devices.split(",") if args.devices else [d.name for d in list_devices(device_files=files)]
+    devices = [get_device(n.strip(), files) for n in dict.fromkeys(names)]
+    chips = ints_arg(args.chips, "--chips") if args.chips else list(DEFAULT_SERVE_CHIPS)
+    precisions = [x.strip() for x in args.precisions.split(",")] if args.precisions else list(DEFAULT_SERVE_PRECISIONS)
+    from chipfit.hardware.precision import precision_names
+
+    known = precision_names()
+    bad = [x for x in precisions if x not in known]
+    if bad:
+        raise CliError(f"unknown precision {', '.join(map(repr, bad))}; known: {', '.join(known)}")
+    if not args.requests:
+        args.requests = PLAN_REQUESTS
+    work, sched = resolve_workload(args)
+    pricing = resolve_pricing(args, files)
+    p = plan_serving(cfg, devices, work, chips=chips, precisions=precisions, kv_precision=args.kv_precision or "",
+                     slo=Slo(args.ttft_ms, args.tpot_ms), scheduler=sched, pricing=pricing)  # fmt: skip
+    if args.html:
+        from chipfit.paths import write_text_atomic
+
+        write_text_atomic(args.html, render_serve_html(p))
+    if args.json:
+        emit_json(p.as_dict())
+        return 0
+    _print_plan(p, args.top)
+    return 0
+
+
+def _print_plan(p: Any, top: int) -> None:
+    from chipfit.serve.plan import label
+
+    c = console()
+    best = p.best
+    c.print(f"[bold]Serving plan[/bold] for {p.model}: {p.workload.describe()}; objectives {p.slo.describe()}")
+    c.print(f"[bold]Recommendation[/bold]: [bold green]{label(best) if best else 'none'}[/bold green]")
+    for x in p.reasons():
+        c.print(f"- {x}")
+    t = Table(title=f"simulated configurations (cheapest {min(top, len(p.results))} of {len(p.results)})")
+    for col in ("configuration", "tokens/s", "per chip", "per user", "TTFT p99 ms", "TPOT p99 ms", "meets",
+                "$ / M tokens", "J / token"):  # fmt: skip
+        t.add_column(col, justify="left" if col == "configuration" else "right", no_wrap=True)
+    for r in p.results[:top]:
+        usd = r.usd_per_million_output_tokens
+        t.add_row(label(r), f"{r.output_tokens_per_s:,.0f}", f"{r.output_tokens_per_s_per_chip:,.0f}",
+                  f"{r.tokens_per_s_per_user:,.1f}", f"{r.sim.ttft_s(99) * 1e3:,.0f}", f"{r.sim.tpot_s(99) * 1e3:,.1f}",
+                  "yes" if r.meets_slo else "no", "-" if usd is None else f"{usd:,.3f}",
+                  f"{r.joules_per_output_token:.3g}")  # fmt: skip
+    c.print(t)
+    if p.frontier:
+        c.print(
+            "frontier (clients: tokens/s per chip @ tokens/s per user): "
+            + "; ".join(
+                f"{f.clients}: {f.output_tokens_per_s_per_chip:,.0f} @ {f.tokens_per_s_per_user:,.1f}"
+                for f in p.frontier
+            )
+        )

@@ -62,7 +62,7 @@ class Slo:
 class ServingResult:
     """One deployment's simulated serving: `replicas` data-parallel copies of `split` on `chips` chips."""
 
-    model: str
+    cfg: LlmConfig
     device: Device
     chips: int
     split: Split
@@ -75,6 +75,10 @@ class ServingResult:
     slo: Slo
     price: PriceQuote | None
     tried: tuple[tuple[Split, str], ...] = field(default=())  # other splits and their outcome, in words
+
+    @property
+    def model(self) -> str:
+        return self.cfg.name
 
     @property
     def replicas(self) -> int:
@@ -266,7 +270,7 @@ def serve(
             if mem.kv_pages < math.ceil(_longest(work) / sched.page_tokens):
                 tried.append((sp, _no_fit(mem, _longest(work))))
                 continue
-            runnable.append((decode_bound(eng, mem, work, sched) * (n // sp.chips), sp, eng, mem))
+            runnable.append((decode_bound(eng, mem, work, sched)[0] * (n // sp.chips), sp, eng, mem))
         runnable.sort(key=lambda x: -x[0])  # the most promising first, so the rest can be ruled out unsimulated
         for bound, sp, eng, mem in runnable:
             lead = max(results, key=_rank) if results else None
@@ -275,7 +279,7 @@ def serve(
                 continue
             sim = simulate(eng, work.share(n // sp.chips), mem.kv_pages, sched)
             results.append(ServingResult(
-                model=cfg.name, device=dev, chips=n, split=sp, precision=eng.precision, kv_format=eng.kv_format,
+                cfg=cfg, device=dev, chips=n, split=sp, precision=eng.precision, kv_format=eng.kv_format,
                 workload=work, scheduler=sched, memory=mem, sim=sim, slo=slo, price=quote,
             ))  # fmt: skip
         if results:
@@ -288,15 +292,42 @@ def serve(
     raise InputError(f"{cfg.name} at {precision} does not fit on {dev.name}: " + " | ".join(why_not[-2:]))
 
 
-def decode_bound(eng: Engine, mem: ServingMemory, work: Workload, sched: Scheduler) -> float:
-    """An upper bound on one replica's output tokens/s: the largest batch its cache and scheduler hold,
-    all decoding at the shortest context the workload reaches (the prompt), with no prefill at all. An
-    iteration's time grows with its batch and context, so no schedule of `work` beats it."""
+def decode_bound(
+    eng: Engine, mem: ServingMemory, work: Workload, sched: Scheduler, tpot_s: float | None = None
+) -> tuple[float, int]:
+    """(an upper bound on one replica's output tokens/s, the batch it is at): the largest batch its cache
+    and scheduler hold, all decoding at the shortest context the workload reaches (the prompt), no prefill
+    at all; with a TPOT objective, the largest such batch whose iteration alone meets it (0, 0: not even
+    one sequence does). An iteration's time grows with its batch and context, so no schedule of `work`
+    that meets the objective beats it."""
     ctx = work.input_len.shortest + 1
-    seqs = min(sched.max_seqs, sched.token_budget, mem.kv_pages // math.ceil(ctx / sched.page_tokens))
-    seqs = max(1, min(seqs, work.requests))
-    it = eng.iteration(Batch(decode_seqs=seqs, decode_context=seqs * ctx, sampled=seqs))
-    return seqs / it.seconds
+    most = min(sched.max_seqs, sched.token_budget, mem.kv_pages // math.ceil(ctx / sched.page_tokens))
+    most = max(1, min(most, work.requests))
+
+    def step_s(b: int) -> float:
+        return eng.iteration(Batch(decode_seqs=b, decode_context=b * ctx, sampled=b)).seconds
+
+    if tpot_s is not None and step_s(most) > tpot_s:
+        if step_s(1) > tpot_s:
+            return 0.0, 0
+        lo, hi = 1, most  # step_s(lo) meets it, step_s(hi) does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if step_s(mid) <= tpot_s else (lo, mid)
+        most = lo
+    return most / step_s(most), most
+
+
+def prefill_floor_s(eng: Engine, work: Workload, sched: Scheduler) -> float:
+    """The shortest TTFT any request of `work` can see: its prompt prefilled alone, in budget-sized chunks."""
+    left = work.input_len.shortest
+    done, secs = 0, 0.0
+    while left > 0:
+        q = min(left, sched.token_budget)
+        done += q
+        left -= q
+        secs += eng.iteration(Batch.of([(q, done)], sampled=0 if left else 1)).seconds
+    return secs
 
 
 def _pow2(limit: int) -> list[int]:
