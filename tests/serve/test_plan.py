@@ -79,7 +79,6 @@ def test_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--serve", "--input-len", "8"], "plan --serve needs --input-len and --output-len"),
         (["--input-len", "8", "--output-len", "8"], "--input-len goes with --serve"),
         (["--serve", "--input-len", "8", "--output-len", "8", "--train"], "--train does not apply to plan --serve"),
         (["--serve", "--input-len", "8", "--output-len", "8", "--precisions", "bf17"], "unknown precision 'bf17'"),

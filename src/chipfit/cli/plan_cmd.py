@@ -300,5 +300,5 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--serve", action="store_true", help="plan a language model's serving (MODEL: a built-in "
                    "language model, or --config FILE): devices x chip counts x splits x precisions, the cheapest "
                    "that meets --ttft-ms/--tpot-ms")  # fmt: skip
-    add_workload_args(p, required=False)
+    add_workload_args(p)
     p.set_defaults(func=cmd_plan)

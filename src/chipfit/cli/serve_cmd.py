@@ -19,6 +19,7 @@ SERVE_ONLY = ("config", "input_len", "output_len", "offline", "concurrency", "ra
               "tpot_ms", "kv_precision")  # fmt: skip
 NOT_WITH_SERVE = ("train", "batch_sizes", "quant", "eval_data", "max_accuracy_drop", "max_latency_ms", "input_shape")
 
+DEFAULT_LEN = "1024"  # tokens in and out when not given (the TensorRT-LLM overview's 1000/1000 row, rounded)
 DEFAULT_REQUESTS = {"offline": 1000, "concurrency": 500, "rate": 500}
 
 
@@ -42,16 +43,15 @@ def _ms(text: str) -> float:
     return v
 
 
-def add_workload_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """The language model (a preset or --config) and the workload: lengths, arrivals, SLO, scheduler.
-    required: the lengths must be given (plan checks them itself: they go with --serve)."""
+def add_workload_args(p: argparse.ArgumentParser) -> None:
+    """The language model (a preset or --config) and the workload: lengths, arrivals, SLO, scheduler."""
     from chipfit.serve.step import KV_PRECISIONS
 
     p.add_argument("--config", metavar="FILE", help="a Hugging Face-style config.json instead of a built-in MODEL")
-    p.add_argument("--input-len", required=required, metavar="N|uniform:LO:HI|normal:MEAN:STD",
-                   help="prompt tokens per request: fixed, or drawn (seeded)")  # fmt: skip
-    p.add_argument("--output-len", required=required, metavar="N|uniform:LO:HI|normal:MEAN:STD",
-                   help="output tokens per request: fixed, or drawn (seeded)")  # fmt: skip
+    p.add_argument("--input-len", metavar="N|uniform:LO:HI|normal:MEAN:STD",
+                   help=f"prompt tokens per request: fixed, or drawn (seeded); default {DEFAULT_LEN}")  # fmt: skip
+    p.add_argument("--output-len", metavar="N|uniform:LO:HI|normal:MEAN:STD",
+                   help=f"output tokens per request: fixed, or drawn (seeded); default {DEFAULT_LEN}")  # fmt: skip
     how = p.add_mutually_exclusive_group()
     how.add_argument("--offline", action="store_true", help="every request queued at once: maximum throughput "
                      "(the default)")  # fmt: skip
@@ -95,7 +95,8 @@ def resolve_workload(args: argparse.Namespace) -> Any:
         arrivals = Arrivals.OFFLINE
     n = args.requests or DEFAULT_REQUESTS[arrivals.value]
     work = Workload(
-        Lengths.parse(args.input_len, "--input-len"), Lengths.parse(args.output_len, "--output-len"), n, arrivals,
+        Lengths.parse(args.input_len or DEFAULT_LEN, "--input-len"),
+        Lengths.parse(args.output_len or DEFAULT_LEN, "--output-len"), n, arrivals,
         args.concurrency or 0, args.rate or 0.0, args.seed,
     )  # fmt: skip
     return work, Scheduler(token_budget=args.token_budget, max_seqs=args.max_seqs)
@@ -196,8 +197,6 @@ def cmd_plan_serve(args: argparse.Namespace) -> int:
             flag = "--" + name.replace("_", "-")
             raise CliError(f"{flag} does not apply to plan --serve (a language model's serving; objectives: "
                            "--ttft-ms, --tpot-ms)")  # fmt: skip
-    if not args.input_len or not args.output_len:
-        raise CliError("plan --serve needs --input-len and --output-len (tokens per request)")
     files = args.device_file or ()
     cfg = resolve_llm(args)
     names = args.devices.split(",") if args.devices else [d.name for d in list_devices(device_files=files)]
