@@ -28,11 +28,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, machine, write_result  # noqa: E402
-
-from chipfit.serve import get_llm  # noqa: E402
-from chipfit.serve.api import serve  # noqa: E402
-from chipfit.serve.sim import Lengths, Scheduler, Workload  # noqa: E402
+from _common import command_line, machine, write_result
+from chipfit.serve import get_llm
+from chipfit.serve.api import serve
+from chipfit.serve.sim import Lengths, Scheduler, Workload
 
 DATA = Path(__file__).resolve().parent / "data" / "published" / "llm_serving.csv"
 # trtllm-bench's request counts per (input, output) (perf-overview.md, "Preparing a Dataset")

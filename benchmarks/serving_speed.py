@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import command_line, machine, write_result  # noqa: E402
+from _common import command_line, machine, write_result
 
 CHIPFIT = str(Path(sys.executable).with_name("chipfit"))
 CASES = [
