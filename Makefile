@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml $(LOCK) tools/lockcheck.py
 	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python tools/lockcheck.py $(LOCK)
+	$(BIN)/python -c "from chipfit.models.tinylm import tinylm_pretrained as t; t()"  # serving's quality probe (~1 min, cached)
 	touch $(STAMP)
 
 setup: $(STAMP)

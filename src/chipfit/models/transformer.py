@@ -10,7 +10,7 @@ Llama-2-7B 6,738,415,616 and Llama-2-70B 68,976,648,192 (GQA with 8 KV heads).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,12 @@ __all__ = ["BERT", "Attention", "Decoder", "DecoderConfig", "EncoderLayer", "RMS
 
 
 class Attention(nn.Module):
-    """Multi-head attention with grouped-query support (kv_heads divides heads)."""
+    """Multi-head attention with grouped-query support (kv_heads divides heads).
+
+    cache_round: when set, applied to the keys (after rotary) and values before attention reads them, as a
+    serving engine stores them in its KV cache's format (chipfit.serve.quality sets it)."""
+
+    cache_round: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __init__(self, dim: int, heads: int, kv_heads: int | None = None, bias: bool = True) -> None:
         super().__init__()
@@ -51,6 +56,8 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, s, self.kv_heads, hd).transpose(1, 2)
         if rope is not None:
             q, k = _rotate(q, *rope), _rotate(k, *rope)
+        if self.cache_round is not None:
+            k, v = self.cache_round(k), self.cache_round(v)
         if past is not None:  # a preallocated cache: write this step's keys and values in place, attend over it
             at = past[0].shape[2] - s
             past[0][:, :, at:].copy_(k)

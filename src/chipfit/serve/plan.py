@@ -37,7 +37,7 @@ from chipfit.serve.api import (
 )  # fmt: skip
 from chipfit.serve.config import LlmConfig
 from chipfit.serve.sim import Arrivals, Scheduler, Workload
-from chipfit.serve.step import Engine, Split
+from chipfit.serve.step import Engine, Split, kv_format
 
 __all__ = ["DEFAULT_SERVE_CHIPS", "DEFAULT_SERVE_PRECISIONS", "FrontierPoint", "ServePlan", "plan_serving"]
 
@@ -312,12 +312,19 @@ def plan_serving(
 
 
 def quality_note(r: ServingResult | None) -> str:
-    """What the recommended precision costs in quality, where chipfit has measured it."""
+    """What the recommended precision costs in quality: measured by emulation on chipfit's small decoder
+    language model (`serve.quality`), or why there is no measurement."""
     if r is None:
         return ""
+    from chipfit.serve.quality import measure_quality
+    from chipfit.serve.step import KV_PRECISIONS
+
+    kv = next((k for k in KV_PRECISIONS if kv_format(k) == r.kv_format), None)
     prec = r.precision.requested
-    if prec in ("bf16", "fp16", "fp32"):
-        return f"quality: {prec} weights and activations are the model's own precision; no change measured or expected"
-    return (f"quality: chipfit has no measured perplexity change for {prec} on {r.device.name} yet (the small "
-            "decoder language model for measuring it by emulation is not built): check the model's quality at "
-            f"{prec} before deploying it")  # fmt: skip
+    if kv is None:
+        return f"quality: no measured change for {prec}: the KV cache's format {r.kv_format} has no emulation"
+    try:
+        q = measure_quality(r.device.name, prec, kv)
+    except InputError as e:
+        return f"quality: no measured change for {prec} on {r.device.name}: {e}"
+    return "quality: " + q.describe()
