@@ -77,6 +77,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/quant.py
 	$(BIN)/python benchmarks/amp.py
 	$(BIN)/python benchmarks/plan.py
+	$(BIN)/python benchmarks/serving_published.py
+	$(BIN)/python benchmarks/serving_speed.py
+	$(BIN)/python benchmarks/serving_quality.py
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-lock build dist src/*.egg-info
