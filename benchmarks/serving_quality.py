@@ -18,7 +18,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, machine, write_result
-
 from chipfit.hardware import list_devices
 from chipfit.serve.plan import DEFAULT_SERVE_PRECISIONS, _runs
 from chipfit.serve.quality import measure_quality
