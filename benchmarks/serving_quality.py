@@ -39,7 +39,8 @@ def main() -> int:
     lines = ["# Serving quality probe: perplexity under each chip's numerics", "", f"Command: `{command_line()}`",
              f"Machine: {machine()}", "", f"FP32 perplexity of the probe on its held-out text: {base:.4f}; "
              f"{len(rows)} device x precision policies measured in {wall:.0f} s (equal policies share one run).", "",
-             "## KV-cache formats (H100, BF16 compute)", "", "| KV cache | perplexity | change |", "|---|---|---|"]  # fmt: skip
+             "## KV-cache formats (H100, BF16 compute)", "", "| KV cache | perplexity | change |",
+             "|---|---|---|"]  # fmt: skip
     lines += [f"| {q.kv_precision} | {q.perplexity:.4f} | {q.change:+.2%} |" for q in kv]
     lines += ["", "## Devices x precisions (BF16 KV cache)", "", "| device | precision | perplexity | change |",
               "|---|---|---|---|"]  # fmt: skip
