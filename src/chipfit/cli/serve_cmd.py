@@ -4,6 +4,7 @@ deployment, simulated (chipfit.serve). The workload flags are shared with `plan 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from rich.table import Table
@@ -23,24 +24,22 @@ DEFAULT_LEN = "1024"  # tokens in and out when not given (the TensorRT-LLM overv
 DEFAULT_REQUESTS = {"offline": 1000, "concurrency": 500, "rate": 500}
 
 
-def _rate(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of requests per second")
-    return v
+def _positive(unit: str) -> Callable[[str], float]:
+    """argparse type: a finite number > 0 of `unit`, else a one-line usage error naming it."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = -1.0
+        if not v > 0 or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of {unit}")
+        return v
+
+    return parse
 
 
-def _ms(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of milliseconds")
-    return v
+_rate, _ms = _positive("requests per second"), _positive("milliseconds")
 
 
 def add_workload_args(p: argparse.ArgumentParser) -> None:

@@ -10,14 +10,13 @@ or by deleting the file.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from chipfit.models.vision import DigitsCNN
-from chipfit.paths import atomic_path, cache_dir
+from chipfit.models.weights import cached_weights
 
 __all__ = ["DigitsData", "digits_cnn_pretrained", "load_digits_data", "train_digits_cnn"]
 
@@ -78,13 +77,4 @@ def train_digits_cnn(data: DigitsData | None = None, epochs: int = EPOCHS, seed:
 
 def digits_cnn_pretrained(retrain: bool = False) -> DigitsCNN:
     """The trained CNN: from the cache, or trained now (and cached, written atomically)."""
-    path = cache_dir("models") / WEIGHTS_FILE
-    model = DigitsCNN()
-    if path.exists() and not retrain:
-        with contextlib.suppress(RuntimeError, OSError, EOFError):  # a damaged or stale file: train again
-            model.load_state_dict(torch.load(path, weights_only=True))
-            return model.eval()
-    model = train_digits_cnn()
-    with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
-    return model
+    return cached_weights(WEIGHTS_FILE, DigitsCNN, train_digits_cnn, retrain)

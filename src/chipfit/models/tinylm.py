@@ -12,7 +12,6 @@ directory (`tinylm-v1.pt`, written atomically), as digits-cnn's are; delete the 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import inspect
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 
 from chipfit.models.transformer import Decoder, DecoderConfig
-from chipfit.paths import atomic_path, cache_dir
+from chipfit.models.weights import cached_weights
 
 __all__ = ["CONFIG", "CONTEXT", "corpus", "held_out", "tinylm_pretrained", "train_tinylm"]
 
@@ -107,13 +106,4 @@ def train_tinylm(steps: int = STEPS, seed: int = SEED) -> Decoder:
 
 def tinylm_pretrained(retrain: bool = False) -> Decoder:
     """The trained model: from the cache, or trained now (and cached)."""
-    path = cache_dir("models") / WEIGHTS_FILE
-    model = Decoder(CONFIG)
-    if path.exists() and not retrain:
-        with contextlib.suppress(RuntimeError, OSError, EOFError):  # a damaged or stale file: train again
-            model.load_state_dict(torch.load(path, weights_only=True))
-            return model.eval()
-    model = train_tinylm()
-    with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
-    return model
+    return cached_weights(WEIGHTS_FILE, lambda: Decoder(CONFIG), train_tinylm, retrain)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chipfit.cost.collectives import Collective, Fabric, collective_s, flat_collective_s
@@ -180,8 +181,7 @@ class Engine:
     split: Split
     pricer: Pricer = field(init=False)
     fabric: Fabric = field(init=False)
-    _memo: dict[tuple[int, bool], tuple[float, float]] = field(init=False, default_factory=dict, repr=False)
-    _heads: dict[tuple[int, int], tuple[float, float]] = field(init=False, default_factory=dict, repr=False)
+    _memo: dict[tuple[str, int, int], tuple[float, float]] = field(init=False, default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, cfg: LlmConfig, device: str | Device, precision: str, kv_precision: str, split: Split) -> Engine:
@@ -385,17 +385,15 @@ class Engine:
 
     def _token_part(self, t: int, moe: bool) -> tuple[float, float]:
         """Priced once per token count (a simulation meets a few hundred distinct ones)."""
-        key = (t, moe)
-        got = self._memo.get(key)
-        if got is None:
-            got = self._memo[key] = self._price(self.token_kernels(t, moe))
-        return got
+        return self._once(("layer", t, moe), lambda: self.token_kernels(t, moe))
 
     def _head_part(self, t: int, sampled: int) -> tuple[float, float]:
-        key = (t, sampled)
-        got = self._heads.get(key)
+        return self._once(("head", t, sampled), lambda: self.head_kernels(t, sampled))
+
+    def _once(self, key: tuple[str, int, int], kernels: Callable[[], list[OpRecord]]) -> tuple[float, float]:
+        got = self._memo.get(key)
         if got is None:
-            got = self._heads[key] = self._price(self.head_kernels(t, sampled))
+            got = self._memo[key] = self._price(kernels())
         return got
 
     def _collectives_s(self, t: int, sampled: int) -> tuple[float, float]:
