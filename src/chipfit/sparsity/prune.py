@@ -1,0 +1,199 @@
+"""`sparsify_`: prune a model's Linear and convolution weights in place to an N:M pattern (or an
+unstructured share), by magnitude or by Wanda's activation-aware score, keeping the masks through later
+training.
+
+Masks are kept as `torch.nn.utils.parametrize` parametrizations (weight = original x mask), so an
+optimizer step on the original never revives a pruned weight: fine-tuning keeps the pattern, the
+prune-then-retrain recipe of NVIDIA's ASP. `remove_masks` bakes them in (pruned zeros, plain
+parameters) before export.
+
+Dense by default (configurable): the first and the last prunable layer (a network's input and output
+layers are the most sensitive, and ASP and Wanda leave embeddings and heads dense), layers whose
+reduction dimension is not a multiple of M (no sparse kernel runs them), and layers with fewer than
+`min_params` weights (too small to gain).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from chipfit.errors import InputError
+from chipfit.sparsity.masks import nm_groups_view, nm_mask, unstructured_mask, wanda_score
+
+__all__ = ["LayerSparsity", "Method", "Pattern", "SparsityReport", "remove_masks", "sparsify_"]
+
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class Method(StrEnum):
+    MAGNITUDE = "magnitude"
+    WANDA = "wanda"
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """N:M (keep n of every m along the reduction dimension), or unstructured at `share` pruned."""
+
+    n: int = 2
+    m: int = 4
+    share: float | None = None  # unstructured: the pruned share
+
+    @classmethod
+    def parse(cls, text: str) -> Pattern:
+        """'2:4', '1:4', '4:8' or 'unstructured:0.5'."""
+        try:
+            if text.startswith("unstructured:"):
+                return cls(share=float(text.split(":", 1)[1]))
+            n, m = (int(x) for x in text.split(":"))
+            if 0 < n <= m:
+                return cls(n, m)
+        except ValueError:
+            pass
+        raise InputError(f"pattern {text!r}: give N:M with 0 < N <= M (2:4, 4:8) or unstructured:SHARE (0.5)")
+
+    def describe(self) -> str:
+        return f"unstructured {self.share:.0%}" if self.share is not None else f"{self.n}:{self.m}"
+
+
+class _Mask(nn.Module):
+    mask: torch.Tensor
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * self.mask
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    name: str
+    params: int
+    pruned: bool
+    sparsity: float  # the zero share of the weight after pruning
+    why_dense: str = ""
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    pattern: Pattern
+    method: Method
+    layers: tuple[LayerSparsity, ...] = field(default=())
+
+    @property
+    def sparsity(self) -> float:
+        """Zero share over every prunable layer's weights (dense ones included)."""
+        total = sum(x.params for x in self.layers)
+        return sum(x.params * x.sparsity for x in self.layers) / total if total else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"pattern": self.pattern.describe(), "method": self.method.value, "sparsity": self.sparsity,
+                "layers": [vars(x) for x in self.layers]}  # fmt: skip
+
+
+def _input_norms(model: nn.Module, layers: dict[str, nn.Module], calibrate: Iterable[Any] | Callable[[], Any],
+                 ) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Each layer's per-input-channel L2 norm of its inputs over the calibration data (Wanda's ||X_j||)."""
+    sq: dict[str, torch.Tensor] = {}
+
+    def hook(name: str) -> Callable[..., None]:
+        def run(mod: nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0].detach().float()
+            if isinstance(mod, nn.Linear):
+                flat = x.reshape(-1, x.shape[-1])
+            else:  # every tap of the kernel sees every input position: the per-channel sum over them
+                flat = x.movedim(1, -1).reshape(-1, x.shape[1])
+            s = (flat * flat).sum(0)
+            sq[name] = sq.get(name, torch.zeros_like(s)) + s
+
+        return run
+
+    handles = [mod.register_forward_pre_hook(hook(n)) for n, mod in layers.items()]
+    try:
+        with torch.no_grad():
+            if callable(calibrate):
+                calibrate()
+            else:
+                for batch in calibrate:
+                    model(*batch) if isinstance(batch, tuple | list) else model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [n for n in layers if n not in sq]
+    if missing:
+        raise InputError(f"the calibration data never reached {', '.join(missing[:3])}: Wanda needs their inputs")
+    return {n: s.sqrt() for n, s in sq.items()}
+
+
+def sparsify_(
+    model: nn.Module,
+    pattern: Pattern | str = "2:4",
+    method: Method | str = Method.MAGNITUDE,
+    *,
+    calibrate: Iterable[Any] | Callable[[], Any] | None = None,
+    dense: Iterable[str] | None = None,
+    keep_ends_dense: bool = True,
+    min_params: int = 256,
+) -> SparsityReport:
+    """Prune `model` in place; the masks stay on as parametrizations (see `remove_masks`).
+
+    dense: module names kept dense, beside the defaults (first and last prunable layer unless
+    keep_ends_dense is False, layers whose reduction dimension M does not divide, layers under
+    `min_params` weights). calibrate: batches or a callable running the model, for Wanda."""
+    pat = Pattern.parse(pattern) if isinstance(pattern, str) else pattern
+    try:
+        meth = Method(method)
+    except ValueError:
+        raise InputError(f"unknown pruning method {method!r}; known: {', '.join(Method)}") from None
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
+    if not layers:
+        raise InputError("no Linear or convolution layer to prune")
+    asked = set(dense or ())
+    unknown = asked - set(layers)
+    if unknown:
+        raise InputError(f"--dense names no prunable layer: {', '.join(sorted(unknown))}; prunable: "
+                         f"{', '.join(layers)}")  # fmt: skip
+    names = list(layers)
+    why: dict[str, str] = {n: "asked" for n in asked}
+    if keep_ends_dense and len(names) > 2:
+        why.setdefault(names[0], "the first layer")
+        why.setdefault(names[-1], "the last layer")
+    for n, mod in layers.items():
+        w = mod.weight
+        if w.numel() < min_params:
+            why.setdefault(n, f"fewer than {min_params} weights")
+        elif pat.share is None and nm_groups_view(w).shape[1] % pat.m:
+            why.setdefault(n, f"its reduction dimension is not a multiple of {pat.m}")
+    if meth is Method.WANDA:
+        if calibrate is None:
+            raise InputError("Wanda scores weights by their inputs: pass calibrate=<batches or callable>")
+        norms = _input_norms(model, {n: m for n, m in layers.items() if n not in why}, calibrate)
+    out = []
+    for n, mod in layers.items():
+        w = mod.weight
+        if n in why:
+            out.append(LayerSparsity(n, w.numel(), False, float((w == 0).float().mean()), why[n]))
+            continue
+        score = wanda_score(w, norms[n]) if meth is Method.WANDA else None
+        mask = nm_mask(w, pat.n, pat.m, score) if pat.share is None else unstructured_mask(w, pat.share, score)
+        if parametrize.is_parametrized(mod, "weight"):
+            raise InputError(f"{n} is already pruned (or parametrized): call remove_masks first")
+        parametrize.register_parametrization(mod, "weight", _Mask(mask.to(w.dtype)))
+        out.append(LayerSparsity(n, w.numel(), True, float((mod.weight == 0).float().mean())))
+    return SparsityReport(pat, meth, tuple(out))
+
+
+def remove_masks(model: nn.Module) -> nn.Module:
+    """Bake the masks into plain weights (pruned entries zero): for export, or to prune again."""
+    for mod in model.modules():
+        if isinstance(mod, PRUNABLE) and parametrize.is_parametrized(mod, "weight"):
+            parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
+    return model
