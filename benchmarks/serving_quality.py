@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, machine, write_result
 from chipfit.hardware import list_devices
-from chipfit.serve.plan import DEFAULT_SERVE_PRECISIONS, _runs
+from chipfit.serve.plan import DEFAULT_SERVE_PRECISIONS, runs_on_matrix_unit
 from chipfit.serve.quality import measure_quality
 from chipfit.serve.step import KV_PRECISIONS
 
@@ -28,7 +28,7 @@ def main() -> int:
     t0 = time.perf_counter()
     rows = []
     for dev in list_devices():
-        runnable = [p for p in DEFAULT_SERVE_PRECISIONS if _runs(dev, p)]
+        runnable = [p for p in DEFAULT_SERVE_PRECISIONS if runs_on_matrix_unit(dev, p)]
         if "bf16" in runnable and "fp16" in runnable:
             runnable.remove("fp16")
         for p in runnable:

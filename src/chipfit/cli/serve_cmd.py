@@ -101,16 +101,10 @@ def resolve_workload(args: argparse.Namespace) -> Any:
     return work, Scheduler(token_budget=args.token_budget, max_seqs=args.max_seqs)
 
 
-def default_kv(dev: Any, kv: str | None) -> str:
-    """bf16 where the chip computes in BF16, else fp16 (the cache is read by the attention kernel)."""
-    if kv:
-        return kv
-    return "bf16" if dev.peak("bfloat16") or not dev.peak("float16") else "fp16"
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from chipfit.hardware import get_device
     from chipfit.serve.api import Slo, serve
+    from chipfit.serve.step import default_kv
 
     files = args.device_file or ()
     cfg = resolve_llm(args)

@@ -213,7 +213,7 @@ def candidate_splits(cfg: LlmConfig, device: Device, chips: int) -> list[Split]:
     return out
 
 
-def _memory(cfg: LlmConfig, dev: Device, eng: Engine, sched: Scheduler) -> ServingMemory:
+def engine_memory(cfg: LlmConfig, dev: Device, eng: Engine, sched: Scheduler) -> ServingMemory:
     s = eng.split
     return serving_memory(
         cfg, dev.main_memory.capacity_bytes, eng.precision.weights, eng.kv_format, tp=s.tp, pp=s.pp,
@@ -221,7 +221,7 @@ def _memory(cfg: LlmConfig, dev: Device, eng: Engine, sched: Scheduler) -> Servi
     )  # fmt: skip
 
 
-def _longest(work: Workload) -> int:
+def longest_request(work: Workload) -> int:
     return work.input_len.longest + work.output_len.longest
 
 
@@ -266,9 +266,9 @@ def serve(
         runnable = []
         for sp in splits:
             eng = Engine.build(cfg, dev, precision, kv_precision, sp)
-            mem = _memory(cfg, dev, eng, sched)
-            if mem.kv_pages < math.ceil(_longest(work) / sched.page_tokens):
-                tried.append((sp, _no_fit(mem, _longest(work))))
+            mem = engine_memory(cfg, dev, eng, sched)
+            if mem.kv_pages < math.ceil(longest_request(work) / sched.page_tokens):
+                tried.append((sp, _no_fit(mem, longest_request(work))))
                 continue
             runnable.append((decode_bound(eng, mem, work, sched)[0] * (n // sp.chips), sp, eng, mem))
         runnable.sort(key=lambda x: -x[0])  # the most promising first, so the rest can be ruled out unsimulated

@@ -28,16 +28,16 @@ from chipfit.hardware.pricing import Pricing
 from chipfit.serve.api import (
     ServingResult,
     Slo,
-    _longest,
-    _memory,
     candidate_splits,
     decode_bound,
+    engine_memory,
+    longest_request,
     prefill_floor_s,
     serve,
 )  # fmt: skip
 from chipfit.serve.config import LlmConfig
 from chipfit.serve.sim import Arrivals, Scheduler, Workload
-from chipfit.serve.step import Engine, Split, kv_format
+from chipfit.serve.step import Engine, Split, default_kv, kv_format
 
 __all__ = ["DEFAULT_SERVE_CHIPS", "DEFAULT_SERVE_PRECISIONS", "FrontierPoint", "ServePlan", "plan_serving"]
 
@@ -149,7 +149,7 @@ def _row(r: ServingResult) -> dict[str, Any]:
     return {k: d[k] for k in keep}
 
 
-def _runs(dev: Device, precision: str) -> bool:
+def runs_on_matrix_unit(dev: Device, precision: str) -> bool:
     try:
         p = resolve_precision(dev, precision)
     except InputError:
@@ -167,7 +167,7 @@ def _candidates(
     tpot = None if slo.tpot_ms is None else slo.tpot_ms / 1e3
     for dev in devices:
         quote = pricing.quote(dev)
-        runnable = [p for p in dict.fromkeys(precisions) if _runs(dev, p)]
+        runnable = [p for p in dict.fromkeys(precisions) if runs_on_matrix_unit(dev, p)]
         if "bf16" in runnable and "fp16" in runnable:  # a chip runs one 16-bit format: fp16 only without bf16
             runnable.remove("fp16")
         for prec in runnable:
@@ -179,8 +179,8 @@ def _candidates(
                         eng = Engine.build(cfg, dev, prec, _kv(dev, kv), sp)
                     except InputError:
                         continue
-                    mem = _memory(cfg, dev, eng, sched)
-                    if mem.kv_pages < math.ceil(_longest(work) / sched.page_tokens):
+                    mem = engine_memory(cfg, dev, eng, sched)
+                    if mem.kv_pages < math.ceil(longest_request(work) / sched.page_tokens):
                         continue
                     if slo.ttft_ms is not None and (t := prefill_floor_s(eng, work, sched)) * 1e3 > slo.ttft_ms:
                         why = f"a prompt alone takes {t * 1e3:,.0f} ms to prefill, over the TTFT objective"
@@ -202,8 +202,6 @@ def _candidates(
 
 
 def _kv(dev: Device, kv: str) -> str:
-    from chipfit.cli.serve_cmd import default_kv
-
     return default_kv(dev, kv or None)
 
 

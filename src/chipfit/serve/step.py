@@ -61,7 +61,7 @@ from chipfit.serve.memory import kv_bytes_per_token, params_per_chip
 from chipfit.trace.records import OpRecord
 from chipfit.vocab import OpClass, Phase
 
-__all__ = ["KV_PRECISIONS", "Batch", "Engine", "IterationCost", "Split", "kv_format"]
+__all__ = ["KV_PRECISIONS", "Batch", "Engine", "IterationCost", "Split", "default_kv", "kv_format"]
 
 FP32 = 4  # traced bytes per element: the cost model's records count FP32 bytes and scale them to a format
 KV_PRECISIONS = ("bf16", "fp16", "fp8", "int8", "fp32")  # the KV cache's storage formats
@@ -72,6 +72,14 @@ def kv_format(kv_precision: str) -> str:
     if kv_precision not in KV_PRECISIONS:
         raise InputError(f"unknown KV-cache precision {kv_precision!r}; valid: {', '.join(KV_PRECISIONS)}")
     return PRECISION_ALIASES[kv_precision][0]
+
+
+def default_kv(device: Device, kv_precision: str | None) -> str:
+    """The KV cache's precision when none is asked for: bf16 where the chip computes in BF16, else fp16
+    (the attention kernel reads the cache at the activations' width)."""
+    if kv_precision:
+        return kv_precision
+    return "bf16" if device.peak("bfloat16") or not device.peak("float16") else "fp16"
 
 
 @dataclass(frozen=True)
