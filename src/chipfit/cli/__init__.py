@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         plan_cmd,
         quant_cmd,
         serve_cmd,
+        sparsify_cmd,
         trace_cmd,
         train_cmd,
     )
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_parsers(sub)
     plan_cmd.add_parsers(sub)
     serve_cmd.add_parsers(sub)
+    sparsify_cmd.add_parsers(sub)
     return p
 
 

@@ -111,6 +111,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from chipfit.cli.serve_cmd import SERVE_ONLY, cmd_plan_serve
 
     if args.serve:
+        if args.sparsity:
+            raise CliError("--sparsity prices a model's step (plan MODEL --sparsity 2:4); sparse serving is not "
+                           "modelled: plan --serve prices dense weights")  # fmt: skip
         return cmd_plan_serve(args)
     for name in SERVE_ONLY:
         if getattr(args, name, None) not in (None, False):
@@ -185,6 +188,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
                 ray_address=args.ray_address,
                 pricing=pricing,
                 execution=args.execution,
+                sparsity=args.sparsity,
+                sparsity_method=args.sparsity_method,
             )
         except PlanError as e:
             raise CliError(str(e)) from None
@@ -293,6 +298,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--workers", type=positive, help="local: worker processes (default one per core); ray: CPUs")
     p.add_argument("--ray-address", help="ray: the cluster to join (default: start a local instance; 'auto')")
     add_execution_arg(p)
+    p.add_argument(
+        "--sparsity", metavar="N:M",
+        help="also sweep the model pruned to N:M (2:4) on the devices with sparse math for it (docs/sparsity.md)",
+    )  # fmt: skip
+    p.add_argument("--sparsity-method", default="magnitude", help="with --sparsity: magnitude (default) or wanda")
     p.add_argument("--html", help="write a self-contained HTML report here")
     p.add_argument("--csv", help="write every configuration as CSV here")
     p.add_argument("--csv-only", action="store_true", help="print nothing (with --csv or --html)")

@@ -32,11 +32,14 @@ from typing import Any
 
 from chipfit.cost.fusion import compile_trace
 from chipfit.cost.memory import StepMemory, step_memory, traffic_scale
+from chipfit.cost.sparse import SparseGemm, SparseLayers, sparse_gemm
 from chipfit.cost.units import MATRIX_MODELS
 from chipfit.errors import InputError
+from chipfit.formats import get_format
 from chipfit.hardware import Device, get_device
 from chipfit.hardware.precision import PRECISION_ALIASES, How, Precision, resolve_precision
 from chipfit.hardware.pricing import PriceQuote, Pricing
+from chipfit.hardware.sparsity import Pattern
 from chipfit.hardware.stacks import Execution, Stack, resolve_stack
 from chipfit.trace import Trace
 from chipfit.trace.records import OpRecord
@@ -103,6 +106,7 @@ class OpCost:
     utilization: float  # useful flops / (time x peak of the unit used)
     fallback: bool
     latency_s: float = 0.0  # the kernel's fixed duration on the device beyond its work (compute.kernel_latency_s)
+    sparse: bool = False  # ran on the sparse matrix math (its weights pruned, cost.sparse)
 
 
 BY_KEYS = ("op_class", "module", "layer", "phase", "unit")
@@ -124,6 +128,25 @@ class Estimate:
     energy_basis: str = ""  # what the device's energy calibration rests on (hardware EnergyCalibration)
     energy_assumed: bool = False  # ... and whether that is an assumed power figure
     execution: str = "eager"  # the stack that ran the step (hardware.stacks): eager, tensorrt, xla, ...
+    sparsity: str = ""  # the pruned layers' pattern ("2:4"), "" for a dense model
+    sparse_covered: int = 0  # forward GEMMs reading pruned weights (those that ran sparse: sparse_gemms)
+
+    @property
+    def sparse_gemms(self) -> int:
+        """GEMMs that ran on the sparse matrix math."""
+        return sum(1 for r in self.rows if r.sparse)
+
+    def sparsity_note(self) -> str:
+        """One line: how the pruned layers ran ('' for a dense model)."""
+        if not self.sparsity:
+            return ""
+        if self.sparse_gemms == self.sparse_covered:
+            return f"{self.sparse_gemms} pruned GEMMs ran at the {self.sparsity} sparse rate"
+        fmt = self.precision.format
+        if not self.sparse_gemms:
+            return (f"{self.device} has no {self.sparsity} sparse math for {fmt}: the pruned GEMMs cost what dense "
+                    "ones do")  # fmt: skip
+        return f"{self.sparse_gemms} of {self.sparse_covered} pruned GEMMs ran at the {self.sparsity} sparse rate"
 
     @property
     def price_usd_per_hour(self) -> float | None:
@@ -212,6 +235,10 @@ class Estimate:
             "fits_one_chip": self.fits,
             "fallback_ops": len(self.fallbacks()),
             "fallback_time_s": sum(r.time_s for r in self.fallbacks()),
+            "sparsity": self.sparsity or None,
+            "sparse_gemms": self.sparse_gemms,
+            "sparse_covered_gemms": self.sparse_covered,
+            "sparsity_note": self.sparsity_note() or None,
         }
 
 
@@ -223,13 +250,16 @@ def _level(device: Device, fits_on_chip: bool) -> tuple[float, float]:
 
 
 def _memory(
-    device: Device, rec: OpRecord, scale: float, model_bytes: float, wscale: float | None = None
-) -> tuple[float, float, float]:
+    device: Device, rec: OpRecord, scale: float, model_bytes: float, wscale: float | None = None,
+    sparse: SparseGemm | None = None,
+) -> tuple[float, float, float]:  # fmt: skip
     """(seconds, joules, activations' bytes/s): weights stream from main memory unless the whole model fits on chip;
     activations come from on-chip memory when the op's working set fits there. `wscale`: the
-    weights' bytes per traced byte when they are stored narrower than the math (weight-only)."""
+    weights' bytes per traced byte when they are stored narrower than the math (weight-only);
+    `sparse`: the pruned weight reads compressed (cost.sparse)."""
     cap = device.on_chip.capacity_bytes if device.on_chip is not None else 0.0
-    weights = rec.param_bytes * (scale if wscale is None else wscale)
+    pruned = sparse.weight_bytes * (1 - sparse.weight_share) if sparse is not None else 0.0
+    weights = (rec.param_bytes - pruned) * (scale if wscale is None else wscale)
     acts = (rec.bytes - rec.param_bytes) * scale
     w_bw, w_pj = _level(device, model_bytes <= cap)
     a_bw, a_pj = _level(device, rec.bytes * scale <= cap)
@@ -248,31 +278,42 @@ def _lane_narrow_conv(device: Device, rec: OpRecord) -> bool:
     return unit.kind == "simd" and groups > 1 and n < unit.cols
 
 
-def _matrix_seconds(device: Device, fmt: str, rec: OpRecord) -> float:
+def _matrix_seconds(device: Device, fmt: str, rec: OpRecord, sparse: SparseGemm | None = None) -> float:
     if not device.peak(fmt):
         return rec.flops / device.compute.vector_ops_per_s
     if rec.gemm is None or not device.matrix_units:
-        return rec.flops / (device.peak(fmt) * device.compute.matmul_efficiency)
+        peak = sparse.peak_ops_per_s if sparse is not None else device.peak(fmt)
+        return rec.flops / (peak * device.compute.matmul_efficiency)
     unit = device.matrix_units[0]
-    t = MATRIX_MODELS[unit.kind](device, unit, fmt, rec.gemm)
     m, n, k, b = rec.gemm
+    # a sparse GEMM runs in the cycles of a dense one over the shorter reduction (cost.sparse)
+    t = MATRIX_MODELS[unit.kind](device, unit, fmt, rec.gemm if sparse is None else (m, n, sparse.k(k), b))
     gemm_flops = 2 * m * n * k * b
     # conv backward (two GEMMs) and fused attention (QK^T and PV) do a multiple of one GEMM's work
     return t.seconds * (rec.flops / gemm_flops if gemm_flops else 1.0)
 
 
 def _op_on(
-    device: Device, prec: Precision, rec: OpRecord, scale: float, model_bytes: float, launch_s: float | None = None
-) -> tuple[float, float, float, float, Unit, float, float]:
-    """(compute_s, memory_s, overhead_s, energy_j, unit, peak used, latency_s) for an op that runs on
+    device: Device, prec: Precision, rec: OpRecord, scale: float, model_bytes: float, launch_s: float | None = None,
+    pattern: Pattern | None = None,
+) -> tuple[float, float, float, float, Unit, float, float, float, bool]:  # fmt: skip
+    """(compute_s, memory_s, overhead_s, energy_j, unit, peak used, latency_s, bytes moved, ran sparse) for an op on
     `device`; `launch_s`: what starting its kernel costs under a compiling stack (None: the device's eager
-    dispatch, which already exceeds a kernel's fixed latency, so that is added only when compiled)."""
+    dispatch, which already exceeds a kernel's fixed latency, so that is added only when compiled);
+    `pattern`: the op's weights are pruned to it (they run sparse where the device can, cost.sparse)."""
     wscale = traffic_scale(prec.weights) if prec.weight_format else None
-    memory_s, memory_j, acts_bw = _memory(device, rec, scale, model_bytes, wscale)
+    on_matrix = rec.op_class in MATRIX_CLASSES and prec.how is not How.VECTOR and not _lane_narrow_conv(device, rec)
+    fmt = prec.format if device.peak(prec.format) else device.formats[0]
+    sparse = None
+    if pattern is not None and on_matrix:
+        sparse = sparse_gemm(device, fmt, int(get_format(prec.weights).storage_bits), rec, pattern)
+    memory_s, memory_j, acts_bw = _memory(device, rec, scale, model_bytes, wscale, sparse)
     dequant_ops = 0.0
-    if rec.op_class in MATRIX_CLASSES and prec.how is not How.VECTOR and not _lane_narrow_conv(device, rec):
-        fmt = prec.format if device.peak(prec.format) else device.formats[0]
-        compute_s, unit, peak = _matrix_seconds(device, fmt, rec), Unit.MATRIX, device.peak(fmt)
+    arith = 1.0  # the share of the op's multiplications done (a sparse GEMM skips the pruned ones)
+    if on_matrix:
+        compute_s, unit = _matrix_seconds(device, fmt, rec, sparse), Unit.MATRIX
+        peak = sparse.peak_ops_per_s if sparse is not None else device.peak(fmt)
+        arith = 1 / sparse.speedup if sparse is not None else 1.0
         compute_s /= device.compute.class_efficiency.get(rec.op_class, 1.0)
         if prec.how is How.WEIGHT_ONLY and rec.param_bytes:  # upcast every weight it reads, on the vector unit
             dequant_ops = DEQUANT_OPS_PER_WEIGHT * rec.param_bytes / 4  # traced weights are FP32: 4 bytes each
@@ -299,8 +340,11 @@ def _op_on(
         latency = device.compute.kernel_latency_s + epilogue
     time_s = max(compute_s, memory_s) + overhead + latency
     vec_j = dequant_ops * device.energy_pj_per_op("float32", matrix=False) * 1e-12 if dequant_ops else 0.0
-    energy = rec.flops * e_op * 1e-12 + vec_j + memory_j + device.power.idle_w * time_s
-    return compute_s, memory_s, overhead, energy, unit, peak, latency
+    energy = rec.flops * arith * e_op * 1e-12 + vec_j + memory_j + device.power.idle_w * time_s
+    moved = rec.bytes * scale
+    if sparse is not None:  # the pruned weight's bytes it does not read
+        moved -= sparse.weight_bytes * (1 - sparse.weight_share) * (scale if wscale is None else wscale)
+    return compute_s, memory_s, overhead, energy, unit, peak, latency, moved, sparse is not None
 
 
 def _row(
@@ -313,6 +357,7 @@ def _row(
     peak: float,
     fallback: bool,
     latency: float = 0.0,
+    sparse: bool = False,
 ) -> OpCost:
     """An OpCost for `rec`; parts = (compute, memory, overhead, transfer) seconds, plus the kernel's latency."""
     c, m, o, transfer = parts
@@ -321,7 +366,7 @@ def _row(
     return OpCost(
         index=rec.index, op=rec.op, module=rec.module, op_class=rec.op_class, phase=rec.phase, unit=unit,
         time_s=time_s, compute_s=c, memory_s=m, overhead_s=o, transfer_s=transfer, bound=bound, energy_j=energy,
-        bytes=nbytes, flops=rec.flops, utilization=util, fallback=fallback, latency_s=latency,
+        bytes=nbytes, flops=rec.flops, utilization=util, fallback=fallback, latency_s=latency, sparse=sparse,
     )  # fmt: skip
 
 
@@ -337,6 +382,7 @@ def _cost(
     host: Device | None,
     model_bytes: float,
     launch_s: float | None = None,
+    pattern: Pattern | None = None,
 ) -> OpCost:
     if rec.op_class == "view":
         o = device.compute.view_overhead_s
@@ -348,17 +394,17 @@ def _cost(
     )
     if to_host and host is not None and device.host_link is not None:
         fp32_model = model_bytes / traffic_scale(prec.weights)
-        c, m, o, e, _unit, peak, _lat = _op_on(host, resolve_precision(host, "float32"), rec, 1.0, fp32_model)
+        c, m, o, e, _unit, peak, _lat, _, _ = _op_on(host, resolve_precision(host, "float32"), rec, 1.0, fp32_model)
         moved = rec.bytes * scale
         link = device.host_link  # inputs over, outputs back: two messages, each paying the link's latency
         transfer = moved / link.bandwidth_bytes_per_s + 2 * link.latency_s
         energy = e + moved * LINK_PJ_PER_BYTE * 1e-12 + device.power.idle_w * (max(c, m) + o + transfer)
         bound = Bound.TRANSFER if transfer >= max(c, m, o) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
         return _row(rec, Unit.HOST, (c, m, o, transfer), bound, energy, moved, peak, True)
-    c, m, o, e, unit, peak, lat = _op_on(device, prec, rec, scale, model_bytes, launch_s)
+    c, m, o, e, unit, peak, lat, moved, sparse = _op_on(device, prec, rec, scale, model_bytes, launch_s, pattern)
     bound = Bound.OVERHEAD if o + lat > max(c, m) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
     fallback = prec.how is How.VECTOR and rec.op_class in MATRIX_CLASSES
-    return _row(rec, unit, (c, m, o, 0.0), bound, e, rec.bytes * scale, peak, fallback, lat)
+    return _row(rec, unit, (c, m, o, 0.0), bound, e, moved, peak, fallback, lat, sparse)
 
 
 @dataclass(frozen=True)
@@ -372,13 +418,17 @@ class Pricer:
     stack: Stack
     model_bytes: float
     host: Device | None = None
+    sparsity: SparseLayers | None = None  # pruned layers: their forward GEMMs run sparse where the device can
 
     @classmethod
-    def of(cls, device: str | Device, precision: str | Precision, stack: Stack, model_bytes: float) -> Pricer:
+    def of(
+        cls, device: str | Device, precision: str | Precision, stack: Stack, model_bytes: float,
+        sparsity: SparseLayers | None = None,
+    ) -> Pricer:  # fmt: skip
         dev = get_device(device)
         prec = precision if isinstance(precision, Precision) else resolve_precision(dev, precision)
         host = get_device(dev.support.host) if dev.support.host else None
-        return cls(device=dev, precision=prec, stack=stack, model_bytes=model_bytes, host=host)
+        return cls(device=dev, precision=prec, stack=stack, model_bytes=model_bytes, host=host, sparsity=sparsity)
 
     @functools.cached_property
     def scale(self) -> float:
@@ -389,8 +439,12 @@ class Pricer:
     def launch_s(self) -> float | None:
         return None if self.stack.execution is Execution.EAGER else self.stack.kernel_launch_on(self.device)
 
-    def __call__(self, rec: OpRecord) -> OpCost:
-        return _cost(self.device, self.precision, rec, self.scale, self.host, self.model_bytes, self.launch_s)
+    def __call__(self, rec: OpRecord, sparse: bool | None = None) -> OpCost:
+        """`rec` priced; `sparse`: whether its weights are pruned (None: whether `sparsity` covers it)."""
+        if sparse is None:
+            sparse = self.sparsity is not None and self.sparsity.covers(rec)
+        pattern = self.sparsity.pattern if self.sparsity is not None and sparse else None
+        return _cost(self.device, self.precision, rec, self.scale, self.host, self.model_bytes, self.launch_s, pattern)
 
 
 def compiled(trace: Trace, stack: Stack) -> Trace:
@@ -411,6 +465,7 @@ def estimate(
     items: int | None = None,
     pricing: Pricing | None = None,
     execution: str | None = None,
+    sparsity: SparseLayers | None = None,
 ) -> Estimate:
     """Price `trace` on `device` at `precision` (a format name or an alias: fp32, tf32, bf16, fp16, fp8, int8, ...).
 
@@ -419,21 +474,30 @@ def estimate(
     execution: None (the device's default: `support.execution`), "eager" (one kernel per aten op, as
     eager PyTorch runs it), "compiled" (the device's own stack: the kernels it launches, cost.fusion)
     or a stack's name (hardware/stacks.toml: inductor, tensorrt, xla, ...).
+    sparsity: the layers pruned to an N:M pattern (`chipfit.sparsity.sparse_layers`); their forward GEMMs
+    run on the device's sparse matrix math where it has it for the pattern and format (cost.sparse),
+    and cost what dense ones do where it does not (`Estimate.sparse_gemms` counts those that ran sparse).
     """
     dev = get_device(device)
     stack = resolve_stack(dev, execution, trace.mode)
     trace = compiled(trace, stack)
     prec = resolve_precision(dev, precision)
-    price = Pricer.of(dev, prec, stack, trace.footprint.params_bytes * traffic_scale(prec.weights))
+    price = Pricer.of(dev, prec, stack, trace.footprint.params_bytes * traffic_scale(prec.weights), sparsity)
     # repeated layers repeat their ops: price each distinct op once, then copy the priced fields after
-    # (index, op, module) positionally (dataclasses.replace was most of a 70B decoder's estimate)
+    # (index, op, module) positionally (dataclasses.replace was most of a 70B decoder's estimate). Twins
+    # differ in module, so a pruned layer's GEMM and its dense twin are distinct: keyed by both
     reps, where = trace.distinct_ops()
-    priced = [price(r) for r in reps]
-    tails = [_TAIL(c) for c in priced]  # shallow: astuple's deep copy was a fifth of a plan's pricing
+    covered = [sparsity is not None and sparsity.covers(r) for r in trace.records]
+    priced: dict[tuple[int, bool], OpCost] = {}
+    tails: dict[tuple[int, bool], tuple[Any, ...]] = {}
     rows = []
-    for r, pos in zip(trace.records, where, strict=True):
-        c = priced[pos]
-        rows.append(c if c.index == r.index else OpCost(r.index, r.op, r.module, *tails[pos]))
+    for r, pos, sp in zip(trace.records, where, covered, strict=True):
+        key = (pos, sp)
+        if key not in priced:
+            priced[key] = price(reps[pos], sp)
+            tails[key] = _TAIL(priced[key])  # shallow: astuple's deep copy was a fifth of a plan's pricing
+        c = priced[key]
+        rows.append(c if c.index == r.index else OpCost(r.index, r.op, r.module, *tails[key]))
     if dev.compute.module_overhead_s and trace.module_calls:
         o = dev.compute.module_overhead_s * trace.module_calls
         rows.append(
@@ -465,4 +529,6 @@ def estimate(
         energy_assumed=dev.energy_calibration.assumed,
         peak_ops_per_s=dev.peak(prec.format) or dev.compute.vector_ops_per_s,
         execution=stack.name,
+        sparsity=str(sparsity.pattern) if sparsity is not None else "",
+        sparse_covered=sum(covered),
     )

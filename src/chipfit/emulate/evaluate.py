@@ -9,6 +9,7 @@ Metrics (higher is better):
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -144,6 +145,7 @@ def evaluate(
     policies: Sequence[NumericsPolicy] = (),
     accumulate: str | None = None,
     variants: Mapping[str, nn.Module] | None = None,
+    variant_policies: bool | Sequence[NumericsPolicy] = False,
 ) -> Evaluation:
     """The metric for every device x precision (plus any explicit policies), next to FP32.
 
@@ -151,7 +153,9 @@ def evaluate(
       for metrics against FP32 (cosine, agreement).
     variants: name -> another model (e.g. a quantized copy), run in FP32 arithmetic and scored
       against the same FP32 references; one row each after the policies (device "", policy
-      "variant:NAME").
+      "variant:NAME"), and with `variant_policies` one more per policy, run under it (policy
+      "variant:NAME:POLICY"): a pruned or quantized copy under a chip's numerics. True: the same
+      policies as the model; a sequence: those (for the variants only).
     """
     if isinstance(metric, str):
         if metric not in METRICS:
@@ -165,6 +169,7 @@ def evaluate(
     if not batches:
         raise InputError("data is empty")
     jobs = [policy_for(d, p, accumulate=accumulate) for d in devices for p in precisions] + list(policies)
+    vjobs = jobs if variant_policies is True else list(variant_policies or ())
     was_training = model.training
     model.eval()
     try:
@@ -187,17 +192,28 @@ def evaluate(
                     )
                 )  # fmt: skip
             for vname, other in (variants or {}).items():
-                t0 = time.perf_counter()
-                other_training = other.training
-                other.eval()
-                try:
-                    outs = [_call(other, inp) for inp, _t in batches]
-                finally:
-                    other.train(other_training)
-                value = _score(fn, outs, batches, refs)
-                ev.rows.append(
-                    EvalRow("", vname, f"variant:{vname}", value, value - fp32, 0, "", time.perf_counter() - t0, ())
-                )
+                vpol: NumericsPolicy | None
+                for vpol in [None, *vjobs]:
+                    t0 = time.perf_counter()
+                    other_training = other.training
+                    other.eval()
+                    try:
+                        with emulate(policy=vpol) if vpol is not None else contextlib.nullcontext() as vrun:
+                            outs = [_call(other, inp) for inp, _t in batches]
+                    finally:
+                        other.train(other_training)
+                    value = _score(fn, outs, batches, refs)
+                    dt = time.perf_counter() - t0
+                    if vpol is None or vrun is None:
+                        ev.rows.append(EvalRow("", vname, f"variant:{vname}", value, value - fp32, 0, "", dt, ()))
+                    else:
+                        ev.rows.append(
+                            EvalRow(
+                                vpol.device or "custom", vpol.precision or vpol.name, f"variant:{vname}:{vpol.name}",
+                                value, value - fp32, sum(r.calls for r in vrun.fallbacks()), vpol.matrix_fallback, dt,
+                                (*vpol.notes, *vrun.notes),
+                            )
+                        )  # fmt: skip
     finally:
         model.train(was_training)
     return ev

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from chipfit.errors import InputError
 from chipfit.formats import get_format
 from chipfit.hardware import energy
+from chipfit.hardware.sparsity import Pattern
 from chipfit.vocab import How
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "PriceBasis",
     "PriceUnit",
     "Source",
+    "SparseMath",
     "Support",
 ]
 
@@ -273,6 +275,30 @@ class Support:
     execution: str = "compiled"
 
 
+@dataclass(frozen=True)
+class SparseMath:
+    """A device's N:M sparse matrix math: per hardware pattern ("2:4"), the sparse peak ops/s per format
+    as vendors print them (the dense work a sparse GEMM stands for, per second: 2:4 at twice the dense
+    peak). Empty: the chip has none, and `source` says how that is known."""
+
+    peak_ops_per_s: Mapping[str, Mapping[str, float]]
+    source: Source
+
+    @property
+    def patterns(self) -> tuple[Pattern, ...]:
+        return tuple(Pattern.parse(p) for p in self.peak_ops_per_s)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f for t in self.peak_ops_per_s.values() for f in t))
+
+    def best(self, pattern: Pattern, fmt: str) -> tuple[Pattern, float] | None:
+        """(hardware pattern, sparse peak) of the fastest unit that runs `pattern` weights in `fmt`."""
+        runs = [(hw, table[fmt]) for p, table in self.peak_ops_per_s.items()
+                if fmt in table and pattern.runs_on(hw := Pattern.parse(p))]  # fmt: skip
+        return max(runs, key=lambda t: t[1]) if runs else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Training:
     """The formats the device's software stack trains in (mixed precision: FP32 master weights,
@@ -302,6 +328,7 @@ class Device:
     interconnect: Link | None = None  # the fast domain: what tensor parallelism uses
     scale_out: Link | None = None  # the network between fast domains (InfiniBand, EFA, a TPU pod's DCN)
     training: Training | None = None  # None: no training stack in the catalog
+    sparsity: SparseMath | None = None  # None: the catalog entry does not say (user files may omit it)
     prices: tuple[Price, ...] = ()  # every sourced record; hardware.pricing picks one per basis
     published_ops_per_j: float | None = None
     published_efficiency_source: Source | None = None
@@ -332,6 +359,13 @@ class Device:
     def peak(self, fmt: str) -> float:
         """Dense peak ops/s for `fmt` (0 when the matrix unit does not run it)."""
         return self.compute.peak_ops_per_s.get(fmt, 0.0)
+
+    def sparse_speedup(self, fmt: str, pattern: Pattern | str) -> float:
+        """How much faster the matrix unit runs a GEMM in `fmt` whose weights are `pattern`-sparse:
+        its sparse peak over its dense peak, 1.0 where it has no sparse math for them."""
+        pat = Pattern.parse(pattern) if isinstance(pattern, str) else pattern
+        best = self.sparsity.best(pat, fmt) if self.sparsity is not None and self.peak(fmt) else None
+        return best[1] / self.peak(fmt) if best is not None else 1.0
 
     def ridge_point(self, fmt: str) -> float:
         """Ops per byte of main-memory traffic at which compute and bandwidth balance."""

@@ -39,10 +39,12 @@ from chipfit.hardware.device import (
     PriceBasis,
     PriceUnit,
     Source,
+    SparseMath,
     Support,
     Training,
     frozen_map,
 )
+from chipfit.hardware.sparsity import Pattern
 from chipfit.hardware.stacks import EXECUTIONS, stacks
 from chipfit.vocab import DEVICE_OP_CLASSES
 
@@ -94,7 +96,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
 TOP_KEYS = {
     "extends", "display_name", "vendor", "family", "year", "process_nm", "description", "source",
     "compute", "matrix_units", "memory", "power", "support", "host_link", "interconnect", "scale_out", "prices",
-    "training", "published_ops_per_j", "published_efficiency_source",
+    "training", "sparsity", "published_ops_per_j", "published_efficiency_source",
 }  # fmt: skip
 SECTION_KEYS = {
     "compute": {
@@ -113,6 +115,7 @@ SECTION_KEYS = {
              "hop_latency_s", "collective_latency_s", "domain_chips"},
     "price": {"basis", "provider", "region", "unit", "usd", "accelerators", "instance", "date", "source"},
     "training": {"formats", "source"},
+    "sparsity": {"peak_ops_per_s", "source"},
 }  # fmt: skip
 OP_CLASSES = DEVICE_OP_CLASSES  # what a device file may name
 
@@ -345,6 +348,36 @@ def _half_dims(ctx: _Ctx, c: Mapping[str, Any]) -> tuple[float, float, float] | 
     return (m0, n0, k0)
 
 
+def _sparsity(ctx: _Ctx, d: Mapping[str, Any], dense: Mapping[str, float]) -> SparseMath:
+    """[NAME.sparsity]: `peak_ops_per_s = { "2:4" = { format = sparse ops/s } }` (empty: the chip has
+    none) and its `source`. A sparse peak lies above the dense one and at most M/N times it."""
+    t = _table(ctx, d, "sparsity")
+    _check_keys(ctx, "sparsity.", t, SECTION_KEYS["sparsity"])
+    raw = _req(ctx, t, "peak_ops_per_s", "sparsity.")
+    if not isinstance(raw, dict):
+        raise ctx.fail("sparsity.peak_ops_per_s", 'must be a table of "N:M" = { format = ops/s } ({} for none)')
+    out: dict[str, dict[str, float]] = {}
+    for text, table in raw.items():
+        w = f"sparsity.peak_ops_per_s.{text}"
+        try:
+            pat = Pattern.parse(text)
+        except InputError as e:
+            raise ctx.fail(w, str(e)) from None
+        if not pat.structured or not isinstance(table, dict) or not table:
+            raise ctx.fail(w, "must name an N:M pattern and a non-empty table of format = sparse ops/s")
+        out[text] = {}
+        for k in table:
+            f = _fmt(ctx, f"{w}.{k}", k)
+            v = _num(ctx, table, k, f"{w}.", "peak_ops_per_s")
+            if f not in dense:
+                raise ctx.fail(f"{w}.{k}", f"compute.peak_ops_per_s has no dense {f} peak to be sparse beside")
+            if not dense[f] < v <= dense[f] * pat.m / pat.n * 1.02:  # vendors round (MI355X: 10.1 over 5 PF)
+                raise ctx.fail(f"{w}.{k}", f"{v:g} must lie above the dense peak {dense[f]:g} and at most "
+                               f"{pat.m}/{pat.n} times it")  # fmt: skip
+            out[text][f] = v
+    return SparseMath(frozen_map({p: frozen_map(v) for p, v in out.items()}), _source(ctx, t, "source", "sparsity."))
+
+
 def _build(name: str, d: dict[str, Any]) -> Device:
     ctx = _Ctx(d.get("__file__", "?"), name)
     _check_keys(ctx, "", d, TOP_KEYS)
@@ -546,6 +579,7 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         training = Training(formats=tuple(names), source=_source(ctx, tr, "source", "training."))
 
     family = _str(ctx, d, "family", "", FAMILIES)
+    sparsity = _sparsity(ctx, d, peaks) if "sparsity" in d else None
     pub = _num(ctx, d, "published_ops_per_j") if "published_ops_per_j" in d else None
     pub_src = _source(ctx, d, "published_efficiency_source") if pub is not None else None
     return Device(
@@ -567,6 +601,7 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         scale_out=link("scale_out"),
         prices=prices,
         training=training,
+        sparsity=sparsity,
         published_ops_per_j=pub,
         published_efficiency_source=pub_src,
         file=ctx.file,

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from chipfit.cost import Estimate
+from chipfit.cost.sparse import SparseLayers
 from chipfit.errors import InputError
 from chipfit.hardware.device import Device
 from chipfit.hardware.pricing import Pricing
@@ -17,7 +18,7 @@ from chipfit.plan.plan import OBJECTIVES, Constraints, Plan, PlanError, pareto_f
 from chipfit.plan.sweep import Measured, PlanRow, offered, sweep
 from chipfit.quant.spec import QuantConfig
 
-__all__ = ["DEFAULT_BATCHES", "DEFAULT_PRECISIONS", "measure_accuracy", "plan"]
+__all__ = ["DEFAULT_BATCHES", "DEFAULT_PRECISIONS", "measure_accuracy", "measure_sparse_accuracy", "plan"]
 
 DEFAULT_PRECISIONS = ("fp32", "bf16", "fp16", "fp8", "int8", "w8a16", "w4a16")
 DEFAULT_BATCHES = (1, 8, 32, 128)
@@ -47,10 +48,7 @@ def measure_accuracy(
     from chipfit.hardware import get_device
 
     pols = {(get_device(d).name, p): policy_for(d, p) for d in devices for p in precisions}
-
-    def key(pol: Any) -> Any:
-        return dataclasses.replace(pol, name="", device="", precision="", notes=())
-
+    key = _policy_key
     unique: dict[Any, Any] = {}
     for pol in pols.values():
         unique.setdefault(key(pol), pol)
@@ -71,6 +69,35 @@ def measure_accuracy(
             if _runs_config(pol, cfg):
                 out[dp] = q
     return ev.fp32, out
+
+
+def measure_sparse_accuracy(
+    model: nn.Module,
+    pruned: nn.Module,
+    data: list[Any],
+    metric: str,
+    devices: Sequence[str | Device],
+    precisions: Sequence[str],
+    source: str,
+) -> dict[tuple[str, str], Measured]:
+    """{(device name, precision): Measured} of `pruned` (a pruned copy of `model`) under each distinct
+    numerics policy, scored against `model`'s FP32 outputs; drops are from `model`'s FP32 value."""
+    from chipfit.emulate import evaluate, policy_for
+    from chipfit.hardware import get_device
+
+    pols = {(get_device(d).name, p): policy_for(d, p) for d in devices for p in precisions}
+    unique: dict[Any, Any] = {}
+    for pol in pols.values():
+        unique.setdefault(_policy_key(pol), pol)
+    ev = evaluate(model, data, metric, variants={"pruned": pruned}, variant_policies=list(unique.values()))
+    under = ev.rows[1:]  # the variant in FP32 first, then under each policy
+    by_key = {k: Measured(r.value, ev.fp32 - r.value, source) for k, r in zip(unique, under, strict=True)}
+    return {dp: by_key[_policy_key(pol)] for dp, pol in pols.items()}
+
+
+def _policy_key(pol: Any) -> Any:
+    """What makes two devices' policies the same numerics (their names aside)."""
+    return dataclasses.replace(pol, name="", device="", precision="", notes=())
 
 
 def _runs_config(pol: Any, cfg: QuantConfig) -> bool:
@@ -118,6 +145,7 @@ def _estimate_of(
     training: bool,
     optimizer: str,
     pricing: Pricing | None = None,
+    sparsity: SparseLayers | None = None,
 ) -> Estimate:
     """One chip's step of `row` priced op by op (data parallel: the per-chip batch)."""
     from chipfit.cost import estimate
@@ -125,7 +153,68 @@ def _estimate_of(
 
     per_chip = row.batch // row.chips if row.strategy == "data" else row.batch
     tr = trace(model, list(inputs(per_chip)), mode="training" if training else "inference", optimizer=optimizer)
-    return estimate(tr, row.device, row.precision, pricing=pricing, execution=row.execution)
+    return estimate(tr, row.device, row.precision, pricing=pricing, execution=row.execution, sparsity=sparsity)
+
+
+def _sparsity(
+    model: nn.Module, pattern: str | None, method: str, training: bool, eval_data: list[Any] | None, metric: str,
+    devices: Sequence[str | Device], precisions: Sequence[str], calibrate: Any,
+) -> tuple[SparseLayers | None, dict[tuple[str, str], Measured]]:  # fmt: skip
+    """The layers plan --sparsity prunes, and the pruned copy's accuracy where there is data."""
+    if pattern is None:
+        return None, {}
+    import copy
+
+    from chipfit.sparsity import Method, Pattern, sparse_layers, sparsify_
+
+    if training:
+        raise PlanError("--sparsity prices inference: sparse kernels run a pruned model's forward GEMMs")
+    pat = Pattern.parse(pattern)
+    if method not in tuple(Method):
+        raise InputError(f"unknown sparsity method {method!r}; known: {', '.join(Method)}")
+    layers = sparse_layers(model, pat)
+    if not layers.layers:
+        raise PlanError(
+            f"no layer of the model can be pruned {pat.describe()} (chipfit.sparsity.dense_layers says why)"
+        )
+    if eval_data is None:
+        return layers, {}
+    pruned = copy.deepcopy(model)
+    calib = calibrate if calibrate is not None else [inputs for inputs, _ in eval_data[:2]]
+    sparsify_(pruned, pat, method, calibrate=calib if method == Method.WANDA else None)
+    src = f"pruned:{pat}:{method}"
+    from chipfit.hardware import get_device
+    from chipfit.hardware.precision import resolve_precision
+
+    # only where a sparse row comes back: a device with sparse math for the pattern at the precision's format
+    runs = [(d, p) for d in map(get_device, devices) for p in precisions
+            if d.sparse_speedup(resolve_precision(d, p).format, pat) > 1]  # fmt: skip
+    if not runs:
+        return layers, {}
+    devs = list(dict.fromkeys(d.name for d, _ in runs))  # one call: its policies deduplicated across devices
+    precs = list(dict.fromkeys(p for _, p in runs))
+    got = measure_sparse_accuracy(model, pruned, eval_data, metric, devs, precs, src)
+    return layers, {(d.name, p): got[(d.name, p)] for d, p in runs}
+
+
+def _sparsity_reason(
+    layers: SparseLayers, rows: Sequence[PlanRow], devices: Sequence[str | Device], method: str, measured: bool
+) -> str:
+    """Which devices ran the pruned model sparse, and which have no sparse math for it."""
+    from chipfit.hardware import get_device
+
+    pat = layers.pattern.describe()
+    ran = sorted({r.device for r in rows if r.sparsity})
+    without = sorted(d.name for d in map(get_device, devices) if d.name not in ran)
+    acc = (f"their accuracy is that of the model pruned by {method}, not fine-tuned" if measured
+           else "no accuracy measured for them")  # fmt: skip
+    out = (f"Sparsity {pat} ({len(layers.layers)} layers pruned; docs/sparsity.md): sparse rows on "
+           f"{', '.join(ran) or 'none'}; {acc}.")  # fmt: skip
+    if without:
+        out += (
+            f" No {pat} sparse math at the swept formats (a pruned model runs at its dense cost): {', '.join(without)}."
+        )
+    return out
 
 
 def _execution_reason(rows: Sequence[PlanRow], execution: str | None) -> str:
@@ -185,6 +274,8 @@ def plan(
     ray_address: str | None = None,
     pricing: Pricing | None = None,
     execution: str | None = None,
+    sparsity: str | None = None,
+    sparsity_method: str = "magnitude",
 ) -> Plan:
     """Sweep `model` over devices x precisions x batch sizes x chip counts and recommend one.
 
@@ -197,7 +288,11 @@ def plan(
     pricing: the price basis (or fallback order of bases), TCO assumptions and user prices; the plan
     says which basis and dates it used, warns when bases mix, and lists the devices left unpriced.
     execution: None prices each device under its own stack (catalog support.stack/execution); eager,
-    compiled or a stack name (hardware/stacks.toml) prices every device that way. The reasons say which."""
+    compiled or a stack name (hardware/stacks.toml) prices every device that way. The reasons say which.
+    sparsity: an N:M pattern ("2:4"): each configuration whose device has sparse math for the pattern at
+    its format comes back a second time with the model pruned (`chipfit.sparsity`: the default dense
+    layers, by `sparsity_method`, Wanda calibrated on `calibrate` or the first evaluation batches),
+    its accuracy that of a pruned copy where there is eval_data; the reasons name the devices without."""
     from chipfit.hardware import list_devices
 
     if objective not in OBJECTIVES:
@@ -233,6 +328,8 @@ def plan(
         fp32, accuracy = measure_accuracy(model, eval_data, metric, names, precisions, quant=quant, calibrate=calibrate)
     elif quant is not None:
         raise InputError("quant needs eval_data and a metric: its accuracy is measured, like emulation's")
+    layers, sparse_acc = _sparsity(model, sparsity, sparsity_method, training, eval_data, metric, names, precisions,
+                                   calibrate)  # fmt: skip
     rows = sweep(
         model,
         inputs,
@@ -250,6 +347,8 @@ def plan(
         ray_address=ray_address,
         pricing=pricing,
         execution=execution,
+        sparsity=layers,
+        sparse_accuracy=sparse_acc,
     )
     from chipfit.hardware import get_device
 
@@ -259,6 +358,8 @@ def plan(
     result.best, result.reasons = recommend(rows, objective, cons, summary)
     _unjoined_reasons(result, names, chips, training)
     result.reasons.append(_execution_reason(rows, execution))
+    if layers is not None:
+        result.reasons.append(_sparsity_reason(layers, rows, names, sparsity_method, bool(sparse_acc)))
     assumed = sorted(d.name for d in map(get_device, names) if d.energy_calibration.assumed)
     if assumed:
         result.reasons.append(f"Energy rests on an assumed power figure (no published TDP) for: {', '.join(assumed)}.")
@@ -271,7 +372,8 @@ def plan(
                 f"Not offered for training (no training stack in the catalog): {', '.join(untrained)}."
             )
     if result.best is not None:
-        result.best_estimate = _estimate_of(model, inputs, result.best, training, optimizer, pricing)
+        best_sparse = layers if result.best.sparsity else None
+        result.best_estimate = _estimate_of(model, inputs, result.best, training, optimizer, pricing, best_sparse)
     if accuracy is not None and quant is not None:
         from chipfit.plan.html import drop_text
 

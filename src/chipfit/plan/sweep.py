@@ -24,6 +24,7 @@ from typing import Any
 
 from torch import nn
 
+from chipfit.cost.sparse import SparseLayers
 from chipfit.hardware.device import Device
 from chipfit.hardware.pricing import Pricing
 from chipfit.plan.scaleout import STRATEGIES, StepParts, scale_out
@@ -55,6 +56,7 @@ class PlanRow:
     accuracy_drop: float | None = None  # FP32 value - this value (metric units)
     accuracy_source: str | None = None  # emulation | quant:CONFIG (a quantized copy of the model)
     execution: str = "eager"  # the stack that priced the step (hardware/stacks.toml)
+    sparsity: str = ""  # the pattern its pruned layers run ("2:4"), "" dense
 
     @property
     def latency_ms(self) -> float:
@@ -66,7 +68,8 @@ class PlanRow:
         from chipfit.hardware.precision import precision_label
 
         par = "" if self.chips == 1 else f" x{self.chips} {self.strategy}"
-        return f"{self.device} {precision_label(self.precision, self.format, self.how)}, batch {self.batch}{par}"
+        sp = f" {self.sparsity} sparse" if self.sparsity else ""
+        return f"{self.device} {precision_label(self.precision, self.format, self.how)}{sp}, batch {self.batch}{par}"
 
     def as_dict(self, metric: str = "") -> dict[str, Any]:
         """The row's fields; with the plan's metric, accuracy in its one shown unit and named for it
@@ -103,6 +106,8 @@ class SweepTask:
     allow_fallback: bool = False  # also price formats a device runs only on its vector unit or host
     usd_per_hour: dict[str, float] = field(default_factory=dict)  # device -> per-chip price; absent: unpriced
     execution: str | None = None  # None: each device's default stack (hardware.stacks.resolve_stack)
+    sparsity: SparseLayers | None = None  # also price the model with these layers pruned (plan --sparsity)
+    sparse_accuracy: dict[tuple[str, str], Measured] = field(default_factory=dict)  # the pruned model's
 
     @property
     def estimates(self) -> int:
@@ -122,64 +127,68 @@ def offered(dev: Device, precision: str, *, training: bool, allow_fallback: bool
 
 
 def price(tr: Trace, task: SweepTask) -> list[PlanRow]:
-    """The rows of `task`, in device, precision, (strategy, chips) order. Runs in any process."""
-    from chipfit.cost import estimate, resolve_precision
+    """The rows of `task`, in device, precision, (strategy, chips) order, each sparse variant after its
+    dense twin. Runs in any process."""
+    from chipfit.cost import estimate
 
     rows: list[PlanRow] = []
-    b = task.batch
     for dev in task.devices:
         for p in task.precisions:
             if not offered(dev, p, training=task.training, allow_fallback=task.allow_fallback):
                 continue  # the chip does not run (or train in) it: not a configuration to recommend
-            prec = resolve_precision(dev, p)
             est = estimate(tr, dev, p, execution=task.execution)
-            parts = StepParts.of(est, tr, dev)
-            price_h = task.usd_per_hour.get(dev.name)
-            acc = task.accuracy.get((dev.name, p))
-            cap = float(dev.main_memory.capacity_bytes)
-            options: list[tuple[str, int]] = [("single", 1)]
-            options += [(s, n) for n in task.chips if n > 1 for s in STRATEGIES]
-            for strategy, n in options:
-                try:
-                    so = scale_out(
-                        parts,
-                        None,
-                        "data" if strategy == "single" else strategy,
-                        n,
-                        dev,
-                        training=task.training,
-                        batch=b,
-                    )
-                except ValueError:
-                    continue  # the fabric cannot join n chips (no interconnect, or no network beyond the domain)
-                global_batch = b * n if strategy == "data" else b
-                mem = est.memory.per_chip_bytes(strategy, n)
-                thr = global_batch / so.step_s if so.step_s > 0 else math.inf
-                usd_h = price_h * n if price_h is not None else None
-                rows.append(
-                    PlanRow(
-                        device=dev.name,
-                        precision=p,
-                        format=prec.format,
-                        how=prec.how,
-                        batch=global_batch,
-                        chips=n,
-                        strategy=strategy,
-                        step_s=so.step_s,
-                        throughput=thr,
-                        usd_per_hour=usd_h,
-                        usd_per_million=(usd_h / 3600 / thr * 1e6) if usd_h is not None else None,
-                        energy_per_item_j=so.energy_j / global_batch,
-                        memory_per_chip_bytes=mem,
-                        capacity_bytes=cap,
-                        fits=mem <= cap,
-                        comm_s=so.comm_s,
-                        accuracy=acc.value if acc else None,
-                        accuracy_drop=acc.drop if acc else None,
-                        accuracy_source=acc.source if acc else None,
-                        execution=est.execution,
-                    )
-                )
+            rows += _rows(tr, task, dev, p, est, task.accuracy.get((dev.name, p)))
+            sp = task.sparsity
+            if sp is not None and not task.training and dev.sparse_speedup(est.precision.format, sp.pattern) > 1:
+                est = estimate(tr, dev, p, execution=task.execution, sparsity=sp)
+                rows += _rows(tr, task, dev, p, est, task.sparse_accuracy.get((dev.name, p)))
+    return rows
+
+
+def _rows(tr: Trace, task: SweepTask, dev: Device, p: str, est: Any, acc: Measured | None) -> list[PlanRow]:
+    """One estimate's rows: one chip, then every strategy x chip count the fabric joins."""
+    parts = StepParts.of(est, tr, dev)
+    price_h = task.usd_per_hour.get(dev.name)
+    cap = float(dev.main_memory.capacity_bytes)
+    b = task.batch
+    options: list[tuple[str, int]] = [("single", 1)]
+    options += [(s, n) for n in task.chips if n > 1 for s in STRATEGIES]
+    rows = []
+    for strategy, n in options:
+        try:
+            so = scale_out(parts, None, "data" if strategy == "single" else strategy, n, dev, training=task.training,
+                           batch=b)  # fmt: skip
+        except ValueError:
+            continue  # the fabric cannot join n chips (no interconnect, or no network beyond the domain)
+        global_batch = b * n if strategy == "data" else b
+        mem = est.memory.per_chip_bytes(strategy, n)
+        thr = global_batch / so.step_s if so.step_s > 0 else math.inf
+        usd_h = price_h * n if price_h is not None else None
+        rows.append(
+            PlanRow(
+                device=dev.name,
+                precision=p,
+                format=est.precision.format,
+                how=est.precision.how,
+                batch=global_batch,
+                chips=n,
+                strategy=strategy,
+                step_s=so.step_s,
+                throughput=thr,
+                usd_per_hour=usd_h,
+                usd_per_million=(usd_h / 3600 / thr * 1e6) if usd_h is not None else None,
+                energy_per_item_j=so.energy_j / global_batch,
+                memory_per_chip_bytes=mem,
+                capacity_bytes=cap,
+                fits=mem <= cap,
+                comm_s=so.comm_s,
+                accuracy=acc.value if acc else None,
+                accuracy_drop=acc.drop if acc else None,
+                accuracy_source=acc.source if acc else None,
+                execution=est.execution,
+                sparsity=est.sparsity,
+            )
+        )
     return rows
 
 
@@ -201,6 +210,8 @@ def sweep(
     ray_address: str | None = None,
     pricing: Pricing | None = None,
     execution: str | None = None,
+    sparsity: SparseLayers | None = None,
+    sparse_accuracy: dict[tuple[str, str], Measured] | None = None,
 ) -> list[PlanRow]:
     """Every configuration as a PlanRow. inputs(batch) gives the model's example inputs;
     `optimizer` (sgd, adam) is the training step's. Only what a device runs on its matrix unit
@@ -211,7 +222,9 @@ def sweep(
     ray (a Ray cluster at `ray_address`, default a local instance); all give the same rows.
     pricing: the price basis, TCO assumptions and user prices (default: on-demand, the catalog's).
     execution: None prices each device under its own default stack; eager, compiled or a stack name
-    prices all of them that way (cost.estimate)."""
+    prices all of them that way (cost.estimate). sparsity: also the model with these layers pruned, on
+    the devices with sparse math for its pattern at the row's format (inference only), its accuracy
+    from `sparse_accuracy`."""
     from chipfit.hardware import get_device
     from chipfit.plan.backend import open_backend
     from chipfit.trace import trace
@@ -228,8 +241,11 @@ def sweep(
             tr = trace(model, list(inputs(b)), mode="training" if training else "inference", optimizer=optimizer)
             for part in _split(tuple(devs.values()), chunks):
                 mine = {(d.name, p): acc[(d.name, p)] for d in part for p in precs if (d.name, p) in acc}
+                sparse_mine = {(d.name, p): m for (dn, p), m in (sparse_accuracy or {}).items()
+                               for d in part if d.name == dn}  # fmt: skip
                 prices = {d.name: usd_h[d.name] for d in part if d.name in usd_h}
-                ex.submit(tr, SweepTask(b, part, precs, counts, training, mine, allow_fallback, prices, execution))
+                ex.submit(tr, SweepTask(b, part, precs, counts, training, mine, allow_fallback, prices, execution,
+                                        sparsity, sparse_mine))  # fmt: skip
         results = ex.gather(lambda done: progress(done, total) if progress is not None else None)
     return [row for rows in results for row in rows]
 

@@ -24,10 +24,15 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from chipfit.cost.sparse import SparseLayers
 from chipfit.errors import InputError
-from chipfit.sparsity.masks import nm_groups_view, nm_mask, unstructured_mask, wanda_score
+from chipfit.hardware.sparsity import Pattern
+from chipfit.sparsity.masks import nm_mask, unstructured_mask, wanda_score
 
-__all__ = ["LayerSparsity", "Method", "Pattern", "SparsityReport", "remove_masks", "sparsify_"]
+__all__ = [
+    "LayerSparsity", "Method", "Pattern", "SparsityReport", "dense_layers", "remove_masks", "sparse_layers",
+    "sparsify_",
+]  # fmt: skip
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -35,31 +40,6 @@ PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 class Method(StrEnum):
     MAGNITUDE = "magnitude"
     WANDA = "wanda"
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """N:M (keep n of every m along the reduction dimension), or unstructured at `share` pruned."""
-
-    n: int = 2
-    m: int = 4
-    share: float | None = None  # unstructured: the pruned share
-
-    @classmethod
-    def parse(cls, text: str) -> Pattern:
-        """'2:4', '1:4', '4:8' or 'unstructured:0.5'."""
-        try:
-            if text.startswith("unstructured:"):
-                return cls(share=float(text.split(":", 1)[1]))
-            n, m = (int(x) for x in text.split(":"))
-            if 0 < n <= m:
-                return cls(n, m)
-        except ValueError:
-            pass
-        raise InputError(f"pattern {text!r}: give N:M with 0 < N <= M (2:4, 4:8) or unstructured:SHARE (0.5)")
-
-    def describe(self) -> str:
-        return f"unstructured {self.share:.0%}" if self.share is not None else f"{self.n}:{self.m}"
 
 
 class _Mask(nn.Module):
@@ -93,6 +73,11 @@ class SparsityReport:
         """Zero share over every prunable layer's weights (dense ones included)."""
         total = sum(x.params for x in self.layers)
         return sum(x.params * x.sparsity for x in self.layers) / total if total else 0.0
+
+    @property
+    def pruned(self) -> SparseLayers:
+        """The pruned layers, for the cost model (`estimate(sparsity=report.pruned)`)."""
+        return SparseLayers(self.pattern, frozenset(x.name for x in self.layers if x.pruned))
 
     def as_dict(self) -> dict[str, Any]:
         return {"pattern": self.pattern.describe(), "method": self.method.value, "sparsity": self.sparsity,
@@ -133,26 +118,24 @@ def _input_norms(model: nn.Module, layers: dict[str, nn.Module], calibrate: Iter
     return {n: s.sqrt() for n, s in sq.items()}
 
 
-def sparsify_(
+def _method(method: Method | str) -> Method:
+    try:
+        return Method(method)
+    except ValueError:
+        raise InputError(f"unknown pruning method {method!r}; known: {', '.join(Method)}") from None
+
+
+def dense_layers(
     model: nn.Module,
     pattern: Pattern | str = "2:4",
-    method: Method | str = Method.MAGNITUDE,
     *,
-    calibrate: Iterable[Any] | Callable[[], Any] | None = None,
     dense: Iterable[str] | None = None,
     keep_ends_dense: bool = True,
     min_params: int = 256,
-) -> SparsityReport:
-    """Prune `model` in place; the masks stay on as parametrizations (see `remove_masks`).
-
-    dense: module names kept dense, beside the defaults (first and last prunable layer unless
-    keep_ends_dense is False, layers whose reduction dimension M does not divide, layers under
-    `min_params` weights). calibrate: batches or a callable running the model, for Wanda."""
+) -> dict[str, str]:
+    """Every prunable layer's name -> why it stays dense ('' where it is pruned): the one rule that
+    `sparsify_` prunes by and that `sparse_layers` prices by (see the module docstring for the defaults)."""
     pat = Pattern.parse(pattern) if isinstance(pattern, str) else pattern
-    try:
-        meth = Method(method)
-    except ValueError:
-        raise InputError(f"unknown pruning method {method!r}; known: {', '.join(Method)}") from None
     layers = {n: m for n, m in model.named_modules() if isinstance(m, PRUNABLE)}
     if not layers:
         raise InputError("no Linear or convolution layer to prune")
@@ -170,22 +153,60 @@ def sparsify_(
         w = mod.weight
         if w.numel() < min_params:
             why.setdefault(n, f"fewer than {min_params} weights")
-        elif pat.share is None and nm_groups_view(w).shape[1] % pat.m:
+        elif pat.share is None and w.shape[1] % pat.m:  # the reduction dimension (nm_groups_view's)
             why.setdefault(n, f"its reduction dimension is not a multiple of {pat.m}")
+    return {n: why.get(n, "") for n in names}
+
+
+def sparse_layers(
+    model: nn.Module,
+    pattern: Pattern | str = "2:4",
+    *,
+    dense: Iterable[str] | None = None,
+    keep_ends_dense: bool = True,
+    min_params: int = 256,
+) -> SparseLayers:
+    """The layers `sparsify_` would prune with these arguments, for the cost model (`estimate(sparsity=)`):
+    what a pruned model costs, priced on the dense one (plan --sparsity)."""
+    pat = Pattern.parse(pattern) if isinstance(pattern, str) else pattern
+    why = dense_layers(model, pat, dense=dense, keep_ends_dense=keep_ends_dense, min_params=min_params)
+    return SparseLayers(pat, frozenset(n for n, w in why.items() if not w))
+
+
+def sparsify_(
+    model: nn.Module,
+    pattern: Pattern | str = "2:4",
+    method: Method | str = Method.MAGNITUDE,
+    *,
+    calibrate: Iterable[Any] | Callable[[], Any] | None = None,
+    dense: Iterable[str] | None = None,
+    keep_ends_dense: bool = True,
+    min_params: int = 256,
+) -> SparsityReport:
+    """Prune `model` in place; the masks stay on as parametrizations (see `remove_masks`).
+
+    dense: module names kept dense, beside the defaults (first and last prunable layer unless
+    keep_ends_dense is False, layers whose reduction dimension M does not divide, layers under
+    `min_params` weights). calibrate: batches or a callable running the model, for Wanda."""
+    pat = Pattern.parse(pattern) if isinstance(pattern, str) else pattern
+    meth = _method(method)
+    why = dense_layers(model, pat, dense=dense, keep_ends_dense=keep_ends_dense, min_params=min_params)
+    layers = {n: m for n, m in model.named_modules() if n in why}
+    norms: dict[str, torch.Tensor] = {}
     if meth is Method.WANDA:
         if calibrate is None:
             raise InputError("Wanda scores weights by their inputs: pass calibrate=<batches or callable>")
-        norms = _input_norms(model, {n: m for n, m in layers.items() if n not in why}, calibrate)
+        norms = _input_norms(model, {n: m for n, m in layers.items() if not why[n]}, calibrate)
     out = []
     for n, mod in layers.items():
         w = mod.weight
-        if n in why:
+        if why[n]:
             out.append(LayerSparsity(n, w.numel(), False, float((w == 0).float().mean()), why[n]))
             continue
-        score = wanda_score(w, norms[n]) if meth is Method.WANDA else None
-        mask = nm_mask(w, pat.n, pat.m, score) if pat.share is None else unstructured_mask(w, pat.share, score)
         if parametrize.is_parametrized(mod, "weight"):
             raise InputError(f"{n} is already pruned (or parametrized): call remove_masks first")
+        score = wanda_score(w, norms[n]) if meth is Method.WANDA else None
+        mask = nm_mask(w, pat.n, pat.m, score) if pat.share is None else unstructured_mask(w, pat.share, score)
         parametrize.register_parametrization(mod, "weight", _Mask(mask.to(w.dtype)))
         out.append(LayerSparsity(n, w.numel(), True, float((mod.weight == 0).float().mean())))
     return SparsityReport(pat, meth, tuple(out))

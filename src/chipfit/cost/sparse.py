@@ -1,0 +1,78 @@
+"""Which of a trace's GEMMs run sparse, and what a sparse GEMM costs a device.
+
+A forward GEMM whose weights are pruned to an N:M pattern (`SparseLayers`: the pattern and the module
+names of the pruned layers, from `chipfit.sparsity`) runs, on a chip whose catalog entry lists sparse
+math for the pattern and format (`Device.sparsity`):
+
+- compute at the sparse peak: the GEMM as the unit models price it with its reduction dimension
+  shortened by the sparse-over-dense peak ratio (a 2:4 sparse MMA covers twice the K of a dense one
+  in the same cycles: mma.sp m16n8k32 beside mma m16n8k16), so tiling, waves and latency still apply;
+- memory: the weights read compressed, the kept values plus their index metadata in the hardware
+  pattern's layout at the weights' storage width (`Pattern.compressed_share`); other inputs as dense;
+- arithmetic energy for the multiplications it does (the kept ones); assumed proportional.
+
+On a chip without sparse math for them, the same GEMM costs what the dense one costs: its runtime
+multiplies the zeros (the weights stay dense in memory). Backward GEMMs (training) stay dense: the
+pattern runs along the forward reduction only, and the gradients are dense.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from chipfit.hardware import Device
+from chipfit.hardware.sparsity import Pattern
+from chipfit.trace.records import OpRecord
+from chipfit.vocab import MATRIX_CLASSES, Phase
+
+__all__ = ["SparseGemm", "SparseLayers", "sparse_gemm"]
+
+TRACED_BYTES_PER_WEIGHT = 4  # the tracer records FP32 parameters
+
+
+@dataclass(frozen=True)
+class SparseLayers:
+    """Layers whose weights are pruned to `pattern` (module names, as the trace records them)."""
+
+    pattern: Pattern
+    layers: frozenset[str]
+
+    def covers(self, rec: OpRecord) -> bool:
+        """Is `rec` a forward GEMM reading the weights of a pruned layer?"""
+        return (
+            rec.module in self.layers and rec.op_class in MATRIX_CLASSES and rec.param_bytes > 0
+            and rec.gemm is not None and rec.phase == Phase.FORWARD
+        )  # fmt: skip
+
+    def describe(self) -> str:
+        return f"{self.pattern.describe()} on {len(self.layers)} layers"
+
+
+@dataclass(frozen=True)
+class SparseGemm:
+    """How one covered GEMM runs on one device at one format."""
+
+    hardware: Pattern  # the pattern of the unit that runs it
+    speedup: float  # sparse peak / dense peak
+    peak_ops_per_s: float
+    weight_bytes: float  # of the record's traced param bytes, those of the pruned weight (FP32)
+    weight_share: float  # compressed bytes per dense byte of that weight at its storage width
+
+    def k(self, k: int) -> int:
+        """The reduction length a dense GEMM of the same cycles would have."""
+        return max(1, math.ceil(k / self.speedup))
+
+
+def sparse_gemm(device: Device, fmt: str, weight_bits: int, rec: OpRecord, pattern: Pattern) -> SparseGemm | None:
+    """The sparse GEMM `rec` becomes on `device` at `fmt` (weights stored at `weight_bits`), or None where
+    the device has no sparse math for the pattern and format (the GEMM then costs what a dense one does)."""
+    if device.sparsity is None or rec.gemm is None:
+        return None
+    best = device.sparsity.best(pattern, fmt)
+    if best is None or not device.peak(fmt):
+        return None
+    hw, peak = best
+    _m, n, k, b = rec.gemm
+    weight = min(float(rec.param_bytes), float(TRACED_BYTES_PER_WEIGHT * n * k * b))
+    return SparseGemm(hw, peak / device.peak(fmt), peak, weight, hw.compressed_share(weight_bits))
