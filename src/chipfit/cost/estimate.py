@@ -282,12 +282,11 @@ def _matrix_seconds(device: Device, fmt: str, rec: OpRecord, sparse: SparseGemm 
     if not device.peak(fmt):
         return rec.flops / device.compute.vector_ops_per_s
     if rec.gemm is None or not device.matrix_units:
-        peak = sparse.peak_ops_per_s if sparse is not None else device.peak(fmt)
+        peak = device.peak(fmt) * (sparse.speedup if sparse is not None else 1.0)
         return rec.flops / (peak * device.compute.matmul_efficiency)
     unit = device.matrix_units[0]
     m, n, k, b = rec.gemm
-    # a sparse GEMM runs in the cycles of a dense one over the shorter reduction (cost.sparse)
-    t = MATRIX_MODELS[unit.kind](device, unit, fmt, rec.gemm if sparse is None else (m, n, sparse.k(k), b))
+    t = MATRIX_MODELS[unit.kind](device, unit, fmt, rec.gemm, sparse.speedup if sparse is not None else 1.0)
     gemm_flops = 2 * m * n * k * b
     # conv backward (two GEMMs) and fused attention (QK^T and PV) do a multiple of one GEMM's work
     return t.seconds * (rec.flops / gemm_flops if gemm_flops else 1.0)

@@ -4,9 +4,11 @@ A forward GEMM whose weights are pruned to an N:M pattern (`SparseLayers`: the p
 names of the pruned layers, from `chipfit.sparsity`) runs, on a chip whose catalog entry lists sparse
 math for the pattern and format (`Device.sparsity`):
 
-- compute at the sparse peak: the GEMM as the unit models price it with its reduction dimension
-  shortened by the sparse-over-dense peak ratio (a 2:4 sparse MMA covers twice the K of a dense one
-  in the same cycles: mma.sp m16n8k32 beside mma m16n8k16), so tiling, waves and latency still apply;
+- compute at the sparse rate: the GEMM as the unit models price it (tiling, waves, latency), its
+  work done at the sparse-over-dense peak ratio (a 2:4 sparse MMA covers twice the K of a dense one
+  in the same cycles: mma.sp m16n8k32 beside mma m16n8k16) times what sparse kernels achieve of that
+  ratio on large GEMMs (`SparseMath.efficiency`, from published sparse-vs-dense GEMM sweeps: A100
+  FP16 1.28x of 2x);
 - memory: the weights read compressed, the kept values plus their index metadata in the hardware
   pattern's layout at the weights' storage width (`Pattern.compressed_share`); other inputs as dense;
 - arithmetic energy for the multiplications it does (the kept ones); assumed proportional.
@@ -18,7 +20,6 @@ pattern runs along the forward reduction only, and the gradients are dense.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from chipfit.hardware import Device
@@ -54,14 +55,10 @@ class SparseGemm:
     """How one covered GEMM runs on one device at one format."""
 
     hardware: Pattern  # the pattern of the unit that runs it
-    speedup: float  # sparse peak / dense peak
+    speedup: float  # on large GEMMs: sparse peak / dense peak x what sparse kernels achieve of it
     peak_ops_per_s: float
     weight_bytes: float  # of the record's traced param bytes, those of the pruned weight (FP32)
     weight_share: float  # compressed bytes per dense byte of that weight at its storage width
-
-    def k(self, k: int) -> int:
-        """The reduction length a dense GEMM of the same cycles would have."""
-        return max(1, math.ceil(k / self.speedup))
 
 
 def sparse_gemm(device: Device, fmt: str, weight_bits: int, rec: OpRecord, pattern: Pattern) -> SparseGemm | None:
@@ -75,4 +72,5 @@ def sparse_gemm(device: Device, fmt: str, weight_bits: int, rec: OpRecord, patte
     hw, peak = best
     _m, n, k, b = rec.gemm
     weight = min(float(rec.param_bytes), float(TRACED_BYTES_PER_WEIGHT * n * k * b))
-    return SparseGemm(hw, peak / device.peak(fmt), peak, weight, hw.compressed_share(weight_bits))
+    speedup = device.sparse_speedup(fmt, pattern)
+    return SparseGemm(hw, speedup, peak, weight, hw.compressed_share(weight_bits))

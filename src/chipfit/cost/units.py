@@ -34,7 +34,9 @@ class GemmTime:
     padded_flops: float  # flops the unit spent, padding included (>= useful flops)
 
 
-MatrixModel = Callable[[Device, MatrixUnit, str, tuple[int, int, int, int]], GemmTime]
+# (device, unit, format, (M, N, K, batch), speed) -> time; speed: the unit's rate multiplier for this GEMM
+# (a sparse GEMM's sparse-over-dense rate, cost.sparse), 1.0 for a dense one
+MatrixModel = Callable[[Device, MatrixUnit, str, tuple[int, int, int, int], float], GemmTime]
 MATRIX_MODELS: dict[str, MatrixModel] = {}
 
 
@@ -88,7 +90,9 @@ def systolic_cycles(m: int, n: int, k: int, rows: int, cols: int, dataflow: str)
 
 
 @register_matrix_model("systolic")
-def systolic_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int]) -> GemmTime:
+def systolic_time(
+    device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int], speed: float = 1.0
+) -> GemmTime:
     """Folds spread over `unit.count` arrays; a batch of GEMMs is that many independent GEMMs.
     A unit of depth d (a cube, e.g. DaVinci 16x16x16) consumes d steps of K per cycle."""
     m, n, k, batch = gemm
@@ -105,7 +109,7 @@ def systolic_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, i
     total_folds = folds * batch
     cycles = math.ceil(total_folds / unit.count) * per_fold
     ratio = _rate_ratio(device, unit, fmt)
-    seconds = cycles / unit.clock_hz / max(ratio, 1e-9) / device.compute.matmul_efficiency
+    seconds = cycles / unit.clock_hz / max(ratio, 1e-9) / device.compute.matmul_efficiency / speed
     padded = float(math.ceil(total_folds / unit.count) * unit.count * per_fold * unit.rows * unit.cols * unit.depth * 2)
     return GemmTime(seconds, padded)
 
@@ -125,7 +129,9 @@ TILE_CANDIDATES = (16, 32, 64, 128, 256)
 SPLIT_K = (1, 2, 4, 8, 16)
 
 
-def tiled_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int]) -> GemmTime:
+def tiled_time(
+    device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int], speed: float = 1.0
+) -> GemmTime:
     """Tile and wave quantization for tile-parallel units (GPU tensor cores, CPU SIMD, FPGA DSPs).
 
     A kernel cuts the output into tm x tn tiles; partial tiles cost a whole tile (tile
@@ -145,7 +151,7 @@ def tiled_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int,
     m, n, k, batch = gemm
     tm_max, tn_max, _tk = device.compute.kernel_tile_mnk
     units = device.compute.units
-    rate = device.peak(fmt) / units * device.compute.matmul_efficiency  # one unit's achievable ops/s
+    rate = device.peak(fmt) / units * device.compute.matmul_efficiency * speed  # one unit's achievable ops/s
     wave_s = device.compute.wave_latency(fmt)
     splits = [(s, math.ceil(k / s)) for s in SPLIT_K if s == 1 or k // s >= 256]
     best = (math.inf, 0.0)  # (seconds, flops spent) of the fastest tiling; split 1 is always a candidate
@@ -163,22 +169,26 @@ def tiled_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int,
     return GemmTime(seconds, spent)
 
 
-def half_dims_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int]) -> GemmTime:
+def half_dims_time(
+    device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int], speed: float = 1.0
+) -> GemmTime:
     """Hockney's half-performance lengths, per GEMM dimension: a CPU library's efficiency falls
     as any of M, N, K shrinks (packing, threading, loop overheads), modelled as
     eff = 1 / (1 + m0/M + n0/N + k0/K) with (m0, n0, k0) fitted by `chipfit calibrate`.
     Devices without fitted half dims use the tiled model."""
     if device.compute.gemm_half_dims is None:
-        return tiled_time(device, unit, fmt, gemm)
+        return tiled_time(device, unit, fmt, gemm, speed)
     m, n, k, batch = gemm
     m0, n0, k0 = device.compute.gemm_half_dims
-    eff = 1.0 / (1.0 + m0 / m + n0 / n + k0 / k) * device.compute.matmul_efficiency
+    eff = 1.0 / (1.0 + m0 / m + n0 / n + k0 / k) * device.compute.matmul_efficiency * speed
     flops = 2.0 * m * n * k * batch
     return GemmTime(flops / (device.peak(fmt) * eff), flops)
 
 
 @register_matrix_model("dataflow")
-def dataflow_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int]) -> GemmTime:
+def dataflow_time(
+    device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, int, int, int], speed: float = 1.0
+) -> GemmTime:
     """A compile-time scheduled spatial machine whose weights live in on-chip SRAM (Groq's TSP,
     Cerebras' wafer): the compiler streams each weight tile into the array while the previous one
     computes, so there is no per-fold fill or drain and no kernel launch. The array is `count` planes
@@ -190,7 +200,7 @@ def dataflow_time(device: Device, unit: MatrixUnit, fmt: str, gemm: tuple[int, i
     np_ = math.ceil(n / unit.cols) * unit.cols
     macs = float(m) * kp * np_ * batch
     ratio = _rate_ratio(device, unit, fmt)
-    seconds = macs / unit.peak_macs_per_s / max(ratio, 1e-9) / device.compute.matmul_efficiency
+    seconds = macs / unit.peak_macs_per_s / max(ratio, 1e-9) / device.compute.matmul_efficiency / speed
     return GemmTime(seconds, 2 * macs)
 
 

@@ -91,6 +91,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "kernel_latency_s": (1e-8, 1e-3, "seconds (1 us = 1e-6)"),
     "wave_latency_s": (0, 1e-3, "seconds per wave of output tiles (1 us = 1e-6)"),
     "wave_latency_format_s": (0, 1e-3, "seconds per wave of output tiles (1 us = 1e-6)"),
+    "sparse_efficiency": (0.3, 1.0, "a share of the sparse-over-dense peak ratio"),
 }
 
 TOP_KEYS = {
@@ -115,7 +116,7 @@ SECTION_KEYS = {
              "hop_latency_s", "collective_latency_s", "domain_chips"},
     "price": {"basis", "provider", "region", "unit", "usd", "accelerators", "instance", "date", "source"},
     "training": {"formats", "source"},
-    "sparsity": {"peak_ops_per_s", "source"},
+    "sparsity": {"peak_ops_per_s", "source", "efficiency", "efficiency_source"},
 }  # fmt: skip
 OP_CLASSES = DEVICE_OP_CLASSES  # what a device file may name
 
@@ -375,7 +376,14 @@ def _sparsity(ctx: _Ctx, d: Mapping[str, Any], dense: Mapping[str, float]) -> Sp
                 raise ctx.fail(f"{w}.{k}", f"{v:g} must lie above the dense peak {dense[f]:g} and at most "
                                f"{pat.m}/{pat.n} times it")  # fmt: skip
             out[text][f] = v
-    return SparseMath(frozen_map({p: frozen_map(v) for p, v in out.items()}), _source(ctx, t, "source", "sparsity."))
+    eff, eff_src = 1.0, None
+    if out:  # what sparse kernels achieve of the peak ratio: required where there are sparse peaks
+        eff = _num(ctx, t, "efficiency", "sparsity.", "sparse_efficiency")
+        eff_src = _source(ctx, t, "efficiency_source", "sparsity.")
+    elif "efficiency" in t:
+        raise ctx.fail("sparsity.efficiency", "goes with sparse peaks; this entry has none")
+    return SparseMath(frozen_map({p: frozen_map(v) for p, v in out.items()}), _source(ctx, t, "source", "sparsity."),
+                      eff, eff_src)  # fmt: skip
 
 
 def _build(name: str, d: dict[str, Any]) -> Device:
