@@ -80,6 +80,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serving_published.py
 	$(BIN)/python benchmarks/serving_speed.py
 	$(BIN)/python benchmarks/serving_quality.py
+	$(BIN)/python benchmarks/sparsity.py
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-lock build dist src/*.egg-info

@@ -34,8 +34,17 @@ def test_sparse_rows_only_where_the_chip_accelerates_them() -> None:
         assert r.step_s < twin.step_s
         assert r.accuracy_source == "pruned:2:4:magnitude" and r.accuracy is not None and twin.accuracy is not None
         assert r.accuracy < twin.accuracy
+    if p.best is not None and p.best.sparsity:
+        assert any("The recommendation runs the model pruned 2:4" in x for x in p.reasons)
     why = next(x for x in p.reasons if x.startswith("Sparsity 2:4"))
     assert "2 layers pruned" in why and "v100-sxm" in why.split("No 2:4 sparse math")[1]
+
+
+def test_a_sparse_recommendation_without_accuracy_says_so() -> None:
+    p = plan(_mlp(), lambda b: (torch.randn(b, 256),), devices=["h100-sxm"], precisions=["int8"], batches=[8192],
+             backend="serial", sparsity="2:4", objective="latency")  # fmt: skip
+    assert p.best is not None and p.best.sparsity == "2:4"
+    assert any("accuracy cost is NOT measured here" in x for x in p.reasons)
 
 
 def test_training_and_unprunable_models_are_refused() -> None:

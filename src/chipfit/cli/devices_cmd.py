@@ -62,6 +62,8 @@ def device_dict(d: Any) -> dict[str, Any]:
     out = _plain(d)
     out["formats"] = d.describe_formats()
     out["main_memory"] = d.main_memory.name
+    # derived: a large 2:4-sparse GEMM's speed-up over dense per format (sparse peak ratio x kernel efficiency)
+    out["sparse_speedup_2_4"] = {f: v for f in d.formats if (v := d.sparse_speedup(f, "2:4")) > 1}
     return out  # type: ignore[no-any-return]
 
 
@@ -213,6 +215,19 @@ def cmd_devices_show(args: argparse.Namespace) -> int:
             hop = f" + {link.hop_latency_s * 1e6:g} us per extra hop" if link.hop_latency_s else ""
             base = f", {link.collective_latency_s * 1e6:g} us per collective" if link.collective_latency_s else ""
             s.add_row("", f"latency {link.latency_s * 1e6:g} us per message{hop}{base}", str(link.latency_source))
+    sp = d.sparsity
+    if sp is not None and sp.peak_ops_per_s:
+        for i, (pat, table) in enumerate(sp.peak_ops_per_s.items()):
+            peaks = ", ".join(f"{f} {_tflops(v)}" for f, v in table.items())
+            s.add_row(f"sparsity {pat}", f"{peaks} T(FL)OP/s sparse peak", "" if i else str(sp.source))
+        if sp.efficiency_source is not None:
+            ups = ", ".join(f"{f} {v:.2f}x" for f in d.formats if (v := d.sparse_speedup(f, "2:4")) > 1) or "none"
+            s.add_row("", f"kernels reach {sp.efficiency:.0%} of the peak ratio: 2:4 GEMM speed-up {ups}",
+                      str(sp.efficiency_source))  # fmt: skip
+    elif sp is not None:
+        s.add_row("sparsity", "none (a pruned model runs at its dense cost)", str(sp.source))
+    else:
+        s.add_row("sparsity", "not stated in the catalog entry (priced dense)", "")
     if d.training is not None:
         s.add_row("training", ", ".join(d.training.formats), str(d.training.source))
     else:

@@ -360,6 +360,13 @@ def plan(
     result.reasons.append(_execution_reason(rows, execution))
     if layers is not None:
         result.reasons.append(_sparsity_reason(layers, rows, names, sparsity_method, bool(sparse_acc)))
+        best = result.best
+        if best is not None and best.sparsity:
+            acc = ("its accuracy is that of the pruned model without fine-tuning" if best.accuracy is not None
+                   else "its accuracy cost is NOT measured here")  # fmt: skip
+            result.reasons.insert(1, f"The recommendation runs the model pruned {best.sparsity}: {acc}; "
+                                  "measure it, and fine-tune with the masks kept, before deploying "
+                                  "(chipfit sparsify).")  # fmt: skip
     assumed = sorted(d.name for d in map(get_device, names) if d.energy_calibration.assumed)
     if assumed:
         result.reasons.append(f"Energy rests on an assumed power figure (no published TDP) for: {', '.join(assumed)}.")

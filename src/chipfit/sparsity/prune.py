@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -213,8 +213,25 @@ def sparsify_(
 
 
 def remove_masks(model: nn.Module) -> nn.Module:
-    """Bake the masks into plain weights (pruned entries zero): for export, or to prune again."""
+    """Bake the masks into plain weights (pruned entries zero), in place: for export, or to prune again.
+
+    A deep copy of a parametrized module shares its injected class with the original, and torch's
+    `remove_parametrizations` deletes the property from that class, which would strip the weight from
+    every copy. Where the mask is a module's only parametrization, its class goes back to the original
+    one and the baked weight becomes a plain parameter, leaving the shared class alone."""
     for mod in model.modules():
-        if isinstance(mod, PRUNABLE) and parametrize.is_parametrized(mod, "weight"):
+        if not (isinstance(mod, PRUNABLE) and parametrize.is_parametrized(mod, "weight")):
+            continue
+        plist = cast(nn.ModuleDict, mod.parametrizations)
+        if set(plist.keys()) != {"weight"} or not all(
+            isinstance(p, _Mask) for p in cast(nn.ModuleList, plist["weight"])
+        ):
             parametrize.remove_parametrizations(mod, "weight", leave_parametrized=True)
+            continue
+        original = cast(torch.Tensor, plist["weight"].original)
+        with torch.no_grad():
+            baked = mod.weight.detach().clone()
+        mod.__class__ = mod.__class__.__bases__[0]  # the class register_parametrization derived from
+        del mod._modules["parametrizations"]
+        mod.weight = nn.Parameter(baked, requires_grad=original.requires_grad)
     return model
