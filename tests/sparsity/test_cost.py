@@ -186,3 +186,17 @@ def test_a_sparse_format_needs_a_dense_peak(tmp_path: Path) -> None:
     p.write_text(SPARSE_CHIP.replace("bfloat16 = {peak}", "int4 = 2e15"))
     with pytest.raises(InputError, match="no dense int4 peak"):
         load_devices([p], env=False)
+
+
+def test_trainium2_patterns_and_a_sparse_mode_that_gains_nothing() -> None:
+    """Trainium2 runs 4:16 and 1:4 at up to 4x its dense BF16 rate and 2:4 at 2x; its sparse FP8 gives up the
+    double-rate FP8 mode, so sparse FP8 kernels gain nothing and the pruned GEMM runs dense."""
+    dev = get_device("trainium2")
+    assert dev.sparse_speedup("bfloat16", "4:16") == pytest.approx(2563 / 667 * 0.6)
+    assert dev.sparse_speedup("bfloat16", "1:4") == dev.sparse_speedup("bfloat16", "4:16")
+    assert dev.sparse_speedup("bfloat16", "2:4") == pytest.approx(1.2)
+    assert dev.sparse_speedup("float8_e4m3fn", "2:4") == 1.0
+    _, tr = _linear_trace(4096, 4096, 4096)
+    dense = estimate(tr, dev, "fp8")
+    sparse = estimate(tr, dev, "fp8", sparsity=_all(1))
+    assert sparse.latency_s == dense.latency_s and sparse.sparse_gemms == 0

@@ -63,7 +63,8 @@ class SparseGemm:
 
 def sparse_gemm(device: Device, fmt: str, weight_bits: int, rec: OpRecord, pattern: Pattern) -> SparseGemm | None:
     """The sparse GEMM `rec` becomes on `device` at `fmt` (weights stored at `weight_bits`), or None where
-    the device has no sparse math for the pattern and format (the GEMM then costs what a dense one does)."""
+    the device has no sparse math for the pattern and format, or its sparse kernels would be no faster (the
+    GEMM then costs what a dense one does, as a compiler picking the faster kernel runs it)."""
     if device.sparsity is None or rec.gemm is None:
         return None
     best = device.sparsity.best(pattern, fmt)
@@ -73,4 +74,6 @@ def sparse_gemm(device: Device, fmt: str, weight_bits: int, rec: OpRecord, patte
     _m, n, k, b = rec.gemm
     weight = min(float(rec.param_bytes), float(TRACED_BYTES_PER_WEIGHT * n * k * b))
     speedup = device.sparse_speedup(fmt, pattern)
+    if speedup <= 1.0:  # its sparse kernels gain nothing at this format (Trainium2 FP8 loses the double-rate mode)
+        return None
     return SparseGemm(hw, speedup, peak, weight, hw.compressed_share(weight_bits))
