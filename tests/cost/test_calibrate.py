@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from chipfit.cli import main
 from chipfit.cost import estimate
@@ -21,7 +23,8 @@ MEASURED = {
     "gemm_fit_mean_log_error": 0.03, "dram_bytes_per_s": 3e10, "cache_bytes": 32 * 2**20,
     "cache_bytes_per_s": 1e11, "vector_ops_per_s": 1e10, "dispatch_overhead_s": 2e-6, "view_overhead_s": 1e-6,
     "module_overhead_s": 2e-6, "class_overhead_s": {"matmul": 6e-6, "conv": 3e-5}, "conv_efficiency": 0.5,
-    "fresh_alloc_bytes_per_s": 5e9, "memory_bytes": 24e9,
+    "fresh_alloc_bytes_per_s": 5e9, "memory_bytes": 24e9, "param_access_s": 1e-6,
+    "op_overhead_s": {"aten.gelu.default": 4e-5, "aten.native_layer_norm.default": 7e-6},
 }  # fmt: skip
 
 
@@ -34,7 +37,8 @@ def test_device_file_from_measurements(tmp_path: Path) -> None:
     spec = get_model("mlp")
     e = estimate(trace(spec.build(), spec.example_inputs(8)), dev, "fp32")
     module_calls = [r for r in e.rows if r.op == "nn.Module calls"]
-    assert module_calls and module_calls[0].time_s == pytest.approx(2e-6 * 7)  # MLP, Sequential, 3 Linear, 2 ReLU
+    # 7 calls (MLP, Sequential, 3 Linear, 2 ReLU) and 6 parameters fetched (3 weights, 3 biases)
+    assert module_calls and module_calls[0].time_s == pytest.approx(2e-6 * 7 + 1e-6 * 6)
     assert e.latency_s > 3 * 6e-6  # three matmuls' dispatch at least
 
 
@@ -98,3 +102,60 @@ def test_calibrate_re_measures_a_disturbed_run_and_never_writes_a_bad_file(
     assert not again.exists()
     assert main(["calibrate", "--name", "my cpu", "--output", str(again)]) == 2
     assert "use letters, digits" in capsys.readouterr().err
+
+
+class _GeluNorm(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(x) + self.norm(x)
+
+
+def test_op_overheads_price_the_ops_they_name_in_eager_only(tmp_path: Path) -> None:
+    """A measured per-op fixed cost replaces the dispatch for that op (gelu, layer norm), other ops keep the
+    dispatch; a compiled stack launches kernels instead and does not pay them."""
+    dev = load_devices([write_device_file(device_toml(MEASURED, "my-cpu"), tmp_path / "cpu.toml")], env=False)["my-cpu"]
+    assert dev.compute.op_overhead_s["aten.gelu.default"] == 4e-5 and dev.compute.param_access_s == 1e-6
+    t = trace(_GeluNorm(), (torch.randn(4, 8),))
+    rows = {r.op: r for r in estimate(t, dev, "fp32", execution="eager").rows}
+    assert rows["aten.gelu.default"].overhead_s == 4e-5
+    assert rows["aten.native_layer_norm.default"].overhead_s == 7e-6
+    assert rows["aten.add.Tensor"].overhead_s == 2e-6  # no entry: the dispatch
+    assert rows["nn.Module calls"].time_s == pytest.approx(2 * 2e-6 + 2 * 1e-6)  # 2 calls, weight and bias
+    compiled_rows = estimate(t, dev, "fp32", execution="compiled").rows
+    assert all(r.overhead_s < 4e-5 for r in compiled_rows)
+
+
+def test_op_probes_run_the_ops_they_are_named_for() -> None:
+    """Each probe dispatches its aten op, plus exactly the companions it declares (whose cost is taken off)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from chipfit.cost.calibrate import op_probes
+    from chipfit.trace.classify import is_view
+
+    class Ops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[Any] = []
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            self.ops.append(func)
+            return func(*args, **(kwargs or {}))
+
+    for name, (fn, extra) in op_probes().items():
+        with Ops() as seen:
+            fn()
+        names = [str(f) for f in seen.ops]
+        assert names.count(name) == 1, (name, names)
+        others = [f for f in seen.ops if str(f) != name]
+        assert sorted("view" if is_view(f) else "dispatch" for f in others) == sorted(extra), (name, names)
+
+
+def test_op_overhead_table_rejects_a_name_that_is_not_an_aten_op(tmp_path: Path) -> None:
+    from chipfit.hardware.loader import CatalogError
+
+    text = device_toml(MEASURED, "my-cpu").replace('"aten.gelu.default"', '"gelu"')
+    with pytest.raises(CatalogError, match=r"op_overhead_s.gelu.*aten op name.*aten.gelu.default"):
+        load_devices([write_device_file(text, tmp_path / "cpu.toml")], env=False)

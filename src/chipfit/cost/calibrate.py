@@ -6,7 +6,9 @@ What is measured (torch eager, this process's thread count, float32 and bfloat16
 - main-memory bandwidth (a large copy: bytes read + written per second) and
   last-level-cache bandwidth (a copy that fits in it), cache size from sysfs;
 - vector throughput (an elementwise multiply-add on cache-resident data);
-- per-op dispatch overhead (a one-element add) and per-view overhead (a view).
+- per-op dispatch overhead (a one-element add) and per-view overhead (a view);
+- each common op's own fixed cost on a tiny input (`op_probes`: gelu, layer norm, batch norm, pooling, ...),
+  and what fetching one parameter through nn.Module attributes costs (eager pays it every forward).
 
 Every figure is the median over three whole rounds of measurement (`ROUNDS`), so one round that a busy
 machine disturbed is outvoted; `spread` reports how far the rounds were apart.
@@ -104,6 +106,38 @@ def _fit_half_dims(rows: list[dict[str, float]], overhead: float) -> dict[str, A
     return best
 
 
+def op_probes() -> dict[str, tuple[Callable[[], Any], tuple[str, ...]]]:
+    """Each common eager op on a tiny input, keyed by the aten op it runs (as traces name it), with the other
+    ops the call dispatches (each "dispatch" or "view", what those cost is measured apart and taken off):
+    its time is the op's fixed cost (dispatch, its Python wrapper, its kernel's setup), which differs by op
+    far more than by size at this scale (an erf-based gelu of 16 floats costs 8x their add on this VM)."""
+    f = torch.nn.functional
+    a, sq, img = torch.randn(16), torch.randn(4, 4), torch.randn(1, 4, 4, 4)
+    w, b, idx, table = torch.ones(4), torch.zeros(4), torch.tensor([1, 2]), torch.randn(8, 4)
+    return {
+        "aten.add.Tensor": (lambda: torch.add(a, a), ()),
+        "aten.sub.Tensor": (lambda: torch.sub(a, a), ()),
+        "aten.mul.Tensor": (lambda: torch.mul(a, a), ()),
+        "aten.div.Tensor": (lambda: torch.div(a, a), ()),
+        "aten.relu.default": (lambda: torch.relu(a), ()),
+        "aten.relu_.default": (lambda: torch.relu_(a), ()),
+        "aten.hardtanh_.default": (lambda: f.relu6(a, inplace=True), ()),
+        "aten.gelu.default": (lambda: f.gelu(a), ()),
+        "aten.silu.default": (lambda: f.silu(a), ()),
+        "aten.tanh.default": (lambda: torch.tanh(a), ()),
+        "aten.rsqrt.default": (lambda: torch.rsqrt(a), ()),
+        "aten.pow.Tensor_Scalar": (lambda: a.pow(2), ()),
+        "aten._softmax.default": (lambda: torch.softmax(sq, -1), ()),
+        "aten.native_layer_norm.default": (lambda: f.layer_norm(sq, (4,), w, b), ()),
+        "aten.native_batch_norm.default": (lambda: f.batch_norm(img, b, w, w, b, training=False), ("dispatch",)),
+        "aten.mean.dim": (lambda: img.mean((2, 3)), ()),
+        "aten.max_pool2d_with_indices.default": (lambda: f.max_pool2d(img, 2), ()),
+        "aten.cat.default": (lambda: torch.cat([a, a]), ()),
+        "aten.clone.default": (lambda: sq.t().contiguous(), ("view",)),
+        "aten.embedding.default": (lambda: f.embedding(idx, table), ()),
+    }
+
+
 ROUNDS = 3  # whole measurement rounds: the median of three rejects one disturbed round
 
 
@@ -138,6 +172,12 @@ def _raw(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
         r["view_overhead_s"] = _time(lambda: x.view(-1), 0.05)
         ident = torch.nn.Identity()
         r["module_overhead_s"] = _time(lambda: ident(one), 0.05)
+        holder = torch.nn.Linear(2, 2)
+        r["param_access_s"] = _time(lambda: holder.weight, 0.05)  # nn.Module.__getattr__ finds it in _parameters
+        r["op_overhead_s"] = {
+            op: max(_time(fn, 0.02) - sum(r[f"{c}_overhead_s"] for c in extra), 1e-8)
+            for op, (fn, extra) in op_probes().items()
+        }
         w2, b2, x2 = torch.randn(2, 2), torch.randn(2), torch.randn(2, 2)
         # small but real, and on oneDNN's path: eager PyTorch sends a batch-1 3x3 convolution this small to its
         # native kernel instead (Convolution.cpp's use_mkldnn), whose per-call cost is 5-7x lower here
@@ -170,7 +210,8 @@ def _raw(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
 
 
 SCALARS = ("dram_bytes_per_s", "cache_bytes_per_s", "vector_ops_per_s", "dispatch_overhead_s", "view_overhead_s",
-           "module_overhead_s", "fresh_cold_s", "fresh_warm_s", "matmul_overhead_s", "conv_overhead_s")  # fmt: skip
+           "module_overhead_s", "param_access_s", "fresh_cold_s", "fresh_warm_s", "matmul_overhead_s",
+           "conv_overhead_s")  # fmt: skip
 
 
 def _combine(rounds: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, float]]:
@@ -179,6 +220,9 @@ def _combine(rounds: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, fl
     med: dict[str, Any] = {k: statistics.median(r[k] for r in rounds) for k in SCALARS}
     spread = {k: (max(r[k] for r in rounds) - min(r[k] for r in rounds)) / med[k] if med[k] else 0.0 for k in SCALARS}
     med["cache_bytes"] = rounds[0]["cache_bytes"]
+    med["op_overhead_s"] = {
+        op: statistics.median(r["op_overhead_s"][op] for r in rounds) for op in rounds[0]["op_overhead_s"]
+    }
     med["gemm"] = {}
     for dt, rows in rounds[0]["gemm"].items():
         out = []
@@ -239,6 +283,8 @@ def calibrate(
         "gemm_half_dims": fit["half_dims"],
         "gemm_fit_mean_log_error": fit["error"],
         "module_overhead_s": raw["module_overhead_s"],
+        "param_access_s": raw["param_access_s"],
+        "op_overhead_s": raw["op_overhead_s"],
         "class_overhead_s": class_overhead,
         "conv_efficiency": conv_eff,
         "fresh_alloc_bytes_per_s": fresh_bw,
@@ -262,6 +308,9 @@ def device_toml(m: dict[str, Any], name: str = "this-cpu") -> str:
     m0, n0, k0 = m["gemm_half_dims"]
     clock = m["peak_ops_per_s"]["float32"] / (2 * units * 16 * 16)
     cls = ", ".join(f"{k} = {v:.6g}" for k, v in m["class_overhead_s"].items())
+    ops = ", ".join(f'"{k}" = {v:.6g}' for k, v in m.get("op_overhead_s", {}).items())
+    param = m.get("param_access_s")
+    param_line = f"param_access_s = {param:.6g}" if param is not None else "# parameter access not measured"
     fresh = m.get("fresh_alloc_bytes_per_s")
     fresh_line = f"fresh_alloc_bytes_per_s = {fresh:.6g}" if fresh else "# fresh-page cost not measurable in this run"
     return f"""# Generated by `chipfit calibrate`: this machine's CPU as a chipfit device.
@@ -288,6 +337,8 @@ overhead_source = "{src}: one-element torch.add"
 view_overhead_s = {m["view_overhead_s"]:.6g}
 module_overhead_s = {m["module_overhead_s"]:.6g}
 class_overhead_s = {{ {cls} }}
+op_overhead_s = {{ {ops} }}
+{param_line}
 gemm_half_dims = [{m0}, {n0}, {k0}]
 class_efficiency = {{ conv = {m["conv_efficiency"]:.4g} }}
 {fresh_line}

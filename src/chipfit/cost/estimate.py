@@ -328,6 +328,8 @@ def _op_on(
         e_op = device.energy_pj_per_op(vec_fmt, matrix=False)
     launch = device.compute.dispatch_overhead_s if launch_s is None else launch_s
     overhead = device.compute.class_overhead_s.get(rec.op_class, launch)
+    if launch_s is None:  # eager: an op's own measured fixed cost, where the device has one
+        overhead = device.compute.op_overhead_s.get(rec.op, overhead)
     if device.compute.fresh_alloc_bytes_per_s and rec.bytes_written * scale >= FRESH_ALLOC_THRESHOLD:
         memory_s += rec.bytes_written * scale / device.compute.fresh_alloc_bytes_per_s
     latency = 0.0
@@ -446,6 +448,22 @@ class Pricer:
         return _cost(self.device, self.precision, rec, self.scale, self.host, self.model_bytes, self.launch_s, pattern)
 
 
+def param_reads(trace: Trace) -> int:
+    """The parameters and buffers the forward reads, each once: what an eager framework fetches through
+    module attributes (nn.Module.__getattr__) on every call. Cached on the trace."""
+    if "_param_reads" not in trace.__dict__:
+        ids = {
+            t
+            for r in trace.records
+            if r.phase == Phase.FORWARD
+            for t, is_param in zip(r.reads, r.read_params, strict=False)
+            if is_param
+        }
+        trace.__dict__["_param_reads"] = len(ids)
+    n: int = trace.__dict__["_param_reads"]
+    return n
+
+
 def compiled(trace: Trace, stack: Stack) -> Trace:
     """`trace` as `stack` runs it, compiled once per trace and stack (cached on the trace)."""
     if stack.execution is Execution.EAGER:
@@ -498,7 +516,7 @@ def estimate(
         c = priced[key]
         rows.append(c if c.index == r.index else OpCost(r.index, r.op, r.module, *tails[key]))
     if dev.compute.module_overhead_s and trace.module_calls:
-        o = dev.compute.module_overhead_s * trace.module_calls
+        o = dev.compute.module_overhead_s * trace.module_calls + dev.compute.param_access_s * param_reads(trace)
         rows.append(
             OpCost(
                 index=len(rows), op="nn.Module calls", module="", op_class="module-call", phase=Phase.FORWARD,

@@ -238,6 +238,10 @@ class Compute:
     view_overhead_s: float = 0.0  # eager frameworks pay dispatch even for views; compiled stacks do not
     module_overhead_s: float = 0.0  # per nn.Module call in eager frameworks
     class_overhead_s: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))  # per op class
+    # eager: per aten op ("aten.gelu.default"), measured on a tiny input, where an op's own fixed cost
+    # departs from its class's (gelu costs 10x an add here); ahead of class_overhead_s and the dispatch
+    op_overhead_s: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))
+    param_access_s: float = 0.0  # eager: reading one parameter or buffer through nn.Module attributes
     gemm_half_dims: tuple[float, float, float] | None = None  # Hockney n1/2 of (M, N, K) for the simd model
     class_efficiency: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))  # e.g. conv vs GEMM
     fresh_alloc_bytes_per_s: float = 0.0  # eager CPU: first touch of outputs >= 32 MB (glibc mmap threshold)

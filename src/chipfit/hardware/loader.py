@@ -85,6 +85,8 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "view_overhead_s": (0, 1e-3, "seconds per view op (1 us = 1e-6)"),
     "module_overhead_s": (0, 1e-3, "seconds per module call (1 us = 1e-6)"),
     "class_overhead_s": (1e-8, 1e-2, "seconds (1 us = 1e-6)"),
+    "op_overhead_s": (1e-8, 1e-2, "seconds (1 us = 1e-6)"),
+    "param_access_s": (0, 1e-3, "seconds per parameter read (1 us = 1e-6)"),
     "gemm_half_dims": (0, 1e5, "matrix dimension"),
     "class_efficiency": (0.01, 2.0, "a multiplier of the GEMM model's speed"),
     "fresh_alloc_bytes_per_s": (1e7, 1e13, "bytes per second"),
@@ -103,7 +105,8 @@ SECTION_KEYS = {
     "compute": {
         "peak_ops_per_s", "accumulate", "source", "vector_ops_per_s", "vector_source", "units",
         "dispatch_overhead_s", "overhead_source", "kernel_tile_mnk", "matmul_efficiency", "efficiency_source",
-        "view_overhead_s", "module_overhead_s", "class_overhead_s", "gemm_half_dims", "class_efficiency",
+        "view_overhead_s", "module_overhead_s", "class_overhead_s", "op_overhead_s", "param_access_s", "gemm_half_dims",
+        "class_efficiency",
         "fresh_alloc_bytes_per_s", "kernel_latency_s", "kernel_latency_source", "wave_latency_s",
         "wave_latency_format_s", "wave_latency_source",
     },
@@ -338,6 +341,17 @@ def _class_table(ctx: _Ctx, c: Mapping[str, Any], key: str) -> dict[str, float]:
     return {k: _num(ctx, raw, k, f"compute.{key}.", key) for k in raw}
 
 
+def _op_table(ctx: _Ctx, c: Mapping[str, Any], key: str) -> dict[str, float]:
+    """A table of aten op = number, keyed the way traces name ops ("aten.gelu.default")."""
+    raw = c.get(key, {})
+    if not isinstance(raw, dict):
+        raise ctx.fail(f"compute.{key}", 'must be a table of aten op = number, like { "aten.gelu.default" = 1.5e-5 }')
+    for k in raw:
+        if not re.fullmatch(r"aten\.\w+\.\w+", k):
+            raise ctx.fail(f"compute.{key}.{k}", 'not an aten op name; write them as traces do: "aten.gelu.default"')
+    return {k: _num(ctx, raw, k, f"compute.{key}.", key) for k in raw}
+
+
 def _half_dims(ctx: _Ctx, c: Mapping[str, Any]) -> tuple[float, float, float] | None:
     if "gemm_half_dims" not in c:
         return None
@@ -422,6 +436,8 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         view_overhead_s=_num(ctx, c, "view_overhead_s", "compute.") if "view_overhead_s" in c else 0.0,
         module_overhead_s=_num(ctx, c, "module_overhead_s", "compute.") if "module_overhead_s" in c else 0.0,
         class_overhead_s=frozen_map(_class_table(ctx, c, "class_overhead_s")),
+        op_overhead_s=frozen_map(_op_table(ctx, c, "op_overhead_s")),
+        param_access_s=_num(ctx, c, "param_access_s", "compute.") if "param_access_s" in c else 0.0,
         gemm_half_dims=_half_dims(ctx, c),
         class_efficiency=frozen_map(_class_table(ctx, c, "class_efficiency")),
         fresh_alloc_bytes_per_s=(
