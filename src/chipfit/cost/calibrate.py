@@ -110,7 +110,7 @@ def op_probes() -> dict[str, tuple[Callable[[], Any], tuple[str, ...]]]:
     """Each common eager op on a tiny input, keyed by the aten op it runs (as traces name it), with the other
     ops the call dispatches (each "dispatch" or "view", what those cost is measured apart and taken off):
     its time is the op's fixed cost (dispatch, its Python wrapper, its kernel's setup), which differs by op
-    far more than by size at this scale (an erf-based gelu of 16 floats costs 8x their add on this VM)."""
+    far more than by size at this scale (an erf-based gelu of 16 floats costs about 7x their add on this VM)."""
     f = torch.nn.functional
     a, sq, img = torch.randn(16), torch.randn(4, 4), torch.randn(1, 4, 4, 4)
     w, b, idx, table = torch.ones(4), torch.zeros(4), torch.tensor([1, 2]), torch.randn(8, 4)
