@@ -96,6 +96,12 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         c.print("* energy rests on an assumed power figure (no published TDP or full-load power for the device)")
     for line in prices.lines(ranked_on_cost=False):
         c.print(line)
+    for e in ests:
+        if e.share("power"):
+            c.print(
+                f"{e.device}: its TDP caps the clock ({e.share('power'):.0%} of the step): the energy per op comes "
+                "from a measured power-capped GEMM (`chipfit devices show` names it)"
+            )
     if len(ests) == 1:
         e = ests[0]
         what = "ops" if e.execution == "eager" else "kernels"

@@ -62,6 +62,8 @@ BW_EFFICIENCY_ASSUMED = 0.85
 # group's scale, on the vector unit (fused into the GEMM's prologue, as Marlin/AWQ kernels do)
 DEQUANT_OPS_PER_WEIGHT = 2
 LINK_PJ_PER_BYTE = 8.0 * 8  # assumed: about 8 pJ/bit for a PCIe-class SerDes link, both ends together
+# rounding: a step the calibration prices at exactly its TDP is not throttled
+POWER_CAP_TOLERANCE = 1e-6
 FRESH_ALLOC_THRESHOLD = 32 * 2**20  # glibc's largest mmap threshold: bigger outputs are fresh pages
 
 
@@ -81,6 +83,7 @@ class Bound(StrEnum):
     MEMORY = "memory"
     OVERHEAD = "overhead"  # launch / dispatch
     TRANSFER = "transfer"  # the host link (fallbacks)
+    POWER = "power"  # the chip clocks down to hold its TDP (power_cap_s)
     NONE = "none"
 
 
@@ -229,6 +232,7 @@ class Estimate:
             "share_memory_bound": self.share(Bound.MEMORY),
             "share_overhead": self.share(Bound.OVERHEAD),
             "share_transfer": self.share(Bound.TRANSFER),
+            "share_power_cap": self.share(Bound.POWER),
             "footprint_bytes": self.footprint_bytes,
             "memory": self.memory.as_dict(),
             "capacity_bytes": self.capacity_bytes,
@@ -464,6 +468,22 @@ def param_reads(trace: Trace) -> int:
     return n
 
 
+def power_cap_s(device: Device, time_s: float, energy_j: float) -> float:
+    """Seconds a step of `time_s` and `energy_j` (idle included) takes beyond `time_s` because the chip
+    may not average more than its TDP: it lowers its clock until the work's energy above idle fits the
+    TDP's budget above idle, time >= (energy - idle x time) / (TDP - idle), the power roofline. Applied
+    only where the energy per op comes from a measured power-capped GEMM (power.sustained_ops_per_s):
+    elsewhere the energy model rests on the TDP itself (or a published load power) and is no measurement
+    of what the chip would draw unthrottled. The energy per op is held at its full-clock value (a lower
+    clock at a lower voltage spends less per op: the bound is conservative)."""
+    p = device.power
+    if not p.sustained_ops_per_s:
+        return 0.0
+    dynamic_j = energy_j - p.idle_w * time_s
+    capped = dynamic_j / (p.tdp_w - p.idle_w) if p.tdp_w > p.idle_w else time_s
+    return capped - time_s if capped > time_s * (1 + POWER_CAP_TOLERANCE) else 0.0
+
+
 def compiled(trace: Trace, stack: Stack) -> Trace:
     """`trace` as `stack` runs it, compiled once per trace and stack (cached on the trace)."""
     if stack.execution is Execution.EAGER:
@@ -531,6 +551,16 @@ def estimate(
                 index=len(rows), op=f"{stack.display_name} step launch", module="", op_class="launch",
                 phase=Phase.FORWARD, unit=Unit.NONE, time_s=o, compute_s=0, memory_s=0, overhead_s=o, transfer_s=0,
                 bound=Bound.OVERHEAD, energy_j=dev.power.idle_w * o, bytes=0, flops=0, utilization=0, fallback=False,
+            )
+        )  # fmt: skip
+    extra = power_cap_s(dev, sum(r.time_s for r in rows), sum(r.energy_j for r in rows))
+    if extra:
+        rows.append(
+            OpCost(
+                index=len(rows), op=f"power cap ({dev.power.tdp_w:g} W TDP)", module="", op_class="power-cap",
+                phase=Phase.FORWARD, unit=Unit.NONE, time_s=extra, compute_s=0, memory_s=0, overhead_s=extra,
+                transfer_s=0, bound=Bound.POWER, energy_j=dev.power.idle_w * extra, bytes=0, flops=0, utilization=0,
+                fallback=False,
             )
         )  # fmt: skip
     return Estimate(

@@ -144,6 +144,10 @@ class Power:
     idle_source: Source
     load_w: float | None = None  # published power under a full AI load (MLPerf Power, vendor "typical")
     load_source: Source | None = None
+    # measured: the matrix rate a continuous large GEMM sustains at the power cap (tdp_w), per format,
+    # where the chip cannot hold its peak within its TDP (a 70 W T4 clocks down under cuBLAS)
+    sustained_ops_per_s: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))
+    sustained_source: Source | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -419,7 +423,23 @@ class Device:
         limiting = min(per_path, key=per_path.__getitem__)
         c = per_path[limiting]
         scale = 1.0
-        if c < 0:  # arithmetic alone is over budget somewhere
+        # measured: the TDP holds a continuous GEMM below the peak; the delivery energy at which that GEMM,
+        # at the rate measured, draws the TDP (all of its power above idle going to the arithmetic). A
+        # measured format costs what its own measurement implies (energy_pj_per_op); the others, the
+        # largest of these per-bit energies
+        capped = {
+            f: ((p.tdp_w - p.idle_w) * 1e12 / ops - self.raw_pj_per_op(f)) / get_format(f).storage_bits
+            for f, ops in p.sustained_ops_per_s.items()
+        }
+        capped_by = max(capped, key=capped.__getitem__, default=None)
+        if capped_by is not None and capped[capped_by] > c:
+            limiting, c = capped_by, capped[capped_by]
+            full = p.idle_w + memory_w + max(ops * (pj + c * bits) for ops, pj, bits in paths.values()) * 1e-12
+            rate = p.sustained_ops_per_s[limiting]
+            basis = (f"power-capped: a continuous {limiting} GEMM sustains {rate / 1e12:g} TOPS at the {p.tdp_w:g} W "
+                     f"TDP ({p.sustained_source}); at its peak it would draw {full:.0f} W")  # fmt: skip
+            assumed = False
+        elif c < 0:  # arithmetic alone is over budget somewhere
             ops, pj, _ = max(paths.values(), key=lambda t: t[0] * t[1])
             c, scale = 0.0, budget_w * 1e12 / (ops * pj)
         return EnergyCalibration(
@@ -430,6 +450,9 @@ class Device:
     def energy_pj_per_op(self, fmt: str, *, matrix: bool = True) -> float:
         """Energy of one op in `fmt`: its arithmetic plus the delivery of its operand (EnergyCalibration)."""
         cal = self.energy_calibration
+        rate = self.power.sustained_ops_per_s.get(fmt) if matrix else None
+        if rate:  # measured: a continuous GEMM in fmt draws the TDP at this rate
+            return (self.power.tdp_w - self.power.idle_w) * 1e12 / rate
         bits = get_format(fmt).storage_bits if (matrix and self.peak(fmt)) else 32
         return self.raw_pj_per_op(fmt, matrix=matrix) * cal.arithmetic_scale + cal.delivery_pj_per_bit * bits
 

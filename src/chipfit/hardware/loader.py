@@ -82,6 +82,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "accelerators": (1, 1e6, "accelerators per instance, card or system"),
     "published_ops_per_j": (1e9, 1e15, "ops per joule (1 TOPS/W = 1e12)"),
     "matmul_efficiency": (0.05, 1.0, "a fraction of peak"),
+    "sustained_ops_per_s": (1e9, 1e17, "ops per second (1 TFLOP/s = 1e12)"),
     "view_overhead_s": (0, 1e-3, "seconds per view op (1 us = 1e-6)"),
     "module_overhead_s": (0, 1e-3, "seconds per module call (1 us = 1e-6)"),
     "class_overhead_s": (1e-8, 1e-2, "seconds (1 us = 1e-6)"),
@@ -112,7 +113,8 @@ SECTION_KEYS = {
     },
     "matrix_unit": {"kind", "count", "rows", "cols", "depth", "clock_hz", "source", "dataflow"},
     "memory": {"kind", "capacity_bytes", "bandwidth_bytes_per_s", "source", "energy_pj_per_byte", "energy_source"},
-    "power": {"tdp_w", "idle_w", "source", "idle_source", "load_w", "load_source"},
+    "power": {"tdp_w", "idle_w", "source", "idle_source", "load_w", "load_source", "sustained_ops_per_s",
+              "sustained_source"},
     "support": {"autocast", "unsupported_format", "host_op_classes", "host", "source", "weight_only",
                 "weight_only_source", "stack", "execution"},
     "link": {"kind", "bandwidth_bytes_per_s", "topology", "source", "generation", "latency_s", "latency_source",
@@ -331,6 +333,26 @@ def _wave_latency(ctx: _Ctx, c: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _sustained(ctx: _Ctx, p: Mapping[str, Any], peaks: Mapping[str, float]) -> dict[str, Any]:
+    """power.sustained_ops_per_s (format = the measured rate of a continuous large GEMM at the TDP, below
+    that format's peak) and the measurement it comes from (power.sustained_source)."""
+    if "sustained_ops_per_s" not in p:
+        return {}
+    table = p["sustained_ops_per_s"]
+    if not isinstance(table, dict) or not table:
+        raise ctx.fail("power.sustained_ops_per_s", "must be a table of format = ops per second")
+    rates = {}
+    for k in table:
+        where = f"power.sustained_ops_per_s.{k}"
+        if _fmt(ctx, where, k) not in peaks:
+            raise ctx.fail(where, f"compute.peak_ops_per_s has no {k}; it lists {', '.join(peaks)}")
+        rate = _num(ctx, table, k, "power.sustained_ops_per_s.", "sustained_ops_per_s")
+        if rate > peaks[k]:
+            raise ctx.fail(where, f"{rate:g} exceeds the {k} peak {peaks[k]:g}; a sustained rate is at most the peak")
+        rates[k] = rate
+    return {"sustained_ops_per_s": frozen_map(rates), "sustained_source": _source(ctx, p, "sustained_source", "power.")}
+
+
 def _class_table(ctx: _Ctx, c: Mapping[str, Any], key: str) -> dict[str, float]:
     raw = c.get(key, {})
     if not isinstance(raw, dict):
@@ -526,7 +548,7 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         load_src = _source(ctx, p, "load_source", "power.")
         if not idle < load <= tdp:
             raise ctx.fail("power.load_w", f"{load:g} W must be above idle_w ({idle:g}) and at most tdp_w ({tdp:g})")
-    power = Power(tdp, idle, _source(ctx, p, "source", "power."), idle_src, load, load_src)
+    power = Power(tdp, idle, _source(ctx, p, "source", "power."), idle_src, load, load_src, **_sustained(ctx, p, peaks))
 
     s = _table(ctx, d, "support")
     _check_keys(ctx, "support.", s, SECTION_KEYS["support"])

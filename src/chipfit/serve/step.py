@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chipfit.cost.collectives import Collective, Fabric, collective_s, flat_collective_s
-from chipfit.cost.estimate import LINK_PJ_PER_BYTE, OpCost, Pricer
+from chipfit.cost.estimate import LINK_PJ_PER_BYTE, OpCost, Pricer, power_cap_s
 from chipfit.errors import InputError
 from chipfit.formats import storage_bytes
 from chipfit.hardware import Device, get_device
@@ -452,6 +452,7 @@ class Engine:
         head_s, head_j = self._head_part(t, rank.sampled)
         secs += head_s + self.pricer.stack.step_launch_s
         joules += head_j
+        secs += power_cap_s(self.device, secs, joules + self.device.power.idle_w * secs)  # a TDP-capped clock
         comm_s, sent = self._collectives_s(t, rank.sampled)
         stage_s = secs + comm_s
         wall = s.pp * stage_s  # pp micro-batches through pp stages
