@@ -75,18 +75,19 @@ def _trace(name: str, batch: int, seq: int | None) -> Trace:
 
 
 def _best(workload: str, dev: str, seq: int | None, quick: bool, traces: dict[tuple[str, int, int | None], Trace]
-          ) -> tuple[float, int, str, float]:  # fmt: skip
-    """The best INT8 throughput over the batch sizes that fit, its batch, stack and the all-at-peak bound."""
+          ) -> tuple[float, int, str, float, float]:  # fmt: skip
+    """The best INT8 throughput over the batch sizes that fit, its batch, stack, the all-at-peak bound and the
+    share of its step the TDP's power cap adds (cost.estimate.power_cap_s)."""
     peak = load_catalog()[dev].peak("int8")
-    best, best_b, stack, bound = 0.0, 0, "", 0.0
+    best, best_b, stack, bound, capped = 0.0, 0, "", 0.0, 0.0
     for b in BATCHES[workload][:2] if quick else BATCHES[workload]:
         key = (workload, b, seq)
         tr = traces.get(key) or traces.setdefault(key, _trace(workload, b, seq))
         e = estimate(tr, dev, "int8")
         bound = peak / (tr.flops / b)  # samples/s with every op at the INT8 peak
         if e.fits and e.throughput > best:
-            best, best_b, stack = e.throughput, b, e.execution
-    return best, best_b, stack, bound
+            best, best_b, stack, capped = e.throughput, b, e.execution, e.share("power")
+    return best, best_b, stack, bound, capped
 
 
 def mlperf(quick: bool) -> tuple[list[dict[str, object]], float]:
@@ -104,11 +105,12 @@ def mlperf(quick: bool) -> tuple[list[dict[str, object]], float]:
                         "published": statistics.median(published), "predicted": None, "batch": None,
                         "stack": "not in the catalog"})  # fmt: skip
             continue
-        best, best_b, stack, bound = _best(workload, dev, SEQ.get(workload), quick, traces)
+        best, best_b, stack, bound, capped = _best(workload, dev, SEQ.get(workload), quick, traces)
         padded = _best(workload, dev, MAX_SEQ[workload], quick, traces)[0] if workload in MAX_SEQ else None
         out.append({"workload": workload, "device": dev, "family": cat[dev].family,
                     "published": statistics.median(published), "rows": len(published), "predicted": best or None,
-                    "batch": best_b, "stack": stack, "peak_bound": bound, "padded": padded or None})  # fmt: skip
+                    "batch": best_b, "stack": stack, "peak_bound": bound, "padded": padded or None,
+                    "power_cap": capped})  # fmt: skip
     return out, time.perf_counter() - t0
 
 
@@ -177,14 +179,16 @@ def report(mp: list[dict[str, object]], mp_s: float, gm: list[dict[str, object]]
         f"windows of at most {MAX_SEQ['bert-large']} ({PADDING_SHARE['bert-large']:.0%} of their tokens are padding, "
         "OpenReview 3nzKUh9a4M), because the MLPerf harnesses remove the padding (NVIDIA's TensorRT harness "
         "concatenates the unpadded sequences of a batch; Intel's batches up to a token budget). The column "
-        f"'padded {MAX_SEQ['bert-large']}' prices every sample at the full window, for contrast. Published: the "
+        f"'padded {MAX_SEQ['bert-large']}' prices every sample at the full window, for contrast. 'power cap': the "
+        "share of the step that the chip's TDP adds where a measured GEMM shows it capped (power.sustained_ops_per_s, "
+        "docs/cost.md). Published: the "
         f"median of the rows for that chip. Target: every catalog chip between {lo}x and {hi}x. "
         f"Priced in {mp_s:.0f} s.",
         "",
         "| family | workload | device | published rows | published samples/s | predicted | batch | stack | "
-        "predicted / published | signed error | within target | "
+        "power cap | predicted / published | signed error | within target | "
         f"padded {MAX_SEQ['bert-large']}: predicted / published |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---|---:|",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|",
     ]
     ratios: dict[str, list[float]] = defaultdict(list)
     misses = []
@@ -198,7 +202,7 @@ def report(mp: list[dict[str, object]], mp_s: float, gm: list[dict[str, object]]
                 misses.append(f"{r['device']} {r['workload']} {ratio:.2f}x")
         lines.append(
             f"| {r['family']} | {r['workload']} | {r['device']} | {r['rows']} | {pub:,.0f} | {_fmt(pred)} | "  # type: ignore[arg-type]
-            f"{r['batch'] or '-'} | {r['stack']} | {_fmt(ratio, '.2f')} | "
+            f"{r['batch'] or '-'} | {r['stack']} | {_fmt(r.get('power_cap'), '.0%')} | {_fmt(ratio, '.2f')} | "  # type: ignore[arg-type]
             f"{'-' if ratio is None else f'{ratio - 1:+.0%}'} | {ok} | "
             f"{_fmt(float(r['padded']) / pub if r.get('padded') else None, '.2f')} |"  # type: ignore[arg-type]
         )
