@@ -74,16 +74,16 @@ def _trace(name: str, batch: int, seq: int | None) -> Trace:
     return trace(model, inputs)
 
 
-def _best(workload: str, dev: str, seq: int | None, quick: bool, traces: dict[tuple[str, int, int | None], Trace]
-          ) -> tuple[float, int, str, float, float]:  # fmt: skip
-    """The best INT8 throughput over the batch sizes that fit, its batch, stack, the all-at-peak bound and the
-    share of its step the TDP's power cap adds (cost.estimate.power_cap_s)."""
+def _best(workload: str, dev: str, seq: int | None, quick: bool, traces: dict[tuple[str, int, int | None], Trace],
+          precision: str = "int8") -> tuple[float, int, str, float, float]:  # fmt: skip
+    """The best throughput at `precision` (INT8 unless asked) over the batch sizes that fit, its batch, stack,
+    the all-at-INT8-peak bound and the share of its step the TDP's power cap adds (cost.estimate.power_cap_s)."""
     peak = load_catalog()[dev].peak("int8")
     best, best_b, stack, bound, capped = 0.0, 0, "", 0.0, 0.0
     for b in BATCHES[workload][:2] if quick else BATCHES[workload]:
         key = (workload, b, seq)
         tr = traces.get(key) or traces.setdefault(key, _trace(workload, b, seq))
-        e = estimate(tr, dev, "int8")
+        e = estimate(tr, dev, precision)
         bound = peak / (tr.flops / b)  # samples/s with every op at the INT8 peak
         if e.fits and e.throughput > best:
             best, best_b, stack, capped = e.throughput, b, e.execution, e.share("power")
@@ -97,8 +97,11 @@ def mlperf(quick: bool) -> tuple[list[dict[str, object]], float]:
     traces: dict[tuple[str, int, int | None], Trace] = {}
     out = []
     by_chip: dict[tuple[str, str], list[float]] = defaultdict(list)
+    mixed = set()  # (workload, device) whose published rows ran partly in FP16 (the csv's precision "mixed")
     for r in rows:
         by_chip[(r["workload"], r["device"])].append(float(r["per_accelerator_samples_per_s"]))
+        if r["precision"] == "mixed":
+            mixed.add((r["workload"], r["device"]))
     for (workload, dev), published in sorted(by_chip.items()):
         if dev not in cat:
             out.append({"workload": workload, "device": dev, "family": "-", "rows": len(published),
@@ -107,10 +110,11 @@ def mlperf(quick: bool) -> tuple[list[dict[str, object]], float]:
             continue
         best, best_b, stack, bound, capped = _best(workload, dev, SEQ.get(workload), quick, traces)
         padded = _best(workload, dev, MAX_SEQ[workload], quick, traces)[0] if workload in MAX_SEQ else None
+        fp16 = _best(workload, dev, SEQ.get(workload), quick, traces, "fp16")[0] if (workload, dev) in mixed else None
         out.append({"workload": workload, "device": dev, "family": cat[dev].family,
                     "published": statistics.median(published), "rows": len(published), "predicted": best or None,
                     "batch": best_b, "stack": stack, "peak_bound": bound, "padded": padded or None,
-                    "power_cap": capped})  # fmt: skip
+                    "power_cap": capped, "fp16": fp16})  # fmt: skip
     return out, time.perf_counter() - t0
 
 
@@ -181,14 +185,16 @@ def report(mp: list[dict[str, object]], mp_s: float, gm: list[dict[str, object]]
         "concatenates the unpadded sequences of a batch; Intel's batches up to a token budget). The column "
         f"'padded {MAX_SEQ['bert-large']}' prices every sample at the full window, for contrast. 'power cap': the "
         "share of the step that the chip's TDP adds where a measured GEMM shows it capped (power.sustained_ops_per_s, "
-        "docs/cost.md). Published: the "
+        "docs/cost.md). 'all FP16': where the published rows ran mixed precision (the csv's precision 'mixed': "
+        "Qualcomm's BERT-99, krai/ck-qaic's precision.mixed), the same priced with every op at FP16, for contrast; "
+        "the verdict uses INT8 everywhere. Published: the "
         f"median of the rows for that chip. Target: every catalog chip between {lo}x and {hi}x. "
         f"Priced in {mp_s:.0f} s.",
         "",
         "| family | workload | device | published rows | published samples/s | predicted | batch | stack | "
         "power cap | predicted / published | signed error | within target | "
-        f"padded {MAX_SEQ['bert-large']}: predicted / published |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|",
+        f"padded {MAX_SEQ['bert-large']}: predicted / published | all FP16: predicted / published |",
+        "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|",
     ]
     ratios: dict[str, list[float]] = defaultdict(list)
     misses = []
@@ -204,7 +210,8 @@ def report(mp: list[dict[str, object]], mp_s: float, gm: list[dict[str, object]]
             f"| {r['family']} | {r['workload']} | {r['device']} | {r['rows']} | {pub:,.0f} | {_fmt(pred)} | "  # type: ignore[arg-type]
             f"{r['batch'] or '-'} | {r['stack']} | {_fmt(r.get('power_cap'), '.0%')} | {_fmt(ratio, '.2f')} | "  # type: ignore[arg-type]
             f"{'-' if ratio is None else f'{ratio - 1:+.0%}'} | {ok} | "
-            f"{_fmt(float(r['padded']) / pub if r.get('padded') else None, '.2f')} |"  # type: ignore[arg-type]
+            f"{_fmt(float(r['padded']) / pub if r.get('padded') else None, '.2f')} | "  # type: ignore[arg-type]
+            f"{_fmt(float(r['fp16']) / pub if r.get('fp16') else None, '.2f')} |"  # type: ignore[arg-type]
         )
     lines += ["", "| workload | chips | median predicted / published | min | max | median absolute error |",
               "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
