@@ -115,7 +115,7 @@ def main() -> None:
     torch.manual_seed(0)
     cases = CASES[:3] if args.quick else CASES
     t0 = time.perf_counter()
-    cal = calibrate(quick=True)
+    cal = calibrate(quick=args.quick, graph_call=True)  # the compiled step pays the graph call it measures
     with tempfile.TemporaryDirectory() as d:
         f = write_device_file(device_toml(cal, "this-cpu"), Path(d) / "this-cpu.toml")
         dev = load_devices([f], env=False)["this-cpu"]
@@ -137,8 +137,10 @@ def main() -> None:
         "",
         f"Machine: {machine()}",
         "",
-        f"Calibration: `chipfit calibrate --quick` here, median of {cal['rounds']} rounds, {cal_s:.0f} s; widest "
-        "spreads "
+        f"Calibration: `chipfit calibrate{' --quick' if args.quick else ''}` here (with the compiled graph call), "
+        f"median of {cal['rounds']} rounds, {cal_s:.0f} s; graph call "
+        + (f"{cal['graph_call_s'] * 1e6:.1f} us" if cal.get("graph_call_s") else "not measured")
+        + "; widest spreads "
         + ", ".join(f"{k} {v:.0%}" for k, v in sorted(cal["spread"].items(), key=lambda kv: -kv[1])[:3])
         + ".",
         "",

@@ -159,3 +159,30 @@ def test_op_overhead_table_rejects_a_name_that_is_not_an_aten_op(tmp_path: Path)
     text = device_toml(MEASURED, "my-cpu").replace('"aten.gelu.default"', '"gelu"')
     with pytest.raises(CatalogError, match=r"op_overhead_s.gelu.*aten op name.*aten.gelu.default"):
         load_devices([write_device_file(text, tmp_path / "cpu.toml")], env=False)
+
+
+def test_a_measured_graph_call_is_what_the_compiled_step_starts_with(tmp_path: Path) -> None:
+    """graph_call_s from the device file is the inductor step's launch row (once a step, beside its
+    kernels); eager execution pays none, and a file without it keeps the stack's own figure (0 for inductor)."""
+    spec = get_model("mlp")
+    tr = trace(spec.build(), spec.example_inputs(8))
+    with_call = write_device_file(device_toml({**MEASURED, "graph_call_s": 3.5e-5}, "my-cpu"), tmp_path / "a.toml")
+    dev = load_devices([with_call], env=False)["my-cpu"]
+    assert dev.compute.graph_call_s == 3.5e-5 and dev.compute.graph_call_source.kind == "measured"
+    compiled = estimate(tr, dev, "fp32", execution="inductor")
+    launch = [r for r in compiled.rows if r.op_class == "launch"]
+    assert len(launch) == 1 and launch[0].time_s == 3.5e-5
+    assert not [r for r in estimate(tr, dev, "fp32", execution="eager").rows if r.op_class == "launch"]
+    without = write_device_file(device_toml(MEASURED, "my-cpu"), tmp_path / "b.toml")
+    plain = load_devices([without], env=False)["my-cpu"]
+    assert not [r for r in estimate(tr, plain, "fp32", execution="inductor").rows if r.op_class == "launch"]
+    assert compiled.latency_s == pytest.approx(estimate(tr, plain, "fp32", execution="inductor").latency_s + 3.5e-5)
+
+
+@pytest.mark.slow
+def test_graph_call_probe_measures_a_positive_cost() -> None:
+    """torch.compile's call beyond its kernels: tens of microseconds on a CPU (35 us here), never zero."""
+    from chipfit.cost.calibrate import graph_call_s
+
+    got = graph_call_s(rounds=1)
+    assert got is not None and 1e-6 < got < 1e-2

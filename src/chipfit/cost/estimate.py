@@ -544,8 +544,8 @@ def estimate(
                 energy_j=dev.power.idle_w * o, bytes=0, flops=0, utilization=0, fallback=False,
             )
         )  # fmt: skip
-    if stack.step_launch_s and stack.execution is Execution.COMPILED:
-        o = stack.step_launch_s
+    if stack.step_launch_on(dev):
+        o = stack.step_launch_on(dev)
         rows.append(
             OpCost(
                 index=len(rows), op=f"{stack.display_name} step launch", module="", op_class="launch",

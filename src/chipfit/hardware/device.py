@@ -249,6 +249,10 @@ class Compute:
     gemm_half_dims: tuple[float, float, float] | None = None  # Hockney n1/2 of (M, N, K) for the simd model
     class_efficiency: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))  # e.g. conv vs GEMM
     fresh_alloc_bytes_per_s: float = 0.0  # eager CPU: first touch of outputs >= 32 MB (glibc mmap threshold)
+    # compiled: one call into the compiled graph beyond its kernels (torch.compile's guards and Python
+    # wrapper), measured by chipfit calibrate; ahead of the stack's step_launch_s on this device; 0: not known
+    graph_call_s: float = 0.0
+    graph_call_source: Source | None = None
     # the shortest a matrix-unit kernel runs on the device (prologue, first loads, epilogue), launch excluded:
     # what a compiled stack's GEMM costs beyond its work (eager's dispatch already exceeds it); 0: not known
     kernel_latency_s: float = 0.0

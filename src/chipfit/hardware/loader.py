@@ -92,6 +92,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "class_efficiency": (0.01, 2.0, "a multiplier of the GEMM model's speed"),
     "fresh_alloc_bytes_per_s": (1e7, 1e13, "bytes per second"),
     "kernel_latency_s": (1e-8, 1e-3, "seconds (1 us = 1e-6)"),
+    "graph_call_s": (1e-8, 1e-2, "seconds per call of a compiled graph (1 us = 1e-6)"),
     "wave_latency_s": (0, 1e-3, "seconds per wave of output tiles (1 us = 1e-6)"),
     "wave_latency_format_s": (0, 1e-3, "seconds per wave of output tiles (1 us = 1e-6)"),
     "sparse_efficiency": (0.3, 1.0, "a share of the sparse-over-dense peak ratio"),
@@ -108,7 +109,8 @@ SECTION_KEYS = {
         "dispatch_overhead_s", "overhead_source", "kernel_tile_mnk", "matmul_efficiency", "efficiency_source",
         "view_overhead_s", "module_overhead_s", "class_overhead_s", "op_overhead_s", "param_access_s", "gemm_half_dims",
         "class_efficiency",
-        "fresh_alloc_bytes_per_s", "kernel_latency_s", "kernel_latency_source", "wave_latency_s",
+        "fresh_alloc_bytes_per_s", "kernel_latency_s", "kernel_latency_source", "graph_call_s", "graph_call_source",
+        "wave_latency_s",
         "wave_latency_format_s", "wave_latency_source",
     },
     "matrix_unit": {"kind", "count", "rows", "cols", "depth", "clock_hz", "source", "dataflow"},
@@ -467,6 +469,8 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         ),
         kernel_latency_s=_num(ctx, c, "kernel_latency_s", "compute.") if "kernel_latency_s" in c else 0.0,
         kernel_latency_source=_source(ctx, c, "kernel_latency_source", "compute.") if "kernel_latency_s" in c else None,
+        graph_call_s=_num(ctx, c, "graph_call_s", "compute.") if "graph_call_s" in c else 0.0,
+        graph_call_source=_source(ctx, c, "graph_call_source", "compute.") if "graph_call_s" in c else None,
         **_wave_latency(ctx, c),
         matmul_efficiency=_num(ctx, c, "matmul_efficiency", "compute.")
         if "matmul_efficiency" in c

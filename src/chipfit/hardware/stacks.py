@@ -65,6 +65,13 @@ class Stack:
     def kernel_launch_on(self, device: Device) -> float:
         return device.compute.dispatch_overhead_s if self.kernel_launch_s is None else self.kernel_launch_s
 
+    def step_launch_on(self, device: Device) -> float:
+        """What starting one compiled step costs on `device`: its measured graph call (compute.graph_call_s,
+        chipfit calibrate) where it has one, else the stack's own figure; nothing for eager execution."""
+        if self.execution is not Execution.COMPILED:
+            return 0.0
+        return device.compute.graph_call_s or self.step_launch_s
+
 
 def _parse(name: str, t: Mapping[str, Any]) -> Stack:
     def fail(problem: str) -> InputError:

@@ -450,7 +450,7 @@ class Engine:
         secs += layers_per_stage * att_s
         joules += layers_per_stage * att_j
         head_s, head_j = self._head_part(t, rank.sampled)
-        secs += head_s + self.pricer.stack.step_launch_s
+        secs += head_s + self.pricer.stack.step_launch_on(self.device)
         joules += head_j
         secs += power_cap_s(self.device, secs, joules + self.device.power.idle_w * secs)  # a TDP-capped clock
         comm_s, sent = self._collectives_s(t, rank.sampled)
