@@ -186,3 +186,46 @@ def test_graph_call_probe_measures_a_positive_cost() -> None:
 
     got = graph_call_s(rounds=1)
     assert got is not None and 1e-6 < got < 1e-2
+
+
+# a 2 x 2 x 2 grid: rates 1e9 at M = 1, 1e11 at M = 100 (N and K do not matter); log-linear in between
+GRID = [(m, n, k, 1e9 if m == 1 else 1e11) for m in (1, 100) for n in (8, 64) for k in (8, 64)]
+
+
+def test_gemm_table_interpolates_in_log_space_and_clamps(tmp_path: Path) -> None:
+    """M = 10 is halfway between 1 and 100 in log M, so the rate is the geometric mean, 1e10; outside the
+    grid the nearest edge holds; and an FP32 GEMM is priced at the table's rate, not the half-dims form."""
+    path = write_device_file(device_toml({**MEASURED, "gemm_table": GRID}, "my-cpu"), tmp_path / "cpu.toml")
+    dev = load_devices([path], env=False)["my-cpu"]
+    c = dev.compute
+    assert c.gemm_table_rate(10, 8, 8) == pytest.approx(1e10)
+    assert c.gemm_table_rate(10, 20, 30) == pytest.approx(1e10)  # N, K bracketed but flat
+    assert c.gemm_table_rate(1000, 5, 9999) == pytest.approx(1e11)
+    assert c.gemm_table_rate(1, 8, 8) == pytest.approx(1e9)
+    from chipfit.cost.units import half_dims_time
+
+    t = half_dims_time(dev, dev.matrix_units[0], "float32", (10, 64, 64, 3))
+    assert t.seconds == pytest.approx(2 * 10 * 64 * 64 * 3 / 1e10)
+    assert half_dims_time(dev, dev.matrix_units[0], "bfloat16", (10, 64, 64, 1)).seconds != pytest.approx(
+        2 * 10 * 64 * 64 / 1e10
+    )  # the grid is FP32's
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (GRID[:-1], r"must cover each M x N x K combination of its values once; it misses \[\(100, 64, 64\)\]"),
+        (GRID + GRID[:1], "repeats a shape"),
+        ([[1, 8, 8]], r"row \[1, 8, 8\]: must be \[M, N, K, flops_per_s\]"),
+    ],
+    ids=["incomplete", "repeat", "short-row"],
+)
+def test_gemm_table_must_be_a_full_grid(tmp_path: Path, rows: list[Any], message: str) -> None:
+    from chipfit.hardware import CatalogError
+
+    text = device_toml(MEASURED, "my-cpu").replace(
+        "gemm_half_dims =",
+        f'gemm_table = {[list(r) for r in rows]}\ngemm_table_source = "measured: test"\ngemm_half_dims =',
+    )
+    with pytest.raises(CatalogError, match=message):
+        load_devices([write_device_file(text, tmp_path / "cpu.toml")], env=False)

@@ -37,6 +37,10 @@ from chipfit.paths import write_text_atomic
 
 __all__ = ["GEMM_SHAPES", "CalibrationError", "calibrate", "calibrate_checked", "device_toml", "problems"]
 
+# the measured FP32 grid the simd model interpolates (compute.gemm_table; not with --quick): M from a
+# GEMV to a large batch, N and K from a narrow projection to a wide MLP
+GEMM_GRID_M = (1, 4, 16, 64, 256, 1024)
+GEMM_GRID_NK = (64, 256, 1024, 4096)
 GEMM_SHAPES = [(2048, 2048, 2048), (1024, 1024, 1024), (512, 512, 512), (256, 1024, 1024), (64, 1024, 1024),
                (32, 4096, 1024), (8, 1024, 1024), (1, 4096, 4096), (4096, 64, 256), (128, 128, 128)]  # fmt: skip
 
@@ -159,9 +163,17 @@ def _raw(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
                 rows.append({"m": m, "n": n, "k": k, "seconds": s, "flops_per_s": 2 * m * n * k / s})
                 say(f"gemm {str(dtype)[6:]} {m}x{n}x{k}: {2 * m * n * k / s / 1e9:.1f} GFLOP/s")
             gemm[str(dtype).replace("torch.", "")] = rows
+        grid = []
+        if not quick:
+            for m in GEMM_GRID_M:
+                for n in GEMM_GRID_NK:
+                    for k in GEMM_GRID_NK:
+                        a, b = torch.randn(m, k), torch.randn(k, n)
+                        grid.append({"m": m, "n": n, "k": k, "seconds": _time(functools.partial(torch.mm, a, b), 0.02)})
+            say(f"gemm grid: {len(grid)} FP32 shapes")
         big = torch.randn(1 << (24 if quick else 25))
         out = torch.empty_like(big)
-        r: dict[str, Any] = {"gemm": gemm}
+        r: dict[str, Any] = {"gemm": gemm, "gemm_grid": grid}
         r["dram_bytes_per_s"] = 2 * big.numel() * 4 / _time(lambda: out.copy_(big))
         cache = _cache_bytes()
         small = torch.randn(int(cache / 4 / 4))  # a quarter of the cache for the source, same for the copy
@@ -232,6 +244,10 @@ def _combine(rounds: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, fl
             sec = statistics.median(r["gemm"][dt][i]["seconds"] for r in rounds)
             out.append({**row, "seconds": sec, "flops_per_s": 2 * row["m"] * row["n"] * row["k"] / sec})
         med["gemm"][dt] = out
+    med["gemm_grid"] = [
+        {**row, "seconds": statistics.median(r["gemm_grid"][i]["seconds"] for r in rounds)}
+        for i, row in enumerate(rounds[0]["gemm_grid"])
+    ]
     med["conv"] = [
         {**row, "seconds": statistics.median(r["conv"][i]["seconds"] for r in rounds)}
         for i, row in enumerate(rounds[0]["conv"])
@@ -315,6 +331,17 @@ def calibrate(
         "gemm": gemm,
         "peak_ops_per_s": peaks,
         "gemm_half_dims": fit["half_dims"],
+        # the grid's rates net of the call's own fixed cost (the model charges it apart: class_overhead_s),
+        # at most 10x the raw rate where that cost is most of a tiny GEMM's time
+        "gemm_table": [
+            (
+                r["m"],
+                r["n"],
+                r["k"],
+                2 * r["m"] * r["n"] * r["k"] / max(r["seconds"] - class_overhead["matmul"], 0.1 * r["seconds"]),
+            )
+            for r in raw["gemm_grid"]
+        ],
         "gemm_fit_mean_log_error": fit["error"],
         "module_overhead_s": raw["module_overhead_s"],
         "param_access_s": raw["param_access_s"],
@@ -348,6 +375,13 @@ def device_toml(m: dict[str, Any], name: str = "this-cpu") -> str:
     param_line = f"param_access_s = {param:.6g}" if param is not None else "# parameter access not measured"
     fresh = m.get("fresh_alloc_bytes_per_s")
     fresh_line = f"fresh_alloc_bytes_per_s = {fresh:.6g}" if fresh else "# fresh-page cost not measurable in this run"
+    table = m.get("gemm_table")
+    table_line = (
+        "gemm_table = [" + ", ".join(f"[{a}, {b}, {c}, {r:.6g}]" for a, b, c, r in table) + "]\n"
+        f'gemm_table_source = "{src}: {len(table)} FP32 torch.mm shapes, less the matmul call\'s fixed cost"'
+        if table
+        else "# FP32 GEMM grid not measured (chipfit calibrate without --quick measures it)"
+    )
     graph = m.get("graph_call_s")
     graph_line = (
         f"graph_call_s = {graph:.6g}\ngraph_call_source = \"{src}: torch.compile'd 1- and 4-layer Linear+ReLU "
@@ -382,6 +416,7 @@ class_overhead_s = {{ {cls} }}
 op_overhead_s = {{ {ops} }}
 {param_line}
 gemm_half_dims = [{m0}, {n0}, {k0}]
+{table_line}
 class_efficiency = {{ conv = {m["conv_efficiency"]:.4g} }}
 {fresh_line}
 {graph_line}

@@ -175,10 +175,15 @@ def half_dims_time(
     """Hockney's half-performance lengths, per GEMM dimension: a CPU library's efficiency falls
     as any of M, N, K shrinks (packing, threading, loop overheads), modelled as
     eff = 1 / (1 + m0/M + n0/N + k0/K) with (m0, n0, k0) fitted by `chipfit calibrate`.
-    Devices without fitted half dims use the tiled model."""
+    Where `chipfit calibrate` measured a grid of FP32 GEMMs (compute.gemm_table), an FP32 GEMM runs at the
+    grid's interpolated rate instead (Compute.gemm_table_rate). Devices without fitted half dims use the
+    tiled model."""
+    m, n, k, batch = gemm
+    if device.compute.gemm_table and fmt == "float32":
+        flops = 2.0 * m * n * k * batch
+        return GemmTime(flops / (device.compute.gemm_table_rate(m, n, k) * speed), flops)
     if device.compute.gemm_half_dims is None:
         return tiled_time(device, unit, fmt, gemm, speed)
-    m, n, k, batch = gemm
     m0, n0, k0 = device.compute.gemm_half_dims
     eff = 1.0 / (1.0 + m0 / m + n0 / n + k0 / k) * device.compute.matmul_efficiency * speed
     flops = 2.0 * m * n * k * batch

@@ -7,6 +7,7 @@ typed as B/s, GB typed as bytes) fails at load time, not in a report.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -247,6 +248,10 @@ class Compute:
     op_overhead_s: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))
     param_access_s: float = 0.0  # eager: reading one parameter or buffer through nn.Module attributes
     gemm_half_dims: tuple[float, float, float] | None = None  # Hockney n1/2 of (M, N, K) for the simd model
+    # measured FP32 GEMM rates on a full grid of (M, N, K), as (m, n, k, flops_per_s) rows (chipfit calibrate):
+    # the simd model interpolates them (gemm_table_rate) ahead of the half-dims form; (): not measured
+    gemm_table: tuple[tuple[int, int, int, float], ...] = ()
+    gemm_table_source: Source | None = None
     class_efficiency: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))  # e.g. conv vs GEMM
     fresh_alloc_bytes_per_s: float = 0.0  # eager CPU: first touch of outputs >= 32 MB (glibc mmap threshold)
     # compiled: one call into the compiled graph beyond its kernels (torch.compile's guards and Python
@@ -264,6 +269,28 @@ class Compute:
     wave_latency_format_s: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))
     wave_latency_source: Source | None = None
     efficiency_source: Source = Source("assumed", "default")
+
+    def gemm_table_rate(self, m: int, n: int, k: int) -> float:
+        """FP32 GEMM flops/s at (m, n, k) from the measured grid: trilinear in log M, log N, log K of the log
+        rate, each dimension clamped to the grid (a GEMM larger than any measured runs at the rate of the
+        largest; smaller, at the smallest's)."""
+        axes, rates = _gemm_grid(self.gemm_table)
+        brackets: list[tuple[tuple[int, float], ...]] = []  # per dimension: (grid index, weight) pairs
+        for v, ax in zip((m, n, k), axes, strict=True):
+            x = math.log(min(max(v, ax[0]), ax[-1]))
+            hi = next(i for i, a in enumerate(ax) if math.log(a) >= x)
+            if hi == 0 or math.log(ax[hi]) == x:
+                brackets.append(((hi, 1.0),))
+                continue
+            t = (x - math.log(ax[hi - 1])) / (math.log(ax[hi]) - math.log(ax[hi - 1]))
+            brackets.append(((hi - 1, 1 - t), (hi, t)))
+        log_rate = sum(
+            wi * wj * wl * math.log(rates[(i, j, li)])
+            for i, wi in brackets[0]
+            for j, wj in brackets[1]
+            for li, wl in brackets[2]
+        )
+        return math.exp(log_rate)
 
     def wave_latency(self, fmt: str) -> float:
         """Seconds one wave of `fmt` output tiles pays beyond its work (compute.wave_latency_s)."""
@@ -476,6 +503,16 @@ class Device:
                 "bits": float(get_format(f).bits),
             }
         return out
+
+
+@functools.cache
+def _gemm_grid(
+    table: tuple[tuple[int, int, int, float], ...],
+) -> tuple[tuple[tuple[int, ...], ...], dict[tuple[int, int, int], float]]:
+    """The grid's sorted axes (M, N, K values) and each grid point's rate, by index (built once per table)."""
+    axes = tuple(tuple(sorted({int(row[d]) for row in table})) for d in range(3))
+    rates = {(axes[0].index(m), axes[1].index(n), axes[2].index(k)): rate for m, n, k, rate in table}
+    return axes, rates
 
 
 K = TypeVar("K")

@@ -108,7 +108,7 @@ SECTION_KEYS = {
         "peak_ops_per_s", "accumulate", "source", "vector_ops_per_s", "vector_source", "units",
         "dispatch_overhead_s", "overhead_source", "kernel_tile_mnk", "matmul_efficiency", "efficiency_source",
         "view_overhead_s", "module_overhead_s", "class_overhead_s", "op_overhead_s", "param_access_s", "gemm_half_dims",
-        "class_efficiency",
+        "gemm_table", "gemm_table_source", "class_efficiency",
         "fresh_alloc_bytes_per_s", "kernel_latency_s", "kernel_latency_source", "graph_call_s", "graph_call_source",
         "wave_latency_s",
         "wave_latency_format_s", "wave_latency_source",
@@ -335,6 +335,30 @@ def _wave_latency(ctx: _Ctx, c: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _gemm_table(ctx: _Ctx, c: Mapping[str, Any]) -> dict[str, Any]:
+    """compute.gemm_table: [M, N, K, flops_per_s] rows covering every combination of the M, N and K values
+    they name (a full grid, which the simd model interpolates), and compute.gemm_table_source."""
+    if "gemm_table" not in c:
+        return {}
+    where = "compute.gemm_table"
+    rows = c["gemm_table"]
+    if not isinstance(rows, list) or not rows:
+        raise ctx.fail(where, "must be a list of [M, N, K, flops_per_s] rows")
+    out = []
+    for row in rows:
+        ok = isinstance(row, list) and len(row) == 4 and all(isinstance(v, int) and v >= 1 for v in row[:3])
+        if not ok or isinstance(row[3], bool) or not isinstance(row[3], (int, float)) or not 1e6 <= row[3] <= 1e17:
+            raise ctx.fail(where, f"row {row!r}: must be [M, N, K, flops_per_s], positive integers and 1e6..1e17")
+        out.append((row[0], row[1], row[2], float(row[3])))
+    axes = [sorted({r[d] for r in out}) for d in range(3)]
+    have = {r[:3] for r in out}
+    missing = [(m, n, k) for m in axes[0] for n in axes[1] for k in axes[2] if (m, n, k) not in have]
+    if missing or len(have) != len(out):
+        what = f"misses {missing[:3]}" if missing else "repeats a shape"
+        raise ctx.fail(where, f"must cover each M x N x K combination of its values once; it {what}")
+    return {"gemm_table": tuple(out), "gemm_table_source": _source(ctx, c, "gemm_table_source", "compute.")}
+
+
 def _sustained(ctx: _Ctx, p: Mapping[str, Any], peaks: Mapping[str, float]) -> dict[str, Any]:
     """power.sustained_ops_per_s (format = the measured rate of a continuous large GEMM at the TDP, below
     that format's peak) and the measurement it comes from (power.sustained_source)."""
@@ -463,6 +487,7 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         op_overhead_s=frozen_map(_op_table(ctx, c, "op_overhead_s")),
         param_access_s=_num(ctx, c, "param_access_s", "compute.") if "param_access_s" in c else 0.0,
         gemm_half_dims=_half_dims(ctx, c),
+        **_gemm_table(ctx, c),
         class_efficiency=frozen_map(_class_table(ctx, c, "class_efficiency")),
         fresh_alloc_bytes_per_s=(
             _num(ctx, c, "fresh_alloc_bytes_per_s", "compute.") if "fresh_alloc_bytes_per_s" in c else 0.0
