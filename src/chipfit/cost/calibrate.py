@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from chipfit.errors import InputError, ResourceError
+from chipfit.hardware.device import gemm_table_rate
 from chipfit.paths import write_text_atomic
 
 __all__ = ["GEMM_SHAPES", "CalibrationError", "calibrate", "calibrate_checked", "device_toml", "problems"]
@@ -313,10 +314,23 @@ def calibrate(
     fit = _fit_half_dims(gemm["float32"], class_overhead["matmul"])
     peaks["float32"] = fit["peak"]
     m0, n0, k0 = fit["half_dims"]
-    conv_eff = statistics.median(
-        2 * r["m"] * r["n"] * r["k"] / fit["peak"] * (1 + m0 / r["m"] + n0 / r["n"] + k0 / r["k"]) / r["seconds"]
-        for r in conv_rows
-    )
+    # the grid's rates net of the call's own fixed cost (the model charges it apart: class_overhead_s),
+    # at most 10x the raw rate where that cost is most of a tiny GEMM's time
+    table = [
+        (r["m"], r["n"], r["k"], 2 * r["m"] * r["n"] * r["k"] / max(r["seconds"] - class_overhead["matmul"],
+                                                                    0.1 * r["seconds"]))
+        for r in raw["gemm_grid"]
+    ]  # fmt: skip
+
+    def gemm_s(m: int, n: int, k: int) -> float:
+        """A GEMM's time as the device file will price a convolution's: by the measured grid where there is
+        one (the simd model prices FP32 by it), else by the half-dims form."""
+        if table:
+            return 2 * m * n * k / gemm_table_rate(tuple(table), m, n, k)
+        half: float = 2 * m * n * k / fit["peak"] * (1 + m0 / m + n0 / n + k0 / k)
+        return half
+
+    conv_eff = statistics.median(gemm_s(r["m"], r["n"], r["k"]) / r["seconds"] for r in conv_rows)
     conv_eff = min(max(conv_eff, 0.05), 2.0)  # the device file's valid range; noise can push past it
     fresh_text = f"{fresh_bw / 1e9:.1f} GB/s" if fresh_bw else "not measurable (noise)"
     say(f"conv efficiency vs the GEMM model {conv_eff:.2f}, fresh-page bandwidth {fresh_text}")
@@ -331,17 +345,7 @@ def calibrate(
         "gemm": gemm,
         "peak_ops_per_s": peaks,
         "gemm_half_dims": fit["half_dims"],
-        # the grid's rates net of the call's own fixed cost (the model charges it apart: class_overhead_s),
-        # at most 10x the raw rate where that cost is most of a tiny GEMM's time
-        "gemm_table": [
-            (
-                r["m"],
-                r["n"],
-                r["k"],
-                2 * r["m"] * r["n"] * r["k"] / max(r["seconds"] - class_overhead["matmul"], 0.1 * r["seconds"]),
-            )
-            for r in raw["gemm_grid"]
-        ],
+        "gemm_table": table,
         "gemm_fit_mean_log_error": fit["error"],
         "module_overhead_s": raw["module_overhead_s"],
         "param_access_s": raw["param_access_s"],

@@ -271,26 +271,8 @@ class Compute:
     efficiency_source: Source = Source("assumed", "default")
 
     def gemm_table_rate(self, m: int, n: int, k: int) -> float:
-        """FP32 GEMM flops/s at (m, n, k) from the measured grid: trilinear in log M, log N, log K of the log
-        rate, each dimension clamped to the grid (a GEMM larger than any measured runs at the rate of the
-        largest; smaller, at the smallest's)."""
-        axes, rates = _gemm_grid(self.gemm_table)
-        brackets: list[tuple[tuple[int, float], ...]] = []  # per dimension: (grid index, weight) pairs
-        for v, ax in zip((m, n, k), axes, strict=True):
-            x = math.log(min(max(v, ax[0]), ax[-1]))
-            hi = next(i for i, a in enumerate(ax) if math.log(a) >= x)
-            if hi == 0 or math.log(ax[hi]) == x:
-                brackets.append(((hi, 1.0),))
-                continue
-            t = (x - math.log(ax[hi - 1])) / (math.log(ax[hi]) - math.log(ax[hi - 1]))
-            brackets.append(((hi - 1, 1 - t), (hi, t)))
-        log_rate = sum(
-            wi * wj * wl * math.log(rates[(i, j, li)])
-            for i, wi in brackets[0]
-            for j, wj in brackets[1]
-            for li, wl in brackets[2]
-        )
-        return math.exp(log_rate)
+        """FP32 GEMM flops/s at (m, n, k) from the measured grid (`gemm_table_rate`)."""
+        return gemm_table_rate(self.gemm_table, m, n, k)
 
     def wave_latency(self, fmt: str) -> float:
         """Seconds one wave of `fmt` output tiles pays beyond its work (compute.wave_latency_s)."""
@@ -503,6 +485,29 @@ class Device:
                 "bits": float(get_format(f).bits),
             }
         return out
+
+
+def gemm_table_rate(table: tuple[tuple[int, int, int, float], ...], m: int, n: int, k: int) -> float:
+    """FP32 GEMM flops/s at (m, n, k) from a measured grid of (m, n, k, flops_per_s) rows: trilinear in log M,
+    log N, log K of the log rate, each dimension clamped to the grid (a GEMM larger than any measured runs at
+    the rate of the largest; smaller, at the smallest's)."""
+    axes, rates = _gemm_grid(table)
+    brackets: list[tuple[tuple[int, float], ...]] = []  # per dimension: (grid index, weight) pairs
+    for v, ax in zip((m, n, k), axes, strict=True):
+        x = math.log(min(max(v, ax[0]), ax[-1]))
+        hi = next(i for i, a in enumerate(ax) if math.log(a) >= x)
+        if hi == 0 or math.log(ax[hi]) == x:
+            brackets.append(((hi, 1.0),))
+            continue
+        t = (x - math.log(ax[hi - 1])) / (math.log(ax[hi]) - math.log(ax[hi - 1]))
+        brackets.append(((hi - 1, 1 - t), (hi, t)))
+    log_rate = sum(
+        wi * wj * wl * math.log(rates[(i, j, li)])
+        for i, wi in brackets[0]
+        for j, wj in brackets[1]
+        for li, wl in brackets[2]
+    )
+    return math.exp(log_rate)
 
 
 @functools.cache
