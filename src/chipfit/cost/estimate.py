@@ -468,6 +468,16 @@ def param_reads(trace: Trace) -> int:
     return n
 
 
+def _step_row(index: int, op: str, op_class: str, seconds: float, dev: Device, bound: Bound = Bound.OVERHEAD) -> OpCost:
+    """A once-a-step cost that is no kernel (module calls, a graph launch, a power-capped clock): fixed time,
+    the device idling through it."""
+    return OpCost(
+        index=index, op=op, module="", op_class=op_class, phase=Phase.FORWARD, unit=Unit.NONE, time_s=seconds,
+        compute_s=0, memory_s=0, overhead_s=seconds, transfer_s=0, bound=bound, energy_j=dev.power.idle_w * seconds,
+        bytes=0, flops=0, utilization=0, fallback=False,
+    )  # fmt: skip
+
+
 def power_cap_s(device: Device, time_s: float, energy_j: float) -> float:
     """Seconds a step of `time_s` and `energy_j` (idle included) takes beyond `time_s` because the chip
     may not average more than its TDP: it lowers its clock until the work's energy above idle fits the
@@ -537,32 +547,13 @@ def estimate(
         rows.append(c if c.index == r.index else OpCost(r.index, r.op, r.module, *tails[key]))
     if dev.compute.module_overhead_s and trace.module_calls:
         o = dev.compute.module_overhead_s * trace.module_calls + dev.compute.param_access_s * param_reads(trace)
-        rows.append(
-            OpCost(
-                index=len(rows), op="nn.Module calls", module="", op_class="module-call", phase=Phase.FORWARD,
-                unit=Unit.NONE, time_s=o, compute_s=0, memory_s=0, overhead_s=o, transfer_s=0, bound=Bound.OVERHEAD,
-                energy_j=dev.power.idle_w * o, bytes=0, flops=0, utilization=0, fallback=False,
-            )
-        )  # fmt: skip
+        rows.append(_step_row(len(rows), "nn.Module calls", "module-call", o, dev))
     if stack.step_launch_on(dev):
-        o = stack.step_launch_on(dev)
-        rows.append(
-            OpCost(
-                index=len(rows), op=f"{stack.display_name} step launch", module="", op_class="launch",
-                phase=Phase.FORWARD, unit=Unit.NONE, time_s=o, compute_s=0, memory_s=0, overhead_s=o, transfer_s=0,
-                bound=Bound.OVERHEAD, energy_j=dev.power.idle_w * o, bytes=0, flops=0, utilization=0, fallback=False,
-            )
-        )  # fmt: skip
+        rows.append(_step_row(len(rows), f"{stack.display_name} step launch", "launch", stack.step_launch_on(dev), dev))
     extra = power_cap_s(dev, sum(r.time_s for r in rows), sum(r.energy_j for r in rows))
     if extra:
-        rows.append(
-            OpCost(
-                index=len(rows), op=f"power cap ({dev.power.tdp_w:g} W TDP)", module="", op_class="power-cap",
-                phase=Phase.FORWARD, unit=Unit.NONE, time_s=extra, compute_s=0, memory_s=0, overhead_s=extra,
-                transfer_s=0, bound=Bound.POWER, energy_j=dev.power.idle_w * extra, bytes=0, flops=0, utilization=0,
-                fallback=False,
-            )
-        )  # fmt: skip
+        cap = f"power cap ({dev.power.tdp_w:g} W TDP)"
+        rows.append(_step_row(len(rows), cap, "power-cap", extra, dev, Bound.POWER))
     return Estimate(
         device=dev.name,
         precision=prec,
