@@ -245,14 +245,11 @@ def _combine(rounds: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, fl
             sec = statistics.median(r["gemm"][dt][i]["seconds"] for r in rounds)
             out.append({**row, "seconds": sec, "flops_per_s": 2 * row["m"] * row["n"] * row["k"] / sec})
         med["gemm"][dt] = out
-    med["gemm_grid"] = [
-        {**row, "seconds": statistics.median(r["gemm_grid"][i]["seconds"] for r in rounds)}
-        for i, row in enumerate(rounds[0]["gemm_grid"])
-    ]
-    med["conv"] = [
-        {**row, "seconds": statistics.median(r["conv"][i]["seconds"] for r in rounds)}
-        for i, row in enumerate(rounds[0]["conv"])
-    ]
+    for key in ("gemm_grid", "conv"):  # timed shapes: each shape's median seconds
+        med[key] = [
+            {**row, "seconds": statistics.median(r[key][i]["seconds"] for r in rounds)}
+            for i, row in enumerate(rounds[0][key])
+        ]
     peak = [max(x["flops_per_s"] for x in r["gemm"]["float32"]) for r in rounds]
     spread["gemm_peak_float32"] = (max(peak) - min(peak)) / statistics.median(peak)
     return med, spread
