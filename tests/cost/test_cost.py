@@ -193,7 +193,7 @@ def test_footprint_decides_fit() -> None:
 def test_repeated_ops_priced_once_equal_pricing_each_op(execution: str) -> None:
     """estimate() prices each distinct op (or kernel) once (repeated layers); every row equals pricing
     its record of the trace as the stack runs it."""
-    from chipfit.cost.estimate import _cost, compiled, resolve_precision
+    from chipfit.cost.estimate import Pricer, _cost, compiled, resolve_precision
     from chipfit.hardware import get_device
     from chipfit.hardware.stacks import get_stack
     from chipfit.models import get_model
@@ -208,10 +208,13 @@ def test_repeated_ops_priced_once_equal_pricing_each_op(execution: str) -> None:
     scale = 16 / 32
     host = get_device(dev.support.host) if dev.support.host else None
     launch = None if execution == "eager" else stack.kernel_launch_on(dev)
-    recs = compiled(tr, stack).records
+    ctr = compiled(tr, stack)
+    recs = ctr.records
+    hits = Pricer.of(dev, prec, stack, tr.footprint.params_bytes * scale).resident(ctr)
     assert len(recs) < len(tr.records) or execution == "eager"
-    for rec, row in zip(recs, est.rows, strict=False):
-        assert row == _cost(dev, prec, rec, scale, host, tr.footprint.params_bytes * scale, launch)
+    assert any(hits) == (execution != "eager"), "compiled: some kernel reads a tensor an earlier one left in L2"
+    for rec, row, hit in zip(recs, est.rows, hits, strict=False):
+        assert row == _cost(dev, prec, rec, scale, host, tr.footprint.params_bytes * scale, launch, resident=hit)
 
 
 def test_mobilenet_v2_int8_on_the_edge_tpu_is_within_2x_of_corals_published_latency() -> None:

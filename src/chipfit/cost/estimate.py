@@ -32,6 +32,7 @@ from typing import Any
 
 from chipfit.cost.fusion import compile_trace
 from chipfit.cost.memory import StepMemory, step_memory, traffic_scale
+from chipfit.cost.residency import resident_reads
 from chipfit.cost.sparse import SparseGemm, SparseLayers, sparse_gemm
 from chipfit.cost.units import MATRIX_MODELS
 from chipfit.errors import InputError
@@ -255,19 +256,24 @@ def _level(device: Device, fits_on_chip: bool) -> tuple[float, float]:
 
 def _memory(
     device: Device, rec: OpRecord, scale: float, model_bytes: float, wscale: float | None = None,
-    sparse: SparseGemm | None = None,
+    sparse: SparseGemm | None = None, resident: float = 0.0,
 ) -> tuple[float, float, float]:  # fmt: skip
     """(seconds, joules, activations' bytes/s): weights stream from main memory unless the whole model fits on chip;
-    activations come from on-chip memory when the op's working set fits there. `wscale`: the
-    weights' bytes per traced byte when they are stored narrower than the math (weight-only);
-    `sparse`: the pruned weight reads compressed (cost.sparse)."""
+    activations come from on-chip memory when the op's working set fits there; otherwise the `resident`
+    bytes of its activation reads that an earlier op left on chip (cost.residency) come from there and
+    the rest from main memory. `wscale`: the weights' bytes per traced byte when they are stored
+    narrower than the math (weight-only); `sparse`: the pruned weight reads compressed (cost.sparse)."""
     cap = device.on_chip.capacity_bytes if device.on_chip is not None else 0.0
     pruned = sparse.weight_bytes * (1 - sparse.weight_share) if sparse is not None else 0.0
     weights = (rec.param_bytes - pruned) * (scale if wscale is None else wscale)
     acts = (rec.bytes - rec.param_bytes) * scale
     w_bw, w_pj = _level(device, model_bytes <= cap)
-    a_bw, a_pj = _level(device, rec.bytes * scale <= cap)
-    return weights / w_bw + acts / a_bw, (weights * w_pj + acts * a_pj) * 1e-12, a_bw
+    fits = rec.bytes * scale <= cap
+    a_bw, a_pj = _level(device, fits)
+    hit = 0.0 if fits else min(resident, (rec.bytes_read - rec.param_bytes) * scale)
+    h_bw, h_pj = _level(device, True)
+    seconds = weights / w_bw + (acts - hit) / a_bw + hit / h_bw
+    return seconds, (weights * w_pj + (acts - hit) * a_pj + hit * h_pj) * 1e-12, a_bw
 
 
 def _lane_narrow_conv(device: Device, rec: OpRecord) -> bool:
@@ -298,19 +304,20 @@ def _matrix_seconds(device: Device, fmt: str, rec: OpRecord, sparse: SparseGemm 
 
 def _op_on(
     device: Device, prec: Precision, rec: OpRecord, scale: float, model_bytes: float, launch_s: float | None = None,
-    pattern: Pattern | None = None,
+    pattern: Pattern | None = None, resident: float = 0.0,
 ) -> tuple[float, float, float, float, Unit, float, float, float, bool]:  # fmt: skip
     """(compute_s, memory_s, overhead_s, energy_j, unit, peak used, latency_s, bytes moved, ran sparse) for an op on
     `device`; `launch_s`: what starting its kernel costs under a compiling stack (None: the device's eager
     dispatch, which already exceeds a kernel's fixed latency, so that is added only when compiled);
-    `pattern`: the op's weights are pruned to it (they run sparse where the device can, cost.sparse)."""
+    `pattern`: the op's weights are pruned to it (they run sparse where the device can, cost.sparse);
+    `resident`: bytes of its activation reads still on chip from earlier ops (cost.residency)."""
     wscale = traffic_scale(prec.weights) if prec.weight_format else None
     on_matrix = rec.op_class in MATRIX_CLASSES and prec.how is not How.VECTOR and not _lane_narrow_conv(device, rec)
     fmt = prec.format if device.peak(prec.format) else device.formats[0]
     sparse = None
     if pattern is not None and on_matrix:
         sparse = sparse_gemm(device, fmt, int(get_format(prec.weights).storage_bits), rec, pattern)
-    memory_s, memory_j, acts_bw = _memory(device, rec, scale, model_bytes, wscale, sparse)
+    memory_s, memory_j, acts_bw = _memory(device, rec, scale, model_bytes, wscale, sparse, resident)
     dequant_ops = 0.0
     arith = 1.0  # the share of the op's multiplications done (a sparse GEMM skips the pruned ones)
     if on_matrix:
@@ -388,6 +395,7 @@ def _cost(
     model_bytes: float,
     launch_s: float | None = None,
     pattern: Pattern | None = None,
+    resident: float = 0.0,
 ) -> OpCost:
     if rec.op_class == "view":
         o = device.compute.view_overhead_s
@@ -406,7 +414,9 @@ def _cost(
         energy = e + moved * LINK_PJ_PER_BYTE * 1e-12 + device.power.idle_w * (max(c, m) + o + transfer)
         bound = Bound.TRANSFER if transfer >= max(c, m, o) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
         return _row(rec, Unit.HOST, (c, m, o, transfer), bound, energy, moved, peak, True)
-    c, m, o, e, unit, peak, lat, moved, sparse = _op_on(device, prec, rec, scale, model_bytes, launch_s, pattern)
+    c, m, o, e, unit, peak, lat, moved, sparse = _op_on(
+        device, prec, rec, scale, model_bytes, launch_s, pattern, resident
+    )
     bound = Bound.OVERHEAD if o + lat > max(c, m) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
     fallback = prec.how is How.VECTOR and rec.op_class in MATRIX_CLASSES
     return _row(rec, unit, (c, m, o, 0.0), bound, e, moved, peak, fallback, lat, sparse)
@@ -444,12 +454,38 @@ class Pricer:
     def launch_s(self) -> float | None:
         return None if self.stack.execution is Execution.EAGER else self.stack.kernel_launch_on(self.device)
 
-    def __call__(self, rec: OpRecord, sparse: bool | None = None) -> OpCost:
-        """`rec` priced; `sparse`: whether its weights are pruned (None: whether `sparsity` covers it)."""
+    def __call__(self, rec: OpRecord, sparse: bool | None = None, resident: float = 0.0) -> OpCost:
+        """`rec` priced; `sparse`: whether its weights are pruned (None: whether `sparsity` covers it);
+        `resident`: bytes of its activation reads an earlier op left on chip (`resident`)."""
         if sparse is None:
             sparse = self.sparsity is not None and self.sparsity.covers(rec)
         pattern = self.sparsity.pattern if self.sparsity is not None and sparse else None
-        return _cost(self.device, self.precision, rec, self.scale, self.host, self.model_bytes, self.launch_s, pattern)
+        return _cost(
+            self.device, self.precision, rec, self.scale, self.host, self.model_bytes, self.launch_s, pattern, resident
+        )
+
+    def resident(self, trace: Trace) -> list[float]:
+        """Per record of `trace`, the bytes of its activation reads still on chip from earlier ops (cost.residency),
+        rounded to a thousandth of the op's reads so that repeated layers stay twins. Cached on the trace.
+        Compiled stacks only: the eager model keeps the per-op rule that the CPU calibration (`chipfit
+        calibrate`, fitted against eager PyTorch) and every eager figure before it rest on."""
+        if self.stack.execution is Execution.EAGER:
+            return [0.0] * len(trace.records)
+        cap = self.device.on_chip.capacity_bytes if self.device.on_chip is not None else 0.0
+        cache: dict[tuple[float, float], list[float]] = trace.__dict__.setdefault("_resident", {})
+        key = (cap, self.scale)
+        if key not in cache:
+            hits = resident_reads(trace, cap, self.scale)
+            cache[key] = [
+                _round_share(h, (r.bytes_read - r.param_bytes) * self.scale)
+                for h, r in zip(hits, trace.records, strict=True)
+            ]
+        return cache[key]
+
+
+def _round_share(part: float, whole: float) -> float:
+    """`part` of `whole` rounded to a thousandth of it."""
+    return round(part / whole * 1000) / 1000 * whole if whole > 0 else 0.0
 
 
 def param_reads(trace: Trace) -> int:
@@ -535,13 +571,13 @@ def estimate(
     # differ in module, so a pruned layer's GEMM and its dense twin are distinct: keyed by both
     reps, where = trace.distinct_ops()
     covered = [sparsity is not None and sparsity.covers(r) for r in trace.records]
-    priced: dict[tuple[int, bool], OpCost] = {}
-    tails: dict[tuple[int, bool], tuple[Any, ...]] = {}
+    priced: dict[tuple[int, bool, float], OpCost] = {}
+    tails: dict[tuple[int, bool, float], tuple[Any, ...]] = {}
     rows = []
-    for r, pos, sp in zip(trace.records, where, covered, strict=True):
-        key = (pos, sp)
+    for r, pos, sp, hit in zip(trace.records, where, covered, price.resident(trace), strict=True):
+        key = (pos, sp, hit)
         if key not in priced:
-            priced[key] = price(reps[pos], sp)
+            priced[key] = price(reps[pos], sp, hit)
             tails[key] = _TAIL(priced[key])  # shallow: astuple's deep copy was a fifth of a plan's pricing
         c = priced[key]
         rows.append(c if c.index == r.index else OpCost(r.index, r.op, r.module, *tails[key]))

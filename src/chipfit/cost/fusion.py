@@ -33,6 +33,7 @@ import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from chipfit.cost.residency import out_bytes
 from chipfit.errors import InputError
 from chipfit.hardware.stacks import Execution, Stack, get_stack
 from chipfit.trace import Trace
@@ -51,8 +52,6 @@ BATCHNORM = frozenset({
     "aten.native_batch_norm.default", "aten._native_batch_norm_legit_no_training.default",
     "aten._native_batch_norm_legit.default", "aten.batch_norm.default", "aten.cudnn_batch_norm.default",
 })  # fmt: skip
-DTYPE_BYTES = {"float64": 8, "int64": 8, "complex64": 8, "float32": 4, "int32": 4, "float16": 2, "bfloat16": 2,
-               "int16": 2, "int8": 1, "uint8": 1, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1}  # fmt: skip
 
 
 @dataclass
@@ -64,13 +63,6 @@ class Kernel:
     folded: list[int] = field(default_factory=list)  # ops folded away (BatchNorm into a conv)
     softmax: bool = False  # a matrix kernel that has taken a softmax (attention in progress)
     matmuls: int = 0
-
-
-def _out_bytes(rec: OpRecord, i: int) -> int:
-    n = 1
-    for d in rec.output_shapes[i]:
-        n *= d
-    return n * DTYPE_BYTES.get(rec.output_dtypes[i], 4)
 
 
 Graph = tuple[list[list[int | None]], dict[int, set[int]], dict[tuple[int, int], set[int]]]
@@ -219,32 +211,33 @@ def _fused_record(
     recs = trace.records
     inside = set(k.members) | set(k.folded)
     main = next((recs[i] for i in k.members if recs[i].op_class in MATRIX), recs[k.members[0]])
-    seen: set[int] = set()
-    read = param = 0
+    ins: dict[int, tuple[int, bool]] = {}  # tensor id -> (bytes, is a parameter), each read from outside once
     for i in k.members:
         m = recs[i]
         for t0, size, is_param, p in zip(m.reads, m.read_sizes, m.read_params, preds[i], strict=True):
             t = alias.get(t0, t0)
-            if (p is not None and p in inside) or t in seen:
+            if (p is not None and p in inside) or t in ins:
                 continue  # produced inside the kernel, or already read by it
-            seen.add(t)
-            read += size
-            param += size if is_param else 0
-    written = 0
+            ins[t] = (size, is_param)
+    outs: dict[int, int] = {}  # tensor id -> bytes, each written for a reader outside (or for nobody)
     for i in [*k.members, *k.folded]:
         m = recs[i]
-        outs = range(min(1, len(m.writes))) if i in k.folded else range(len(m.writes))  # a folded BN: its output
-        for j in outs:
+        mine = range(min(1, len(m.writes))) if i in k.folded else range(len(m.writes))  # a folded BN: its output
+        for j in mine:
             who = tensor_readers.get((i, m.writes[j]), set())
             if who - inside or not who:
-                written += _out_bytes(m, j)
+                outs[m.writes[j]] = out_bytes(m, j)
+    read = sum(s for s, _ in ins.values())
+    param = sum(s for s, p in ins.values() if p)
+    written = sum(outs.values())
     flops = sum(recs[i].flops for i in k.members)
     names = "+".join(recs[i].op.split(".")[1] for i in [*k.members, *k.folded])
     op = recs[k.members[0]].op if len(k.members) == 1 and not k.folded else f"fused[{names}]"
     op_class = OpClass.ATTENTION.value if k.kind == "attention" else main.op_class
     return dataclasses.replace(
         main, index=index, op=op, op_class=op_class, flops=flops, bytes_read=read, bytes_written=written,
-        param_bytes=param, reads=(), writes=(), read_sizes=(), read_params=(),
+        param_bytes=param, reads=tuple(ins), writes=tuple(outs), read_sizes=tuple(s for s, _ in ins.values()),
+        read_params=tuple(p for _, p in ins.values()), write_sizes=tuple(outs.values()),
     )  # fmt: skip
 
 

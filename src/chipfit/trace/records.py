@@ -42,6 +42,9 @@ class OpRecord:
     writes: tuple[int, ...] = ()
     read_sizes: tuple[int, ...] = ()  # bytes of each input the op reads (a broadcast dimension once)
     read_params: tuple[bool, ...] = ()  # which inputs are model parameters
+    # bytes of each output (aligned with `writes`): set on a compiled kernel's record, whose outputs are
+    # the tensors it writes for readers outside it; a traced op's come from its output shapes
+    write_sizes: tuple[int, ...] = ()
 
     @property
     def bytes(self) -> int:
@@ -133,7 +136,7 @@ class Trace:
         return reps, where
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_distinct", "_compiled")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_distinct", "_compiled", "_resident")}
 
     # ------------------------------------------------------------ summaries
     def by_class(self) -> dict[str, dict[str, int]]:

@@ -1,0 +1,143 @@
+"""On-chip residency between kernels (cost.residency): an LRU replay of the trace's dataflow."""
+
+from __future__ import annotations
+
+import pytest
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from chipfit.cost import estimate
+from chipfit.cost.estimate import BW_EFFICIENCY_ASSUMED, Pricer, _memory, compiled
+from chipfit.cost.residency import resident_reads, resident_reads_reference
+from chipfit.hardware import get_device
+from chipfit.hardware.stacks import get_stack
+from chipfit.models import get_model
+from chipfit.trace import Trace, trace
+from chipfit.trace.records import Footprint, OpRecord
+
+
+def _rec(i: int, reads: list[tuple[int, int, bool]], writes: list[tuple[int, int]]) -> OpRecord:
+    """A record reading (id, bytes, is a parameter) and writing (id, bytes)."""
+    return OpRecord(
+        index=i, op="aten.add.Tensor", module="", module_type="", phase="forward", op_class="elementwise",
+        input_shapes=(), input_dtypes=(), output_shapes=(), output_dtypes=(), flops=1, flops_source="chipfit",
+        bytes_read=sum(s for _, s, _ in reads), bytes_written=sum(s for _, s in writes),
+        param_bytes=sum(s for _, s, p in reads if p), reads=tuple(t for t, _, _ in reads),
+        read_sizes=tuple(s for _, s, _ in reads), read_params=tuple(p for _, _, p in reads),
+        writes=tuple(t for t, _ in writes), write_sizes=tuple(s for _, s in writes),
+    )  # fmt: skip
+
+
+def _trace(recs: list[OpRecord]) -> Trace:
+    return Trace("synthetic", "inference", 1, 0, recs, Footprint(0, 0, 0, 0, 0, 0))
+
+
+X, A, B, C, W = 1, 2, 3, 4, 5
+
+
+def test_lru_hits_what_the_producer_left_and_evicts_the_least_recent_first() -> None:
+    # capacity 100 bytes:
+    # r0 reads X (10, cold: 0 hit), writes A (60): [X 10, A 60]
+    # r1 reads A (60 hit), writes B (60): [X 10, A 60, B 60] = 130, evict X, then 20 of A: [A 40, B 60]
+    # r2 reads A (40 hit) and B (60 hit), writes C (30): [A 60, B 60, C 30] = 150, A keeps 10
+    # r3 reads X: evicted at r1, 0 hit
+    tr = _trace([
+        _rec(0, [(X, 10, False)], [(A, 60)]),
+        _rec(1, [(A, 60, False)], [(B, 60)]),
+        _rec(2, [(A, 60, False), (B, 60, False)], [(C, 30)]),
+        _rec(3, [(X, 10, False)], [(A, 10)]),
+    ])  # fmt: skip
+    assert resident_reads(tr, 100) == pytest.approx([0, 60, 100, 0])
+    assert resident_reads_reference(tr, 100) == pytest.approx([0, 60, 100, 0])
+
+
+def test_streamed_weights_evict_activations_but_never_count_as_hits() -> None:
+    # capacity 100: r0 writes A (60); r1 reads the weight W (80) and writes B (60): [A 60, W 80, B 60] = 200,
+    # A goes, W keeps 40; r2 reads A (gone) and W (a parameter: priced as weights, never as a hit)
+    tr = _trace([
+        _rec(0, [(X, 0, False)], [(A, 60)]),
+        _rec(1, [(W, 80, True)], [(B, 60)]),
+        _rec(2, [(A, 60, False), (W, 80, True)], [(C, 10)]),
+    ])  # fmt: skip
+    assert resident_reads(tr, 100) == [0, 0, 0]
+
+
+def test_an_in_place_op_reads_and_writes_one_tensor_once() -> None:
+    # capacity 100: A (60) written, then updated in place twice; each update hits all 60 bytes
+    tr = _trace([
+        _rec(0, [(X, 0, False)], [(A, 60)]),
+        _rec(1, [(A, 60, False)], [(A, 60)]),
+        _rec(2, [(A, 60, False)], [(A, 60)]),
+    ])  # fmt: skip
+    assert resident_reads(tr, 100) == [0, 60, 60]
+
+
+def test_the_traffic_scale_shrinks_tensors_before_they_meet_the_capacity() -> None:
+    # at INT8 (a quarter of the traced FP32 bytes) A is 30 of 100 bytes and survives B (30); at FP32 it does not
+    tr = _trace([
+        _rec(0, [(X, 0, False)], [(A, 120)]),
+        _rec(1, [(X, 0, False)], [(B, 120)]),
+        _rec(2, [(A, 120, False)], [(C, 4)]),
+    ])  # fmt: skip
+    assert resident_reads(tr, 100, 0.25) == [0, 0, 30]
+    assert resident_reads(tr, 100, 1.0) == [0, 0, 0]
+
+
+def _resnet(batch: int) -> Trace:
+    spec = get_model("resnet50")
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model, inputs = spec.build(), spec.example_inputs(batch)
+    return trace(model, list(inputs))
+
+
+@pytest.mark.parametrize(("model", "cap"), [("resnet50", 48e6), ("resnet50", 6e6), ("bert-base", 50e6)])
+def test_the_fast_lru_equals_the_list_oracle_on_compiled_traces(model: str, cap: float) -> None:
+    if model == "resnet50":
+        tr = _resnet(8)
+    else:
+        spec = get_model(model)
+        tr = trace(spec.build(), list(spec.example_inputs(4, seq_len=128)))
+    ctr = compiled(tr, get_stack("tensorrt"))
+    fast = resident_reads(ctr, cap, 0.25)
+    assert fast == pytest.approx(resident_reads_reference(ctr, cap, 0.25), rel=1e-9, abs=1e-6)
+    assert 0 < sum(fast) < sum(r.bytes_read - r.param_bytes for r in ctr.records) * 0.25
+
+
+def test_a_read_that_hits_costs_on_chip_bandwidth_and_the_rest_main_memory() -> None:
+    dev = get_device("l40s")  # 48 MB L2 at 2.6 TB/s, 864 GB/s GDDR6 (both catalogued, not measured)
+    rec = _rec(0, [(A, 100_000_000, False)], [(B, 50_000_000)])  # 150 MB: no fit on chip
+    dram, l2 = 864e9 * BW_EFFICIENCY_ASSUMED, 2.6e12 * BW_EFFICIENCY_ASSUMED
+    seconds, _j, write_bw = _memory(dev, rec, 1.0, 0.0, resident=40e6)
+    # 40 MB of A from L2, its other 60 MB and the 50 MB written from GDDR6
+    assert seconds == pytest.approx(110e6 / dram + 40e6 / l2)
+    assert write_bw == pytest.approx(dram)
+    assert _memory(dev, rec, 1.0, 0.0, resident=1e12)[0] == pytest.approx(50e6 / dram + 100e6 / l2)  # capped at reads
+    assert _memory(dev, rec, 1.0, 0.0)[0] == pytest.approx(150e6 / dram)
+
+
+def test_compiled_resnet50_on_l40s_reads_a_block_s_input_from_l2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At batch 32 INT8 a bottleneck's 1x1 expansion with its residual add touches 58 MB, more than the 48 MB
+    L2, but its 6.4 MB input was written by the kernel just before: residency makes the step faster."""
+    tr = _resnet(32)
+    with_l2 = estimate(tr, "l40s", "int8")
+    monkeypatch.setattr(Pricer, "resident", lambda self, t: [0.0] * len(t.records))
+    without = estimate(tr, "l40s", "int8")
+    assert with_l2.latency_s < without.latency_s
+    row = next(r for r in with_l2.rows if r.module == "layer1.1.conv3")
+    bare = next(r for r in without.rows if r.module == "layer1.1.conv3")
+    assert row.memory_s < bare.memory_s
+
+
+def test_repeated_layers_stay_twins() -> None:
+    """Residency is rounded to a thousandth of an op's reads, so the blocks of a stack still price as one
+    op each (a 70B decoder's 80 layers must not cost 80 pricings). BERT-base at batch 32 x 512 tokens, INT8:
+    a 4x768 FFN activation is 50 MB, so a third of the kernels overflow the H100's 50 MB L2 and read part
+    of their input from it."""
+    spec = get_model("bert-base")
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        tr = trace(spec.build(), list(spec.example_inputs(32, seq_len=512)))
+    ctr = compiled(tr, get_stack("tensorrt"))
+    hits = Pricer.of("h100-sxm", "int8", get_stack("tensorrt"), tr.footprint.params_bytes / 4).resident(ctr)
+    overflowing = [h for h, r in zip(hits, ctr.records, strict=True) if r.bytes / 4 > 50e6]
+    assert len(overflowing) >= len(ctr.records) // 4 and all(overflowing)
+    reps, where = ctr.distinct_ops()
+    assert len({(pos, h) for pos, h in zip(where, hits, strict=True)}) == len(reps)
