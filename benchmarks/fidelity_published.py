@@ -187,7 +187,9 @@ def report(mp: list[dict[str, object]], mp_s: float, gm: list[dict[str, object]]
         "share of the step that the chip's TDP adds where a measured GEMM shows it capped (power.sustained_ops_per_s, "
         "docs/cost.md). 'all FP16': where the published rows ran mixed precision (the csv's precision 'mixed': "
         "Qualcomm's BERT-99, krai/ck-qaic's precision.mixed), the same priced with every op at FP16, for contrast; "
-        "the verdict uses INT8 everywhere. Published: the "
+        "the verdict uses INT8, which is what those harnesses run every MatMul in (qaic-exec "
+        "-quantization-precision=Int8 with only the elementwise, normalization, softmax and gather ops in "
+        "-execute-nodes-in-fp16: benchmarks/data/published/README.md). Published: the "
         f"median of the rows for that chip. Target: every catalog chip between {lo}x and {hi}x. "
         f"Priced in {mp_s:.0f} s.",
         "",
