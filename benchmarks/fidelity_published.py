@@ -135,10 +135,10 @@ def gemm_trace(m: int, n: int, k: int, batch: int) -> Trace:
 def gemm_kernel_s(dev: str | Device, dtype: str, m: int, n: int, k: int, batch: int) -> float:
     """One GEMM's kernel time on `dev` as chipfit prices it: the matrix kernel's time less its host launch,
     plus what a TDP-capped clock adds where the device has a measured sustained rate (a timing loop is
-    continuous GEMMs)."""
+    continuous GEMMs) and the output's write-back beyond what the kernel leaves main memory idle for."""
     e = estimate(gemm_trace(m, n, k, batch), dev, dtype)
     kernel = sum(r.time_s - r.overhead_s for r in e.rows if r.unit is Unit.MATRIX)
-    return kernel + sum(r.time_s for r in e.rows if r.bound is Bound.POWER)
+    return kernel + sum(r.time_s for r in e.rows if r.bound is Bound.POWER or r.op_class == "write-back")
 
 
 def gemms() -> list[dict[str, object]]:

@@ -214,7 +214,10 @@ def test_repeated_ops_priced_once_equal_pricing_each_op(execution: str) -> None:
     assert len(recs) < len(tr.records) or execution == "eager"
     assert any(hits) == (execution != "eager"), "compiled: some kernel reads a tensor an earlier one left in L2"
     for rec, row, hit in zip(recs, est.rows, hits, strict=False):
-        assert row == _cost(dev, prec, rec, scale, host, tr.footprint.params_bytes * scale, launch, resident=hit)
+        defer = execution != "eager"
+        assert row == _cost(
+            dev, prec, rec, scale, host, tr.footprint.params_bytes * scale, launch, resident=hit, defer=defer
+        )
 
 
 def test_mobilenet_v2_int8_on_the_edge_tpu_is_within_2x_of_corals_published_latency() -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from chipfit.cost import estimate
-from chipfit.cost.estimate import BW_EFFICIENCY_ASSUMED, Pricer, _memory, compiled
+from chipfit.cost.estimate import BW_EFFICIENCY_ASSUMED, Bound, OpCost, Pricer, Unit, _memory, compiled, writeback_s
 from chipfit.cost.residency import resident_reads, resident_reads_reference
 from chipfit.hardware import get_device
 from chipfit.hardware.stacks import get_stack
@@ -103,21 +105,71 @@ def test_the_fast_lru_equals_the_list_oracle_on_compiled_traces(model: str, cap:
 
 
 def test_a_read_that_hits_costs_on_chip_bandwidth_and_the_rest_main_memory() -> None:
-    dev = get_device("l40s")  # 48 MB L2 at 2.6 TB/s, 864 GB/s GDDR6 (both catalogued, not measured)
+    dev = get_device("l40s")  # 96 MiB L2 at 2.6 TB/s, 864 GB/s GDDR6 (bandwidths catalogued, not measured)
     rec = _rec(0, [(A, 100_000_000, False)], [(B, 50_000_000)])  # 150 MB: no fit on chip
     dram, l2 = 864e9 * BW_EFFICIENCY_ASSUMED, 2.6e12 * BW_EFFICIENCY_ASSUMED
-    seconds, _j, write_bw = _memory(dev, rec, 1.0, 0.0, resident=40e6)
+    t = _memory(dev, rec, 1.0, 0.0, resident=40e6)
     # 40 MB of A from L2, its other 60 MB and the 50 MB written from GDDR6
-    assert seconds == pytest.approx(110e6 / dram + 40e6 / l2)
-    assert write_bw == pytest.approx(dram)
+    assert t.seconds == pytest.approx(110e6 / dram + 40e6 / l2)
+    assert t.main_s == pytest.approx(110e6 / dram)
+    assert (t.write_bytes_per_s, t.writeback_s) == (pytest.approx(dram), 0.0)
     assert _memory(dev, rec, 1.0, 0.0, resident=1e12)[0] == pytest.approx(50e6 / dram + 100e6 / l2)  # capped at reads
     assert _memory(dev, rec, 1.0, 0.0)[0] == pytest.approx(150e6 / dram)
 
 
+def test_a_compiled_kernel_writes_its_output_to_l2_and_defers_the_write_back() -> None:
+    dev = get_device("l40s")
+    rec = _rec(0, [(A, 100_000_000, False)], [(B, 50_000_000)])
+    dram, l2 = 864e9 * BW_EFFICIENCY_ASSUMED, 2.6e12 * BW_EFFICIENCY_ASSUMED
+    t = _memory(dev, rec, 1.0, 0.0, resident=40e6, defer=True)
+    # reads as above; the 50 MB output lands in L2 (write-back caching) and reaches GDDR6 later
+    assert t.seconds == pytest.approx(60e6 / dram + 40e6 / l2 + 50e6 / l2)
+    assert t.main_s == pytest.approx(60e6 / dram)
+    assert t.write_bytes_per_s == pytest.approx(l2)
+    assert t.writeback_s == pytest.approx(50e6 / dram)
+    big = _rec(0, [(A, 10_000_000, False)], [(B, 200_000_000)])  # an output larger than the L2 goes straight out
+    assert _memory(dev, big, 1.0, 0.0, defer=True).writeback_s == 0.0
+
+
+def _cost_row(time_s: float, main_s: float, writeback_s: float) -> OpCost:
+    return OpCost(
+        index=0, op="k", module="", op_class="conv", phase="forward", unit=Unit.MATRIX, time_s=time_s,
+        compute_s=time_s, memory_s=main_s, overhead_s=0.0, transfer_s=0.0, bound=Bound.COMPUTE, energy_j=0.0,
+        bytes=0.0, flops=0, utilization=0.0, fallback=False, main_memory_s=main_s, writeback_s=writeback_s,
+    )  # fmt: skip
+
+
+def test_write_backs_drain_while_main_memory_idles_and_charge_the_rest() -> None:
+    # two kernels: 10 us with 4 us of main memory (6 idle), 10 us with 10 us of it (0 idle); 5 us of
+    # write-back fits the 6 idle, 9 us leaves 3 to charge
+    assert writeback_s([_cost_row(10e-6, 4e-6, 5e-6), _cost_row(10e-6, 10e-6, 0.0)]) == 0.0
+    assert writeback_s([_cost_row(10e-6, 4e-6, 5e-6), _cost_row(10e-6, 10e-6, 4e-6)]) == pytest.approx(3e-6)
+
+
+def test_a_memory_bound_compiled_step_pays_its_write_backs_as_a_row() -> None:
+    """Two streaming kernels: each output (64 MB at BF16) fits the L2, none fits with its input, so their
+    write-backs find too little idle main memory and the step pays the rest as a 'main-memory write-back' row
+    of bound memory; the step is never faster than its main-memory bytes allow (64 MB read, 128 MB written)."""
+
+    class Stream(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.relu(x) * 2.0
+            return torch.sigmoid(y.sum(dim=0, keepdim=True) + y)
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        tr = trace(Stream(), [torch.empty(64, 512, 1024)])  # 128 MB in FP32, 64 MB at BF16
+    e = estimate(tr, "l40s", "bf16", execution="compiled")
+    late = [r for r in e.rows if r.op_class == "write-back"]
+    assert len(late) == 1 and late[0].bound is Bound.MEMORY
+    assert late[0].time_s == pytest.approx(writeback_s(list(e.rows[:-1])))
+    assert late[0].time_s > 0
+    assert e.latency_s >= 192e6 / (864e9 * BW_EFFICIENCY_ASSUMED)
+
+
 def test_compiled_resnet50_on_l40s_reads_a_block_s_input_from_l2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """At batch 32 INT8 a bottleneck's 1x1 expansion with its residual add touches 58 MB, more than the 48 MB
-    L2, but its 6.4 MB input was written by the kernel just before: residency makes the step faster."""
-    tr = _resnet(32)
+    """At batch 64 INT8 a bottleneck's 1x1 expansion with its residual add touches 116 MB, more than the 96 MiB
+    L2, but its 12.8 MB input was written by the kernel just before: residency makes the step faster."""
+    tr = _resnet(64)
     with_l2 = estimate(tr, "l40s", "int8")
     monkeypatch.setattr(Pricer, "resident", lambda self, t: [0.0] * len(t.records))
     without = estimate(tr, "l40s", "int8")

@@ -28,7 +28,7 @@ import operator
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from chipfit.cost.fusion import compile_trace
 from chipfit.cost.memory import StepMemory, step_memory, traffic_scale
@@ -111,6 +111,10 @@ class OpCost:
     fallback: bool
     latency_s: float = 0.0  # the kernel's fixed duration on the device beyond its work (compute.kernel_latency_s)
     sparse: bool = False  # ran on the sparse matrix math (its weights pruned, cost.sparse)
+    main_memory_s: float = 0.0  # of memory_s, the seconds main memory is busy for it
+    # main-memory seconds of the outputs it left in on-chip memory, written back later while other kernels
+    # run (not in time_s; `writeback_s` charges what the step's idle main-memory time cannot absorb)
+    writeback_s: float = 0.0
 
 
 BY_KEYS = ("op_class", "module", "layer", "phase", "unit")
@@ -254,15 +258,27 @@ def _level(device: Device, fits_on_chip: bool) -> tuple[float, float]:
     return level.bandwidth_bytes_per_s * eff, level.energy_pj_per_byte
 
 
+class Traffic(NamedTuple):
+    """An op's memory traffic priced (`_memory`)."""
+
+    seconds: float  # its memory time: every level's bytes at that level's bandwidth, one after another
+    joules: float
+    write_bytes_per_s: float  # the bandwidth its outputs are written at
+    main_s: float  # of seconds, those main memory is busy for it
+    writeback_s: float  # main-memory seconds of the outputs it left on chip, written back later (not in seconds)
+
+
 def _memory(
     device: Device, rec: OpRecord, scale: float, model_bytes: float, wscale: float | None = None,
-    sparse: SparseGemm | None = None, resident: float = 0.0,
-) -> tuple[float, float, float]:  # fmt: skip
-    """(seconds, joules, activations' bytes/s): weights stream from main memory unless the whole model fits on chip;
-    activations come from on-chip memory when the op's working set fits there; otherwise the `resident`
-    bytes of its activation reads that an earlier op left on chip (cost.residency) come from there and
-    the rest from main memory. `wscale`: the weights' bytes per traced byte when they are stored
-    narrower than the math (weight-only); `sparse`: the pruned weight reads compressed (cost.sparse)."""
+    sparse: SparseGemm | None = None, resident: float = 0.0, defer: bool = False,
+) -> Traffic:  # fmt: skip
+    """Weights stream from main memory unless the whole model fits on chip; activations come from on-chip
+    memory when the op's working set fits there; otherwise the `resident` bytes of its activation reads
+    that an earlier op left on chip (cost.residency) come from there and the rest from main memory.
+    `defer` (compiled stacks): outputs that fit on chip are written there (write-back caching) and reach
+    main memory later, while other kernels run (`Traffic.writeback_s`, charged over the step by
+    `writeback_s`). `wscale`: the weights' bytes per traced byte when they are stored narrower than the
+    math (weight-only); `sparse`: the pruned weight reads compressed (cost.sparse)."""
     cap = device.on_chip.capacity_bytes if device.on_chip is not None else 0.0
     pruned = sparse.weight_bytes * (1 - sparse.weight_share) if sparse is not None else 0.0
     weights = (rec.param_bytes - pruned) * (scale if wscale is None else wscale)
@@ -272,8 +288,13 @@ def _memory(
     a_bw, a_pj = _level(device, fits)
     hit = 0.0 if fits else min(resident, (rec.bytes_read - rec.param_bytes) * scale)
     h_bw, h_pj = _level(device, True)
-    seconds = weights / w_bw + (acts - hit) / a_bw + hit / h_bw
-    return seconds, (weights * w_pj + (acts - hit) * a_pj + hit * h_pj) * 1e-12, a_bw
+    joules = (weights * w_pj + (acts - hit) * a_pj + hit * h_pj) * 1e-12
+    written = rec.bytes_written * scale
+    late = written if defer and not fits and 0 < written <= cap else 0.0
+    w_main = 0.0 if model_bytes <= cap else weights / w_bw
+    a_main = 0.0 if fits else (acts - hit - late) / a_bw
+    seconds = weights / w_bw + (acts - hit - late) / a_bw + (hit + late) / h_bw
+    return Traffic(seconds, joules, h_bw if late else a_bw, w_main + a_main, late / a_bw)
 
 
 def _lane_narrow_conv(device: Device, rec: OpRecord) -> bool:
@@ -304,9 +325,10 @@ def _matrix_seconds(device: Device, fmt: str, rec: OpRecord, sparse: SparseGemm 
 
 def _op_on(
     device: Device, prec: Precision, rec: OpRecord, scale: float, model_bytes: float, launch_s: float | None = None,
-    pattern: Pattern | None = None, resident: float = 0.0,
-) -> tuple[float, float, float, float, Unit, float, float, float, bool]:  # fmt: skip
-    """(compute_s, memory_s, overhead_s, energy_j, unit, peak used, latency_s, bytes moved, ran sparse) for an op on
+    pattern: Pattern | None = None, resident: float = 0.0, defer: bool = False,
+) -> tuple[float, float, float, float, Unit, float, float, float, bool, Traffic]:  # fmt: skip
+    """(compute_s, memory_s, overhead_s, energy_j, unit, peak used, latency_s, bytes moved, ran sparse, its memory
+    traffic: `_memory`) for an op on
     `device`; `launch_s`: what starting its kernel costs under a compiling stack (None: the device's eager
     dispatch, which already exceeds a kernel's fixed latency, so that is added only when compiled);
     `pattern`: the op's weights are pruned to it (they run sparse where the device can, cost.sparse);
@@ -317,7 +339,8 @@ def _op_on(
     sparse = None
     if pattern is not None and on_matrix:
         sparse = sparse_gemm(device, fmt, int(get_format(prec.weights).storage_bits), rec, pattern)
-    memory_s, memory_j, acts_bw = _memory(device, rec, scale, model_bytes, wscale, sparse, resident)
+    traffic = _memory(device, rec, scale, model_bytes, wscale, sparse, resident, defer)
+    memory_s, memory_j, acts_bw = traffic.seconds, traffic.joules, traffic.write_bytes_per_s
     dequant_ops = 0.0
     arith = 1.0  # the share of the op's multiplications done (a sparse GEMM skips the pruned ones)
     if on_matrix:
@@ -356,7 +379,7 @@ def _op_on(
     moved = rec.bytes * scale
     if sparse is not None:  # the pruned weight's bytes it does not read
         moved -= sparse.weight_bytes * (1 - sparse.weight_share) * (scale if wscale is None else wscale)
-    return compute_s, memory_s, overhead, energy, unit, peak, latency, moved, sparse is not None
+    return compute_s, memory_s, overhead, energy, unit, peak, latency, moved, sparse is not None, traffic
 
 
 def _row(
@@ -370,6 +393,7 @@ def _row(
     fallback: bool,
     latency: float = 0.0,
     sparse: bool = False,
+    traffic: Traffic | None = None,
 ) -> OpCost:
     """An OpCost for `rec`; parts = (compute, memory, overhead, transfer) seconds, plus the kernel's latency."""
     c, m, o, transfer = parts
@@ -379,6 +403,7 @@ def _row(
         index=rec.index, op=rec.op, module=rec.module, op_class=rec.op_class, phase=rec.phase, unit=unit,
         time_s=time_s, compute_s=c, memory_s=m, overhead_s=o, transfer_s=transfer, bound=bound, energy_j=energy,
         bytes=nbytes, flops=rec.flops, utilization=util, fallback=fallback, latency_s=latency, sparse=sparse,
+        main_memory_s=traffic.main_s if traffic else 0.0, writeback_s=traffic.writeback_s if traffic else 0.0,
     )  # fmt: skip
 
 
@@ -396,6 +421,7 @@ def _cost(
     launch_s: float | None = None,
     pattern: Pattern | None = None,
     resident: float = 0.0,
+    defer: bool = False,
 ) -> OpCost:
     if rec.op_class == "view":
         o = device.compute.view_overhead_s
@@ -407,19 +433,19 @@ def _cost(
     )
     if to_host and host is not None and device.host_link is not None:
         fp32_model = model_bytes / traffic_scale(prec.weights)
-        c, m, o, e, _unit, peak, _lat, _, _ = _op_on(host, resolve_precision(host, "float32"), rec, 1.0, fp32_model)
+        c, m, o, e, _unit, peak, _lat, _, _, _ = _op_on(host, resolve_precision(host, "float32"), rec, 1.0, fp32_model)
         moved = rec.bytes * scale
         link = device.host_link  # inputs over, outputs back: two messages, each paying the link's latency
         transfer = moved / link.bandwidth_bytes_per_s + 2 * link.latency_s
         energy = e + moved * LINK_PJ_PER_BYTE * 1e-12 + device.power.idle_w * (max(c, m) + o + transfer)
         bound = Bound.TRANSFER if transfer >= max(c, m, o) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
         return _row(rec, Unit.HOST, (c, m, o, transfer), bound, energy, moved, peak, True)
-    c, m, o, e, unit, peak, lat, moved, sparse = _op_on(
-        device, prec, rec, scale, model_bytes, launch_s, pattern, resident
+    c, m, o, e, unit, peak, lat, moved, sparse, wb = _op_on(
+        device, prec, rec, scale, model_bytes, launch_s, pattern, resident, defer
     )
     bound = Bound.OVERHEAD if o + lat > max(c, m) else (Bound.COMPUTE if c >= m else Bound.MEMORY)
     fallback = prec.how is How.VECTOR and rec.op_class in MATRIX_CLASSES
-    return _row(rec, unit, (c, m, o, 0.0), bound, e, moved, peak, fallback, lat, sparse)
+    return _row(rec, unit, (c, m, o, 0.0), bound, e, moved, peak, fallback, lat, sparse, wb)
 
 
 @dataclass(frozen=True)
@@ -454,15 +480,18 @@ class Pricer:
     def launch_s(self) -> float | None:
         return None if self.stack.execution is Execution.EAGER else self.stack.kernel_launch_on(self.device)
 
-    def __call__(self, rec: OpRecord, sparse: bool | None = None, resident: float = 0.0) -> OpCost:
+    def __call__(self, rec: OpRecord, sparse: bool | None = None, resident: float = 0.0, defer: bool = False) -> OpCost:
         """`rec` priced; `sparse`: whether its weights are pruned (None: whether `sparsity` covers it);
-        `resident`: bytes of its activation reads an earlier op left on chip (`resident`)."""
+        `resident`: bytes of its activation reads an earlier op left on chip (`resident`); `defer`: its
+        outputs' write-back to main memory leaves the kernel's time (`OpCost.writeback_s`): only for a
+        caller that charges it over the step (`writeback_s`)."""
         if sparse is None:
             sparse = self.sparsity is not None and self.sparsity.covers(rec)
         pattern = self.sparsity.pattern if self.sparsity is not None and sparse else None
         return _cost(
-            self.device, self.precision, rec, self.scale, self.host, self.model_bytes, self.launch_s, pattern, resident
-        )
+            self.device, self.precision, rec, self.scale, self.host, self.model_bytes, self.launch_s, pattern,
+            resident, defer and self.launch_s is not None,
+        )  # fmt: skip
 
     def resident(self, trace: Trace) -> list[float]:
         """Per record of `trace`, the bytes of its activation reads still on chip from earlier ops (cost.residency),
@@ -512,6 +541,16 @@ def _step_row(index: int, op: str, op_class: str, seconds: float, dev: Device, b
         compute_s=0, memory_s=0, overhead_s=seconds, transfer_s=0, bound=bound, energy_j=dev.power.idle_w * seconds,
         bytes=0, flops=0, utilization=0, fallback=False,
     )  # fmt: skip
+
+
+def writeback_s(rows: list[OpCost]) -> float:
+    """What the step's deferred write-backs (`OpCost.writeback_s`: outputs a kernel left in on-chip memory)
+    add to it: the main-memory seconds they need beyond the time main memory idles (each row's time beyond
+    its `main_memory_s`). Write-back caching drains dirty lines while later kernels compute or work from
+    on-chip memory; it cannot create bandwidth: a step never runs faster than its main-memory bytes allow."""
+    pending = sum(r.writeback_s for r in rows)
+    idle = sum(max(0.0, r.time_s - r.main_memory_s) for r in rows)
+    return max(0.0, pending - idle)
 
 
 def power_cap_s(device: Device, time_s: float, energy_j: float) -> float:
@@ -577,7 +616,7 @@ def estimate(
     for r, pos, sp, hit in zip(trace.records, where, covered, price.resident(trace), strict=True):
         key = (pos, sp, hit)
         if key not in priced:
-            priced[key] = price(reps[pos], sp, hit)
+            priced[key] = price(reps[pos], sp, hit, defer=True)
             tails[key] = _TAIL(priced[key])  # shallow: astuple's deep copy was a fifth of a plan's pricing
         c = priced[key]
         rows.append(c if c.index == r.index else OpCost(r.index, r.op, r.module, *tails[key]))
@@ -586,6 +625,8 @@ def estimate(
         rows.append(_step_row(len(rows), "nn.Module calls", "module-call", o, dev))
     if stack.step_launch_on(dev):
         rows.append(_step_row(len(rows), f"{stack.display_name} step launch", "launch", stack.step_launch_on(dev), dev))
+    if late := writeback_s(rows):
+        rows.append(_step_row(len(rows), "main-memory write-back", "write-back", late, dev, Bound.MEMORY))
     extra = power_cap_s(dev, sum(r.time_s for r in rows), sum(r.energy_j for r in rows))
     if extra:
         cap = f"power cap ({dev.power.tdp_w:g} W TDP)"
