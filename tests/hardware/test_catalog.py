@@ -302,3 +302,50 @@ def test_extends_cycle(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(CatalogError, match="device file not found"):
         load_devices(["/nonexistent/chips.toml"], env=False)
+
+
+# ------------------------------------------------------------ per-format GEMM efficiency
+EFF = 'units = 1\nmatmul_efficiency_format = { int8 = 0.5 }\nefficiency_source = "measured: a test sweep"\n'
+
+
+def test_per_format_efficiency_overrides_only_its_format(tmp_path: Path) -> None:
+    dev = load_devices([_write(tmp_path, GOOD.replace("units = 1\n", EFF))], env=False)["mychip"]
+    assert dev.compute.efficiency("int8") == 0.5
+    assert dev.compute.efficiency("bfloat16") == dev.compute.matmul_efficiency == 0.75  # the default stays
+    assert dev.compute.efficiency_source.kind == "measured"
+    # the catalog's Xeon: AMX formats at the measured ceiling, AVX-512 FP32 at the default
+    xeon = get_device("xeon-8480")
+    assert xeon.compute.efficiency("int8") == xeon.compute.efficiency("bfloat16") == 0.5
+    assert xeon.compute.efficiency("float32") == xeon.compute.matmul_efficiency
+
+
+def test_per_format_efficiency_prices_that_format_only(tmp_path: Path) -> None:
+    import torch
+
+    from chipfit.cost import estimate
+    from chipfit.trace import trace
+
+    base = load_devices([_write(tmp_path, GOOD)], env=False)["mychip"]
+    half = load_devices([_write(tmp_path, GOOD.replace("units = 1\n", EFF))], env=False)["mychip"]
+    tr = trace(torch.nn.Linear(4096, 4096, bias=False), [torch.randn(4096, 4096)])
+    b8, h8 = (estimate(tr, d, "int8", execution="compiled") for d in (base, half))
+    b16, h16 = (estimate(tr, d, "bfloat16", execution="compiled") for d in (base, half))
+    mm = lambda e: sum(r.time_s for r in e.rows if r.op_class == "matmul")  # noqa: E731
+    assert mm(b8) > 0
+    assert mm(h8) == pytest.approx(mm(b8) * 0.75 / 0.5, rel=0.02)  # compute-bound: 1/efficiency
+    assert mm(h16) == pytest.approx(mm(b16), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("eff", "message"),
+    [
+        (EFF.replace("int8 = 0.5", "i8 = 0.5"), r"field 'compute\.matmul_efficiency_format\.i8': unknown format 'i8'"),
+        (EFF.replace("{ int8 = 0.5 }", "0.5"), r"field 'compute\.matmul_efficiency_format': must be a table"),
+        (EFF.replace('efficiency_source = "measured: a test sweep"\n', ""), r"field 'compute\.efficiency_source'"),
+        (EFF.replace("int8 = 0.5", "int8 = 5"), r"field 'compute\.matmul_efficiency_format\.int8': 5 is outside"),
+    ],
+    ids=["format", "not-a-table", "no-source", "range"],
+)
+def test_malformed_per_format_efficiency(tmp_path: Path, eff: str, message: str) -> None:
+    with pytest.raises(CatalogError, match=message):
+        load_devices([_write(tmp_path, GOOD.replace("units = 1\n", eff))], env=False)

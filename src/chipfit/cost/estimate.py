@@ -314,7 +314,7 @@ def _matrix_seconds(device: Device, fmt: str, rec: OpRecord, sparse: SparseGemm 
         return rec.flops / device.compute.vector_ops_per_s
     if rec.gemm is None or not device.matrix_units:
         peak = device.peak(fmt) * (sparse.speedup if sparse is not None else 1.0)
-        return rec.flops / (peak * device.compute.matmul_efficiency)
+        return rec.flops / (peak * device.compute.efficiency(fmt))
     unit = device.matrix_units[0]
     m, n, k, b = rec.gemm
     t = MATRIX_MODELS[unit.kind](device, unit, fmt, rec.gemm, sparse.speedup if sparse is not None else 1.0)

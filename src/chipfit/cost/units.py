@@ -109,7 +109,7 @@ def systolic_time(
     total_folds = folds * batch
     cycles = math.ceil(total_folds / unit.count) * per_fold
     ratio = _rate_ratio(device, unit, fmt)
-    seconds = cycles / unit.clock_hz / max(ratio, 1e-9) / device.compute.matmul_efficiency / speed
+    seconds = cycles / unit.clock_hz / max(ratio, 1e-9) / device.compute.efficiency(fmt) / speed
     padded = float(math.ceil(total_folds / unit.count) * unit.count * per_fold * unit.rows * unit.cols * unit.depth * 2)
     return GemmTime(seconds, padded)
 
@@ -151,7 +151,7 @@ def tiled_time(
     m, n, k, batch = gemm
     tm_max, tn_max, _tk = device.compute.kernel_tile_mnk
     units = device.compute.units
-    rate = device.peak(fmt) / units * device.compute.matmul_efficiency * speed  # one unit's achievable ops/s
+    rate = device.peak(fmt) / units * device.compute.efficiency(fmt) * speed  # one unit's achievable ops/s
     wave_s = device.compute.wave_latency(fmt)
     splits = [(s, math.ceil(k / s)) for s in SPLIT_K if s == 1 or k // s >= 256]
     best = (math.inf, 0.0)  # (seconds, flops spent) of the fastest tiling; split 1 is always a candidate
@@ -185,7 +185,7 @@ def half_dims_time(
     if device.compute.gemm_half_dims is None:
         return tiled_time(device, unit, fmt, gemm, speed)
     m0, n0, k0 = device.compute.gemm_half_dims
-    eff = 1.0 / (1.0 + m0 / m + n0 / n + k0 / k) * device.compute.matmul_efficiency * speed
+    eff = 1.0 / (1.0 + m0 / m + n0 / n + k0 / k) * device.compute.efficiency(fmt) * speed
     flops = 2.0 * m * n * k * batch
     return GemmTime(flops / (device.peak(fmt) * eff), flops)
 
@@ -205,7 +205,7 @@ def dataflow_time(
     np_ = math.ceil(n / unit.cols) * unit.cols
     macs = float(m) * kp * np_ * batch
     ratio = _rate_ratio(device, unit, fmt)
-    seconds = macs / unit.peak_macs_per_s / max(ratio, 1e-9) / device.compute.matmul_efficiency / speed
+    seconds = macs / unit.peak_macs_per_s / max(ratio, 1e-9) / device.compute.efficiency(fmt) / speed
     return GemmTime(seconds, 2 * macs)
 
 

@@ -240,6 +240,8 @@ class Compute:
     overhead_source: Source
     kernel_tile_mnk: tuple[int, int, int] = (1, 1, 1)  # tensor-core kernels' block shape
     matmul_efficiency: float = 0.75  # achievable fraction of peak on large GEMMs
+    # per-format values where one format's kernels reach a different fraction (AMX INT8/BF16 beside AVX-512 FP32)
+    matmul_efficiency_format: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))
     view_overhead_s: float = 0.0  # eager frameworks pay dispatch even for views; compiled stacks do not
     module_overhead_s: float = 0.0  # per nn.Module call in eager frameworks
     class_overhead_s: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))  # per op class
@@ -273,6 +275,10 @@ class Compute:
     def gemm_table_rate(self, m: int, n: int, k: int) -> float:
         """FP32 GEMM flops/s at (m, n, k) from the measured grid (`gemm_table_rate`)."""
         return gemm_table_rate(self.gemm_table, m, n, k)
+
+    def efficiency(self, fmt: str) -> float:
+        """The fraction of `fmt`'s peak a large GEMM achieves (compute.matmul_efficiency, or its per-format value)."""
+        return self.matmul_efficiency_format.get(fmt, self.matmul_efficiency)
 
     def wave_latency(self, fmt: str) -> float:
         """Seconds one wave of `fmt` output tiles pays beyond its work (compute.wave_latency_s)."""

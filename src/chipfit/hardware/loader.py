@@ -107,6 +107,7 @@ SECTION_KEYS = {
     "compute": {
         "peak_ops_per_s", "accumulate", "source", "vector_ops_per_s", "vector_source", "units",
         "dispatch_overhead_s", "overhead_source", "kernel_tile_mnk", "matmul_efficiency", "efficiency_source",
+        "matmul_efficiency_format",
         "view_overhead_s", "module_overhead_s", "class_overhead_s", "op_overhead_s", "param_access_s", "gemm_half_dims",
         "gemm_table", "gemm_table_source", "class_efficiency",
         "fresh_alloc_bytes_per_s", "kernel_latency_s", "kernel_latency_source", "graph_call_s", "graph_call_source",
@@ -314,6 +315,19 @@ def parse_price(ctx: _Ctx, t: Mapping[str, Any], where: str, source: Source | No
     )
 
 
+def _efficiency_table(ctx: _Ctx, c: Mapping[str, Any]) -> dict[str, float]:
+    """compute.matmul_efficiency_format: format = fraction of that format's peak, overriding matmul_efficiency."""
+    table = c.get("matmul_efficiency_format", {})
+    if not isinstance(table, dict):
+        raise ctx.fail("compute.matmul_efficiency_format", "must be a table of format = fraction of peak")
+    return {
+        _fmt(ctx, f"compute.matmul_efficiency_format.{k}", k): _num(
+            ctx, table, k, "compute.matmul_efficiency_format.", "matmul_efficiency"
+        )
+        for k in table
+    }
+
+
 def _wave_latency(ctx: _Ctx, c: Mapping[str, Any]) -> dict[str, Any]:
     """compute.wave_latency_s (every format) and wave_latency_format_s (format = seconds, overriding it),
     with the source both come from."""
@@ -500,9 +514,10 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         matmul_efficiency=_num(ctx, c, "matmul_efficiency", "compute.")
         if "matmul_efficiency" in c
         else DEFAULT_EFFICIENCY,
+        matmul_efficiency_format=frozen_map(_efficiency_table(ctx, c)),
         efficiency_source=(
             _source(ctx, c, "efficiency_source", "compute.")
-            if "matmul_efficiency" in c
+            if "matmul_efficiency" in c or "matmul_efficiency_format" in c
             else Source(
                 "assumed", f"large-GEMM efficiency {DEFAULT_EFFICIENCY:.0%} of peak (no measurement in the sources)"
             )
