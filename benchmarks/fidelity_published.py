@@ -11,8 +11,8 @@ The published numbers live in benchmarks/data/published/ with their sources (REA
   excluded) and best-shape throughputs (MAMF, vendor blogs).
 
 Every prediction uses the catalog's device description as it is, with no per-model or per-benchmark
-factor. MLPerf rows are priced compiled, under the device's own stack (TensorRT on NVIDIA GPUs, Inductor's
-rules on CPUs, the graph compiler on Qualcomm's cards), because every harness runs a compiled graph:
+factor. MLPerf rows are priced compiled, under the device's own stack (TensorRT on NVIDIA GPUs, IPEX + oneDNN
+on Xeons, the graph compiler on Qualcomm's cards), because every harness runs a compiled graph:
 NVIDIA's TensorRT engines, Qualcomm's qaic-exec networks, and Intel's TorchScript models run from a C++
 driver (mlcommons/inference_results_v4.0 closed/Intel/code/resnet50/pytorch-cpu/DEV.md, "Quantize
 Torchscript Model"; closed/Intel/code/bert-99/pytorch-cpu/DEV.md, the inference driver's "Torch Model

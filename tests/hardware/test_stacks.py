@@ -26,6 +26,9 @@ def test_compilers_differ_where_their_documentation_says_so() -> None:
     assert get_stack("tensorrt").attention and not get_stack("xla").attention  # XLA needs a Pallas kernel
     assert not get_stack("inductor").fold_batchnorm  # torch.compile folds only with freezing
     assert not get_stack("inductor").epilogue and get_stack("tensorrt").epilogue
+    # IPEX freezes the TorchScript graph (BatchNorm folded) and fuses oneDNN post-ops and SDPA, as TensorRT does
+    ipex = get_stack("ipex")
+    assert ipex.fold_batchnorm and ipex.epilogue and ipex.pointwise and ipex.attention and ipex.inference_only
 
 
 @pytest.mark.parametrize("dev", list(load_catalog().values()), ids=lambda d: d.name)
@@ -42,7 +45,9 @@ def test_resolve_stack_defaults_overrides_and_training() -> None:
     h100, xeon, tpu = get_device("h100-sxm"), get_device("xeon-8480"), get_device("tpu-v5e")
     assert resolve_stack(h100).name == "tensorrt"
     assert resolve_stack(xeon).name == "eager"
-    assert resolve_stack(xeon, "compiled").name == "inductor"
+    assert resolve_stack(xeon, "compiled").name == "ipex"  # Intel's own inference stack
+    assert resolve_stack(xeon, "inductor").name == "inductor"
+    assert resolve_stack(xeon, "compiled", mode="training").name == "inductor"  # frozen TorchScript: inference only
     assert resolve_stack(tpu, "compiled").name == resolve_stack(tpu).name == "xla"
     assert resolve_stack(h100, "eager").name == "eager"
     assert resolve_stack(h100, "xla").name == "xla"  # any stack by name
