@@ -81,7 +81,7 @@ def test_the_wave_latency_is_hidden_behind_long_tiles_and_not_short_ones(fmt: st
     fill = h100.compute.wave_latency(fmt)
     assert fill > 0
     assert h100.compute.wave_latency("tfloat32") > h100.compute.wave_latency("bfloat16")  # XLA's sm_90 table
-    per_sm = h100.peak(fmt) / 132 * h100.compute.matmul_efficiency
+    per_sm = h100.peak(fmt) / 132 * h100.compute.efficiency(fmt)
     # 132 x 3 output tiles of 128 x 256: three waves. K = 4096: each tile's work outlasts the fill, so
     # only the first fill is exposed; K = 64: each wave waits for its fill
     for k in (4096, 64):

@@ -89,8 +89,16 @@ def test_the_eager_model_gives_todays_numbers_unchanged() -> None:
     # the per-wave GEMM latency (kernel physics, fitted later from XLA's sm_90 table) is priced under every
     # execution; without it the eager figure is the one measured before compiled execution existed
     h100 = get_device("h100-sxm")
+    # (the per-format efficiency, FP8's measured MAMF fraction applied to INT8, came later too: a device
+    # parameter, not the execution model)
     bare = dataclasses.replace(
-        h100, compute=dataclasses.replace(h100.compute, wave_latency_s=0.0, wave_latency_format_s=FrozenMap({}))
+        h100,
+        compute=dataclasses.replace(
+            h100.compute,
+            wave_latency_s=0.0,
+            wave_latency_format_s=FrozenMap({}),
+            matmul_efficiency_format=FrozenMap({}),
+        ),
     )
     assert estimate(tr, bare, "int8", execution="eager").latency_s == pytest.approx(8.3959e-3, rel=1e-4)
     assert estimate(tr, h100, "int8", execution="eager").latency_s > 8.3959e-3
