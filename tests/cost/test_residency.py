@@ -8,7 +8,17 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from chipfit.cost import estimate
-from chipfit.cost.estimate import BW_EFFICIENCY_ASSUMED, Bound, OpCost, Pricer, Unit, _memory, compiled, writeback_s
+from chipfit.cost.estimate import (
+    BW_EFFICIENCY_ASSUMED,
+    Bound,
+    OpCost,
+    Pricer,
+    Unit,
+    _backlog_cap_s,
+    _memory,
+    compiled,
+    writeback_s,
+)
 from chipfit.cost.residency import resident_reads, resident_reads_reference
 from chipfit.hardware import get_device
 from chipfit.hardware.stacks import get_stack
@@ -117,6 +127,24 @@ def test_a_read_that_hits_costs_on_chip_bandwidth_and_the_rest_main_memory() -> 
     assert _memory(dev, rec, 1.0, 0.0)[0] == pytest.approx(150e6 / dram)
 
 
+def test_a_gather_reads_its_rows_and_no_residency_credit_goes_negative() -> None:
+    """An embedding's record counts the whole table as its parameters but reads only its rows, so its
+    activation reads are 'negative': with no resident bytes (eager) the price must stay table + activations
+    net, exactly as before residency existed, and a resident credit can only lower it, never raise it."""
+    import dataclasses
+
+    dev = get_device("l40s")
+    dram = 864e9 * BW_EFFICIENCY_ASSUMED
+    rec = dataclasses.replace(
+        _rec(0, [(W, 100_000_000, True)], [(B, 100_000_000)]), param_bytes=400_000_000
+    )  # a 400 MB table, 100 MB of rows gathered, 100 MB written
+    net = 400e6 + (200e6 - 400e6)  # weights from main memory, activations net of the table
+    for resident in (0.0, 50e6):
+        t = _memory(dev, rec, 1.0, 1e12, resident=resident)
+        assert t.seconds == pytest.approx(net / dram)
+        assert t.main_s <= t.seconds
+
+
 def test_a_compiled_kernel_writes_its_output_to_l2_and_defers_the_write_back() -> None:
     dev = get_device("l40s")
     rec = _rec(0, [(A, 100_000_000, False)], [(B, 50_000_000)])
@@ -140,10 +168,18 @@ def _cost_row(time_s: float, main_s: float, writeback_s: float) -> OpCost:
 
 
 def test_write_backs_drain_while_main_memory_idles_and_charge_the_rest() -> None:
-    # two kernels: 10 us with 4 us of main memory (6 idle), 10 us with 10 us of it (0 idle); 5 us of
-    # write-back fits the 6 idle, 9 us leaves 3 to charge
+    # two kernels: 10 us with 4 us of main memory (6 idle), 10 us with 10 us of it (0 idle); the first's
+    # 5 us of write-back fits its own 6 idle; the second's 4 us finds no idle after it (the first's idle
+    # came before that write: it cannot absorb it) and is charged whole
     assert writeback_s([_cost_row(10e-6, 4e-6, 5e-6), _cost_row(10e-6, 10e-6, 0.0)]) == 0.0
-    assert writeback_s([_cost_row(10e-6, 4e-6, 5e-6), _cost_row(10e-6, 10e-6, 4e-6)]) == pytest.approx(3e-6)
+    assert writeback_s([_cost_row(10e-6, 4e-6, 5e-6), _cost_row(10e-6, 10e-6, 4e-6)]) == pytest.approx(4e-6)
+    # the order matters: the same two kernels the other way round drain the 4 us in the idle 6
+    assert writeback_s([_cost_row(10e-6, 10e-6, 4e-6), _cost_row(10e-6, 4e-6, 5e-6)]) == pytest.approx(3e-6)
+    # the backlog never outgrows the on-chip memory: past its capacity (here 6 us of writes) a write-back
+    # is written out at once and charged, even when idle time follows
+    busy = [_cost_row(10e-6, 10e-6, 4e-6)] * 3 + [_cost_row(100e-6, 0.0, 0.0)]
+    assert writeback_s(busy) == 0.0
+    assert writeback_s(busy, backlog_cap_s=6e-6) == pytest.approx(6e-6)
 
 
 def test_a_memory_bound_compiled_step_pays_its_write_backs_as_a_row() -> None:
@@ -161,7 +197,8 @@ def test_a_memory_bound_compiled_step_pays_its_write_backs_as_a_row() -> None:
     e = estimate(tr, "l40s", "bf16", execution="compiled")
     late = [r for r in e.rows if r.op_class == "write-back"]
     assert len(late) == 1 and late[0].bound is Bound.MEMORY
-    assert late[0].time_s == pytest.approx(writeback_s(list(e.rows[:-1])))
+    assert late[0].time_s == pytest.approx(writeback_s(list(e.rows[:-1]), _backlog_cap_s(get_device("l40s"))))
+    assert late[0].memory_s == late[0].time_s and late[0].overhead_s == 0.0  # memory work, not overhead
     assert late[0].time_s > 0
     assert e.latency_s >= 192e6 / (864e9 * BW_EFFICIENCY_ASSUMED)
 

@@ -344,9 +344,26 @@ def test_per_format_efficiency_prices_that_format_only(tmp_path: Path) -> None:
         (EFF.replace("{ int8 = 0.5 }", "0.5"), r"field 'compute\.matmul_efficiency_format': must be a table"),
         (EFF.replace('efficiency_source = "measured: a test sweep"\n', ""), r"field 'compute\.efficiency_source'"),
         (EFF.replace("int8 = 0.5", "int8 = 5"), r"field 'compute\.matmul_efficiency_format\.int8': 5 is outside"),
+        (
+            EFF.replace("int8 = 0.5", "float16 = 0.5"),
+            r"field 'compute\.matmul_efficiency_format\.float16': compute\.peak_ops_per_s has no float16; it lists",
+        ),
     ],
-    ids=["format", "not-a-table", "no-source", "range"],
+    ids=["format", "not-a-table", "no-source", "range", "no-peak"],
 )
 def test_malformed_per_format_efficiency(tmp_path: Path, eff: str, message: str) -> None:
     with pytest.raises(CatalogError, match=message):
         load_devices([_write(tmp_path, GOOD.replace("units = 1\n", eff))], env=False)
+
+
+def test_a_part_with_its_own_efficiency_does_not_inherit_the_per_format_ones(tmp_path: Path) -> None:
+    own = (
+        '[my-h100]\nextends = "h100-sxm"\n[my-h100.compute]\n'
+        'matmul_efficiency = 0.9\nefficiency_source = "measured: ours"\n'
+    )
+    dev = load_devices([_write(tmp_path, own)], env=False)["my-h100"]
+    # not the parent's FP8/INT8 0.709
+    assert dev.compute.efficiency("int8") == dev.compute.efficiency("bfloat16") == 0.9
+    same = '[my-h100]\nextends = "h100-sxm"\ndisplay_name = "mine"\n'
+    kept = load_devices([_write(tmp_path, same)], env=False)["my-h100"]
+    assert kept.compute.efficiency("int8") == get_device("h100-sxm").compute.efficiency("int8") < 0.803

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import operator
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -286,7 +287,9 @@ def _memory(
     w_bw, w_pj = _level(device, model_bytes <= cap)
     fits = rec.bytes * scale <= cap
     a_bw, a_pj = _level(device, fits)
-    hit = 0.0 if fits else min(resident, (rec.bytes_read - rec.param_bytes) * scale)
+    # a gather reads only its rows of a table whose whole size is param_bytes: its activation reads can be
+    # smaller than nothing, so the credit is floored at zero (eager, with no residency, must stay exact)
+    hit = 0.0 if fits or resident <= 0 else min(resident, max(0.0, (rec.bytes_read - rec.param_bytes) * scale))
     h_bw, h_pj = _level(device, True)
     joules = (weights * w_pj + (acts - hit) * a_pj + hit * h_pj) * 1e-12
     written = rec.bytes_written * scale
@@ -534,23 +537,41 @@ def param_reads(trace: Trace) -> int:
 
 
 def _step_row(index: int, op: str, op_class: str, seconds: float, dev: Device, bound: Bound = Bound.OVERHEAD) -> OpCost:
-    """A once-a-step cost that is no kernel (module calls, a graph launch, a power-capped clock): fixed time,
-    the device idling through it."""
+    """A once-a-step cost that is no kernel (module calls, a graph launch, a power-capped clock, the write-back
+    main memory could not absorb): fixed time, the device idling through it. Write-back time is memory work
+    (it shrinks with the bytes a chip writes, e.g. under tensor parallelism), the rest is overhead."""
+    memory = seconds if bound is Bound.MEMORY else 0.0
     return OpCost(
         index=index, op=op, module="", op_class=op_class, phase=Phase.FORWARD, unit=Unit.NONE, time_s=seconds,
-        compute_s=0, memory_s=0, overhead_s=seconds, transfer_s=0, bound=bound, energy_j=dev.power.idle_w * seconds,
-        bytes=0, flops=0, utilization=0, fallback=False,
+        compute_s=0, memory_s=memory, overhead_s=seconds - memory, transfer_s=0, bound=bound,
+        energy_j=dev.power.idle_w * seconds, bytes=0, flops=0, utilization=0, fallback=False,
     )  # fmt: skip
 
 
-def writeback_s(rows: list[OpCost]) -> float:
+def writeback_s(rows: list[OpCost], backlog_cap_s: float = math.inf) -> float:
     """What the step's deferred write-backs (`OpCost.writeback_s`: outputs a kernel left in on-chip memory)
-    add to it: the main-memory seconds they need beyond the time main memory idles (each row's time beyond
-    its `main_memory_s`). Write-back caching drains dirty lines while later kernels compute or work from
-    on-chip memory; it cannot create bandwidth: a step never runs faster than its main-memory bytes allow."""
-    pending = sum(r.writeback_s for r in rows)
-    idle = sum(max(0.0, r.time_s - r.main_memory_s) for r in rows)
-    return max(0.0, pending - idle)
+    add to it, replayed in launch order: a kernel's write-back joins the backlog when it runs, and the
+    backlog drains while main memory idles (each row's time beyond its `main_memory_s`, that row's own
+    included: its output is written as it goes); idle time before a write cannot absorb it. The backlog
+    never holds more than the on-chip memory does (`backlog_cap_s`: its capacity in main-memory seconds):
+    what a new write-back pushes past that is written out at once and charged. What is still pending at
+    the step's end is charged too. Write-back caching cannot create bandwidth: a step never runs faster
+    than its main-memory bytes allow."""
+    backlog = charged = 0.0
+    for r in rows:
+        backlog += r.writeback_s
+        if backlog > backlog_cap_s:
+            charged += backlog - backlog_cap_s
+            backlog = backlog_cap_s
+        backlog = max(0.0, backlog - max(0.0, r.time_s - r.main_memory_s))
+    return charged + backlog
+
+
+def _backlog_cap_s(device: Device) -> float:
+    """The on-chip memory's capacity in main-memory write seconds: the most write-back a step can defer."""
+    if device.on_chip is None:
+        return 0.0
+    return device.on_chip.capacity_bytes / _level(device, False)[0]
 
 
 def power_cap_s(device: Device, time_s: float, energy_j: float) -> float:
@@ -625,7 +646,7 @@ def estimate(
         rows.append(_step_row(len(rows), "nn.Module calls", "module-call", o, dev))
     if stack.step_launch_on(dev):
         rows.append(_step_row(len(rows), f"{stack.display_name} step launch", "launch", stack.step_launch_on(dev), dev))
-    if late := writeback_s(rows):
+    if late := writeback_s(rows, _backlog_cap_s(dev)):
         rows.append(_step_row(len(rows), "main-memory write-back", "write-back", late, dev, Bound.MEMORY))
     extra = power_cap_s(dev, sum(r.time_s for r in rows), sum(r.energy_j for r in rows))
     if extra:

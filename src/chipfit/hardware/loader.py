@@ -184,6 +184,9 @@ def _resolve(name: str, raw: Mapping[str, dict[str, Any]], stack: tuple[str, ...
     merged["__file__"] = entry["__file__"]
     if "prices" not in entry:  # a price is for a product: a part that extends another never inherits it
         merged.pop("prices", None)
+    own = entry.get("compute")
+    if isinstance(own, Mapping) and "matmul_efficiency" in own and "matmul_efficiency_format" not in own:
+        merged["compute"].pop("matmul_efficiency_format", None)  # its own measured efficiency replaces the parent's
     return merged
 
 
@@ -315,17 +318,19 @@ def parse_price(ctx: _Ctx, t: Mapping[str, Any], where: str, source: Source | No
     )
 
 
-def _efficiency_table(ctx: _Ctx, c: Mapping[str, Any]) -> dict[str, float]:
-    """compute.matmul_efficiency_format: format = fraction of that format's peak, overriding matmul_efficiency."""
+def _efficiency_table(ctx: _Ctx, c: Mapping[str, Any], peaks: Mapping[str, float]) -> dict[str, float]:
+    """compute.matmul_efficiency_format: format = fraction of that format's peak, overriding matmul_efficiency;
+    only for formats the device has a peak for (any other value would never be used)."""
     table = c.get("matmul_efficiency_format", {})
     if not isinstance(table, dict):
         raise ctx.fail("compute.matmul_efficiency_format", "must be a table of format = fraction of peak")
-    return {
-        _fmt(ctx, f"compute.matmul_efficiency_format.{k}", k): _num(
-            ctx, table, k, "compute.matmul_efficiency_format.", "matmul_efficiency"
-        )
-        for k in table
-    }
+    out = {}
+    for k in table:
+        where = f"compute.matmul_efficiency_format.{k}"
+        if _fmt(ctx, where, k) not in peaks:
+            raise ctx.fail(where, f"compute.peak_ops_per_s has no {k}; it lists {', '.join(peaks)}")
+        out[k] = _num(ctx, table, k, "compute.matmul_efficiency_format.", "matmul_efficiency")
+    return out
 
 
 def _wave_latency(ctx: _Ctx, c: Mapping[str, Any]) -> dict[str, Any]:
@@ -514,7 +519,7 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         matmul_efficiency=_num(ctx, c, "matmul_efficiency", "compute.")
         if "matmul_efficiency" in c
         else DEFAULT_EFFICIENCY,
-        matmul_efficiency_format=frozen_map(_efficiency_table(ctx, c)),
+        matmul_efficiency_format=frozen_map(_efficiency_table(ctx, c, peaks)),
         efficiency_source=(
             _source(ctx, c, "efficiency_source", "compute.")
             if "matmul_efficiency" in c or "matmul_efficiency_format" in c
