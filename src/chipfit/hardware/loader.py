@@ -318,19 +318,27 @@ def parse_price(ctx: _Ctx, t: Mapping[str, Any], where: str, source: Source | No
     )
 
 
+def _per_format(
+    ctx: _Ctx, table: Mapping[str, Any], prefix: str, unit_key: str, peaks: Mapping[str, float]
+) -> dict[str, float]:
+    """A `format = number` table (`prefix`: its field, e.g. 'power.sustained_ops_per_s.'; `unit_key`: the
+    range its values are checked against), only for formats the device has a peak for (any other value
+    would never be used)."""
+    out = {}
+    for k in table:
+        where = f"{prefix}{k}"
+        if _fmt(ctx, where, k) not in peaks:
+            raise ctx.fail(where, f"compute.peak_ops_per_s has no {k}; it lists {', '.join(peaks)}")
+        out[k] = _num(ctx, table, k, prefix, unit_key)
+    return out
+
+
 def _efficiency_table(ctx: _Ctx, c: Mapping[str, Any], peaks: Mapping[str, float]) -> dict[str, float]:
-    """compute.matmul_efficiency_format: format = fraction of that format's peak, overriding matmul_efficiency;
-    only for formats the device has a peak for (any other value would never be used)."""
+    """compute.matmul_efficiency_format: format = fraction of that format's peak, overriding matmul_efficiency."""
     table = c.get("matmul_efficiency_format", {})
     if not isinstance(table, dict):
         raise ctx.fail("compute.matmul_efficiency_format", "must be a table of format = fraction of peak")
-    out = {}
-    for k in table:
-        where = f"compute.matmul_efficiency_format.{k}"
-        if _fmt(ctx, where, k) not in peaks:
-            raise ctx.fail(where, f"compute.peak_ops_per_s has no {k}; it lists {', '.join(peaks)}")
-        out[k] = _num(ctx, table, k, "compute.matmul_efficiency_format.", "matmul_efficiency")
-    return out
+    return _per_format(ctx, table, "compute.matmul_efficiency_format.", "matmul_efficiency", peaks)
 
 
 def _wave_latency(ctx: _Ctx, c: Mapping[str, Any]) -> dict[str, Any]:
@@ -386,15 +394,13 @@ def _sustained(ctx: _Ctx, p: Mapping[str, Any], peaks: Mapping[str, float]) -> d
     table = p["sustained_ops_per_s"]
     if not isinstance(table, dict) or not table:
         raise ctx.fail("power.sustained_ops_per_s", "must be a table of format = ops per second")
-    rates = {}
-    for k in table:
-        where = f"power.sustained_ops_per_s.{k}"
-        if _fmt(ctx, where, k) not in peaks:
-            raise ctx.fail(where, f"compute.peak_ops_per_s has no {k}; it lists {', '.join(peaks)}")
-        rate = _num(ctx, table, k, "power.sustained_ops_per_s.", "sustained_ops_per_s")
+    rates = _per_format(ctx, table, "power.sustained_ops_per_s.", "sustained_ops_per_s", peaks)
+    for k, rate in rates.items():
         if rate > peaks[k]:
-            raise ctx.fail(where, f"{rate:g} exceeds the {k} peak {peaks[k]:g}; a sustained rate is at most the peak")
-        rates[k] = rate
+            raise ctx.fail(
+                f"power.sustained_ops_per_s.{k}",
+                f"{rate:g} exceeds the {k} peak {peaks[k]:g}; a sustained rate is at most the peak",
+            )
     return {"sustained_ops_per_s": frozen_map(rates), "sustained_source": _source(ctx, p, "sustained_source", "power.")}
 
 
