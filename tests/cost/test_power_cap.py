@@ -77,14 +77,116 @@ def test_no_cap_without_a_measurement(tmp_path: Path) -> None:
     assert not [r for r in e.rows if r.bound is Bound.POWER]
 
 
-@pytest.mark.parametrize("name", sorted(n for n, d in load_catalog().items() if d.power.sustained_ops_per_s))
+def _measured(own: bool) -> list[str]:
+    cat = load_catalog()
+    return sorted(n for n, d in cat.items() if d.power.sustained_ops_per_s and (d.power.sustained_part is None) == own)
+
+
+@pytest.mark.parametrize("name", _measured(own=True))
 def test_catalog_capped_chips_reproduce_their_measurement(name: str) -> None:
-    """Every catalog chip with a sustained rate: a large GEMM in that format is priced within 5 % of it."""
+    """Every catalog chip with a sustained rate: a large GEMM (8192^3, the size the catalog's rates were
+    measured at) in that format is priced within 5 % of it."""
     dev = load_catalog()[name]
     for fmt, rate in dev.power.sustained_ops_per_s.items():
-        e = estimate(_gemm_trace(4096, 4096), dev, fmt, execution="eager")
+        e = estimate(_gemm_trace(), dev, fmt, execution="eager")
         assert e.energy_j / e.latency_s == pytest.approx(dev.power.tdp_w)
-        assert 2 * 4096**3 / e.latency_s == pytest.approx(rate, rel=0.05), fmt
+        assert 2 * 8192**3 / e.latency_s == pytest.approx(rate, rel=0.05), fmt
+
+
+# a second part of mychip's die: the same peaks, its own TDP and idle, mychip's measurement
+SIBLING = """
+[sibling]
+extends = "mychip"
+display_name = "My chip, another board"
+[sibling.power]
+tdp_w = {tdp}
+source = "assumed: test"
+idle_w = 12
+idle_source = "assumed: test"
+sustained_from = "mychip"
+"""
+
+
+def _sibling(tmp_path: Path, tdp_w: float = 60, text: str = CAPPED) -> Device:
+    p = tmp_path / "chips.toml"
+    p.write_text(text + SIBLING.format(tdp=tdp_w))
+    return load_devices([p], env=False)["sibling"]
+
+
+def test_a_part_of_the_same_die_pays_the_measured_energy_and_its_own_cap(tmp_path: Path) -> None:
+    """The sibling borrows mychip's measurement: (100 W - 20 W) / 40e12 = 2.0 pJ per BF16 op, whatever its
+    own TDP. At 60 W (48 W above its 12 W idle) an 8192^3 BF16 GEMM runs at 48 W / 2.0 pJ = 24 TFLOP/s
+    (the operands' memory energy a little below that) and averages exactly its TDP."""
+    dev = _sibling(tmp_path)
+    assert dev.power.sustained_part == "mychip" and dev.power.sustained_budget_w == pytest.approx(80.0)
+    assert dev.energy_pj_per_op("bfloat16") == pytest.approx(2.0)
+    assert "on the mychip (the same die)" in dev.energy_calibration.basis
+    e = estimate(_gemm_trace(), dev, "bfloat16", execution="eager")
+    flops = 2 * 8192**3
+    assert 0.97 * flops / 24e12 <= e.latency_s <= flops / 24e12 * 1.03
+    assert e.energy_j / e.latency_s == pytest.approx(60.0)
+
+
+def test_a_part_with_a_larger_budget_is_not_capped(tmp_path: Path) -> None:
+    """At 300 W the same die's 2.0 pJ per op fits the TDP at the unthrottled rate: no power-cap row, and the
+    GEMM takes what it takes on the uncapped chip."""
+    dev = _sibling(tmp_path, tdp_w=300)
+    e = estimate(_gemm_trace(), dev, "bfloat16", execution="eager")
+    free = estimate(_gemm_trace(), _chip(tmp_path, GOOD), "bfloat16", execution="eager")
+    assert not [r for r in e.rows if r.bound is Bound.POWER]
+    assert e.latency_s == pytest.approx(free.latency_s)
+    assert e.energy_j / e.latency_s < 300
+
+
+def test_a_child_of_a_borrowing_part_inherits_it_and_its_own_measurement_wins(tmp_path: Path) -> None:
+    child = '\n[child]\nextends = "sibling"\n'
+    p = tmp_path / "chips.toml"
+    p.write_text(CAPPED + SIBLING.format(tdp=60) + child)
+    assert load_devices([p], env=False)["child"].power.sustained_part == "mychip"
+    own = child + '[child.power]\nsustained_ops_per_s = { bfloat16 = 30e12 }\nsustained_source = "measured: test"\n'
+    p.write_text(CAPPED + SIBLING.format(tdp=60) + own)
+    dev = load_devices([p], env=False)["child"]
+    assert dev.power.sustained_part is None and dict(dev.power.sustained_ops_per_s) == {"bfloat16": 30e12}
+
+
+BOTH = CAPPED.replace('sustained_source = "measured', 'sustained_from = "x"\nsustained_source = "measured')
+SLOW_SIBLING = "\n[sibling.compute]\npeak_ops_per_s = { bfloat16 = 30e12 }\n"  # below mychip's measured 40e12
+
+
+@pytest.mark.parametrize(
+    ("text", "extra", "message"),
+    [
+        (GOOD, "", r"power\.sustained_from': 'mychip' is not a part with its own sustained_ops_per_s; known: "),
+        (BOTH, "", r"power\.sustained_from': give either sustained_from or sustained_ops_per_s, not both"),
+        (CAPPED, SLOW_SIBLING, r"power\.sustained_from': mychip's bfloat16 rate 4e\+13 exceeds this part's peak"),
+    ],
+    ids=["not-measured", "both", "above-this-peak"],
+)
+def test_bad_sustained_from(tmp_path: Path, text: str, extra: str, message: str) -> None:
+    p = tmp_path / "chips.toml"
+    p.write_text(text + SIBLING.format(tdp=60) + extra)
+    with pytest.raises(CatalogError, match=message):
+        load_devices([p], env=False)
+
+
+def test_sustained_from_an_unknown_part_names_the_measured_ones(tmp_path: Path) -> None:
+    p = tmp_path / "chips.toml"
+    p.write_text(CAPPED + SIBLING.format(tdp=60).replace('sustained_from = "mychip"', 'sustained_from = "nope"'))
+    with pytest.raises(CatalogError, match=r"'nope' is not a part with its own sustained_ops_per_s; known: .*mychip"):
+        load_devices([p], env=False)
+
+
+@pytest.mark.parametrize("name", _measured(own=False))
+def test_catalog_parts_of_a_measured_die_stay_within_their_tdp(name: str) -> None:
+    """Every catalog part that borrows its die's measurement: a large GEMM in each measured format runs at
+    most at the unthrottled rate and averages at most its TDP, exactly its TDP where the cap binds."""
+    dev = load_catalog()[name]
+    for fmt in dev.power.sustained_ops_per_s:
+        e = estimate(_gemm_trace(4096, 4096), dev, fmt, execution="eager")
+        watts = e.energy_j / e.latency_s
+        assert watts <= dev.power.tdp_w * (1 + 1e-9), fmt
+        if [r for r in e.rows if r.bound is Bound.POWER]:
+            assert watts == pytest.approx(dev.power.tdp_w), fmt
 
 
 @pytest.mark.parametrize(

@@ -206,7 +206,8 @@ def cmd_devices_show(args: argparse.Namespace) -> int:
     s.add_row("", f"idle {d.power.idle_w:g} W", str(d.power.idle_source))
     if d.power.sustained_ops_per_s:
         rates = ", ".join(f"{f} {v / 1e12:g} TOP/s" for f, v in d.power.sustained_ops_per_s.items())
-        s.add_row("", f"sustained at the TDP: {rates}", str(d.power.sustained_source))
+        where = f"on {d.power.sustained_part} (same die) at its TDP" if d.power.sustained_part else "at the TDP"
+        s.add_row("", f"sustained {where}: {rates}", str(d.power.sustained_source))
     for label, link in (("host link", d.host_link), ("interconnect", d.interconnect), ("scale-out", d.scale_out)):
         if link is not None:
             domain = f", {link.domain_chips} chips per domain" if link.domain_chips else ""

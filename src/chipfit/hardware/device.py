@@ -149,6 +149,16 @@ class Power:
     # where the chip cannot hold its peak within its TDP (a 70 W T4 clocks down under cuBLAS)
     sustained_ops_per_s: Mapping[str, float] = field(default_factory=lambda: FrozenMap({}))
     sustained_source: Source | None = None
+    # where the measurement was made on another part of the same die (power.sustained_from): that part's
+    # name and the power above idle its measured GEMM drew (its TDP less its idle). The die's energy per op
+    # is the same on every part; each part's own TDP then caps it (cost.estimate.power_cap_s)
+    sustained_part: str | None = None
+    sustained_dynamic_w: float | None = None
+
+    @property
+    def sustained_budget_w(self) -> float:
+        """Watts above idle the measured GEMMs drew: this part's TDP budget, or the measuring part's."""
+        return self.sustained_dynamic_w if self.sustained_dynamic_w is not None else self.tdp_w - self.idle_w
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,8 +171,10 @@ class EnergyCalibration:
     `full_load_w` (idle included). A step's time is at least its compute time and at least its
     memory time, so no workload is then priced above `full_load_w`; and a format at twice the peak
     with half the bits delivers the same bits per second, so FP8 at its peak draws about what BF16
-    draws at its own, as measured chips do. Where the arithmetic alone would exceed the budget,
-    delivery is zero and the arithmetic is scaled down by `arithmetic_scale` (< 1)."""
+    draws at its own (an assumption: where a die's power-capped GEMMs are measured, each measured
+    format costs what its measurement implies, and the GH100's say an FP8 op costs 0.71 of a BF16
+    one). Where the arithmetic alone would exceed the budget, delivery is zero and the arithmetic is
+    scaled down by `arithmetic_scale` (< 1)."""
 
     delivery_pj_per_bit: float
     arithmetic_scale: float
@@ -447,16 +459,19 @@ class Device:
         # measured format costs what its own measurement implies (energy_pj_per_op); the others, the
         # largest of these per-bit energies
         capped = {
-            f: ((p.tdp_w - p.idle_w) * 1e12 / ops - self.raw_pj_per_op(f)) / get_format(f).storage_bits
+            f: (p.sustained_budget_w * 1e12 / ops - self.raw_pj_per_op(f)) / get_format(f).storage_bits
             for f, ops in p.sustained_ops_per_s.items()
         }
         capped_by = max(capped, key=capped.__getitem__, default=None)
-        if capped_by is not None and capped[capped_by] > c:
+        # a measurement on another part of the die is the die's energy, whatever this part's TDP implies
+        if capped_by is not None and (p.sustained_part is not None or capped[capped_by] > c):
             limiting, c = capped_by, capped[capped_by]
             full = p.idle_w + memory_w + max(ops * (pj + c * bits) for ops, pj, bits in paths.values()) * 1e-12
             rate = p.sustained_ops_per_s[limiting]
-            basis = (f"power-capped: a continuous {limiting} GEMM sustains {rate / 1e12:g} TOPS at the {p.tdp_w:g} W "
-                     f"TDP ({p.sustained_source}); at its peak it would draw {full:.0f} W")  # fmt: skip
+            where = (f"on the {p.sustained_part} (the same die) sustains {rate / 1e12:g} TOPS at its TDP"
+                     if p.sustained_part else f"sustains {rate / 1e12:g} TOPS at the {p.tdp_w:g} W TDP")  # fmt: skip
+            basis = (f"power-capped: a continuous {limiting} GEMM {where} ({p.sustained_source}); at its peak "
+                     f"it would draw {full:.0f} W")  # fmt: skip
             assumed = False
         elif c < 0:  # arithmetic alone is over budget somewhere
             ops, pj, _ = max(paths.values(), key=lambda t: t[0] * t[1])
@@ -470,8 +485,8 @@ class Device:
         """Energy of one op in `fmt`: its arithmetic plus the delivery of its operand (EnergyCalibration)."""
         cal = self.energy_calibration
         rate = self.power.sustained_ops_per_s.get(fmt) if matrix else None
-        if rate:  # measured: a continuous GEMM in fmt draws the TDP at this rate
-            return (self.power.tdp_w - self.power.idle_w) * 1e12 / rate
+        if rate:  # measured: a continuous GEMM in fmt draws the (measuring part's) TDP at this rate
+            return self.power.sustained_budget_w * 1e12 / rate
         bits = get_format(fmt).storage_bits if (matrix and self.peak(fmt)) else 32
         return self.raw_pj_per_op(fmt, matrix=matrix) * cal.arithmetic_scale + cal.delivery_pj_per_bit * bits
 

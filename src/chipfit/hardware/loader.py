@@ -10,6 +10,7 @@ by the OS path separator). Every error names the file, the device and the field.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
 import tomllib
@@ -117,7 +118,7 @@ SECTION_KEYS = {
     "matrix_unit": {"kind", "count", "rows", "cols", "depth", "clock_hz", "source", "dataflow"},
     "memory": {"kind", "capacity_bytes", "bandwidth_bytes_per_s", "source", "energy_pj_per_byte", "energy_source"},
     "power": {"tdp_w", "idle_w", "source", "idle_source", "load_w", "load_source", "sustained_ops_per_s",
-              "sustained_source"},
+              "sustained_source", "sustained_from"},
     "support": {"autocast", "unsupported_format", "host_op_classes", "host", "source", "weight_only",
                 "weight_only_source", "stack", "execution"},
     "link": {"kind", "bandwidth_bytes_per_s", "topology", "source", "generation", "latency_s", "latency_source",
@@ -187,6 +188,14 @@ def _resolve(name: str, raw: Mapping[str, dict[str, Any]], stack: tuple[str, ...
     own = entry.get("compute")
     if isinstance(own, Mapping) and "matmul_efficiency" in own and "matmul_efficiency_format" not in own:
         merged["compute"].pop("matmul_efficiency_format", None)  # its own measured efficiency replaces the parent's
+    power = entry.get("power")
+    if isinstance(power, Mapping) and isinstance(merged.get("power"), dict):
+        # a part's own power measurement replaces its parent's borrowed one, and a borrowed one its parent's own
+        if "sustained_ops_per_s" in power:
+            merged["power"].pop("sustained_from", None)
+        elif "sustained_from" in power:
+            merged["power"].pop("sustained_ops_per_s", None)
+            merged["power"].pop("sustained_source", None)
     return merged
 
 
@@ -223,6 +232,7 @@ def load_devices(paths: Sequence[str | Path] = (), *, builtin: bool = True, env:
             else:
                 raw[name] = entry
     devices = {name: _build(name, _resolve(name, raw)) for name in raw if not name.startswith("_")}
+    devices = {name: _borrow_sustained(d, devices) for name, d in devices.items()}
     for d in devices.values():
         host = d.support.host
         if host is not None:
@@ -402,6 +412,34 @@ def _sustained(ctx: _Ctx, p: Mapping[str, Any], peaks: Mapping[str, float]) -> d
                 f"{rate:g} exceeds the {k} peak {peaks[k]:g}; a sustained rate is at most the peak",
             )
     return {"sustained_ops_per_s": frozen_map(rates), "sustained_source": _source(ctx, p, "sustained_source", "power.")}
+
+
+def _borrow_sustained(dev: Device, devices: Mapping[str, Device]) -> Device:
+    """`dev` with the sustained GEMM rates of the part its power.sustained_from names: a part of the same
+    die whose TDP holds a continuous GEMM below its peak, measured. The rates say what one op costs on that
+    die (the power above idle the measuring part drew, over the rate); `dev`'s own TDP then caps it."""
+    p = dev.power
+    if p.sustained_part is None:
+        return dev
+    ctx = _Ctx(dev.file, dev.name)
+    measured = sorted(n for n, d in devices.items() if d.power.sustained_ops_per_s and d.power.sustained_part is None)
+    src = devices.get(p.sustained_part)
+    if src is None or src.name == dev.name or not src.power.sustained_ops_per_s or src.power.sustained_part:
+        raise ctx.fail(
+            "power.sustained_from",
+            f"{p.sustained_part!r} is not a part with its own sustained_ops_per_s; known: {', '.join(measured)}",
+        )
+    for f, rate in src.power.sustained_ops_per_s.items():
+        if f not in dev.formats:
+            raise ctx.fail("power.sustained_from", f"{src.name} measured {f}, which this part has no peak for")
+        if rate > dev.peak(f):
+            raise ctx.fail("power.sustained_from", f"{src.name}'s {f} rate {rate:g} exceeds this part's peak")
+    sp = src.power
+    power = dataclasses.replace(
+        p, sustained_ops_per_s=sp.sustained_ops_per_s, sustained_source=sp.sustained_source,
+        sustained_dynamic_w=sp.tdp_w - sp.idle_w,
+    )  # fmt: skip
+    return dataclasses.replace(dev, power=power)
 
 
 def _class_table(ctx: _Ctx, c: Mapping[str, Any], key: str) -> dict[str, float]:
@@ -603,7 +641,13 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         load_src = _source(ctx, p, "load_source", "power.")
         if not idle < load <= tdp:
             raise ctx.fail("power.load_w", f"{load:g} W must be above idle_w ({idle:g}) and at most tdp_w ({tdp:g})")
-    power = Power(tdp, idle, _source(ctx, p, "source", "power."), idle_src, load, load_src, **_sustained(ctx, p, peaks))
+    if "sustained_from" in p:
+        if "sustained_ops_per_s" in p:
+            raise ctx.fail("power.sustained_from", "give either sustained_from or sustained_ops_per_s, not both")
+        sustained: dict[str, Any] = {"sustained_part": _str(ctx, p, "sustained_from", "power.")}
+    else:
+        sustained = _sustained(ctx, p, peaks)
+    power = Power(tdp, idle, _source(ctx, p, "source", "power."), idle_src, load, load_src, **sustained)
 
     s = _table(ctx, d, "support")
     _check_keys(ctx, "support.", s, SECTION_KEYS["support"])
