@@ -466,7 +466,10 @@ class Device:
         # a measurement on another part of the die is the die's energy, whatever this part's TDP implies
         if capped_by is not None and (p.sustained_part is not None or capped[capped_by] > c):
             limiting, c = capped_by, capped[capped_by]
-            full = p.idle_w + memory_w + max(ops * (pj + c * bits) for ops, pj, bits in paths.values()) * 1e-12
+            # at its peak each path draws its op energy: a measured format what its measurement implies
+            per_op = {k: p.sustained_budget_w * 1e12 / p.sustained_ops_per_s[k] if k in p.sustained_ops_per_s
+                      else pj + c * bits for k, (_, pj, bits) in paths.items()}  # fmt: skip
+            full = p.idle_w + memory_w + max(paths[k][0] * e for k, e in per_op.items()) * 1e-12
             rate = p.sustained_ops_per_s[limiting]
             where = (f"on the {p.sustained_part} (the same die) sustains {rate / 1e12:g} TOPS at its TDP"
                      if p.sustained_part else f"sustains {rate / 1e12:g} TOPS at the {p.tdp_w:g} W TDP")  # fmt: skip

@@ -190,13 +190,26 @@ def _resolve(name: str, raw: Mapping[str, dict[str, Any]], stack: tuple[str, ...
         merged["compute"].pop("matmul_efficiency_format", None)  # its own measured efficiency replaces the parent's
     power = entry.get("power")
     if isinstance(power, Mapping) and isinstance(merged.get("power"), dict):
-        # a part's own power measurement replaces its parent's borrowed one, and a borrowed one its parent's own
-        if "sustained_ops_per_s" in power:
-            merged["power"].pop("sustained_from", None)
-        elif "sustained_from" in power:
-            merged["power"].pop("sustained_ops_per_s", None)
+        _replace_sustained(ctx, merged["power"], power)
+        inherited = "sustained_ops_per_s" in merged["power"] and "sustained_ops_per_s" not in power
+        if inherited and ("tdp_w" in power or "idle_w" in power):
+            # the parent's measurement, at the parent's TDP: the die's energy, borrowed, not this part's own
+            merged["power"].pop("sustained_ops_per_s")
             merged["power"].pop("sustained_source", None)
+            merged["power"]["sustained_from"] = parent
     return merged
+
+
+def _replace_sustained(ctx: _Ctx, merged: dict[str, Any], own: Mapping[str, Any]) -> None:
+    """A part's own power measurement (sustained_ops_per_s) replaces the borrowed one (sustained_from) it
+    inherits or overrides, and the other way round; one table giving both is an error."""
+    if "sustained_ops_per_s" in own and "sustained_from" in own:
+        raise ctx.fail("power.sustained_from", "give either sustained_from or sustained_ops_per_s, not both")
+    if "sustained_ops_per_s" in own:
+        merged.pop("sustained_from", None)
+    elif "sustained_from" in own:
+        merged.pop("sustained_ops_per_s", None)
+        merged.pop("sustained_source", None)
 
 
 def _files(paths: Iterable[str | Path], env: bool) -> list[Path]:
@@ -227,6 +240,9 @@ def load_devices(paths: Sequence[str | Path] = (), *, builtin: bool = True, env:
             if name in raw:
                 home = raw[name]["__file__"]
                 raw[name] = _merge(raw[name], entry)
+                own = entry.get("power")
+                if isinstance(own, Mapping) and isinstance(raw[name].get("power"), dict):
+                    _replace_sustained(_Ctx(str(f), name), raw[name]["power"], own)
                 if prices_only:
                     raw[name]["__file__"] = home
             else:
@@ -431,7 +447,8 @@ def _borrow_sustained(dev: Device, devices: Mapping[str, Device]) -> Device:
         )
     for f, rate in src.power.sustained_ops_per_s.items():
         if f not in dev.formats:
-            raise ctx.fail("power.sustained_from", f"{src.name} measured {f}, which this part has no peak for")
+            have = ", ".join(dev.formats)
+            raise ctx.fail("power.sustained_from", f"{src.name} measured {f}, which this part has no peak for ({have})")
         if rate > dev.peak(f):
             raise ctx.fail("power.sustained_from", f"{src.name}'s {f} rate {rate:g} exceeds this part's peak")
     sp = src.power
