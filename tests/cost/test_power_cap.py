@@ -159,15 +159,25 @@ SLOW_SIBLING = "\n[sibling.compute]\npeak_ops_per_s = { bfloat16 = 30e12 }\n"  #
     [
         (GOOD, "", r"power\.sustained_from': 'mychip' is not a part with its own sustained_ops_per_s; known: "),
         (BOTH, "", r"power\.sustained_from': give either sustained_from or sustained_ops_per_s, not both"),
-        (CAPPED, SLOW_SIBLING, r"power\.sustained_from': mychip's bfloat16 rate 4e\+13 exceeds this part's peak"),
     ],
-    ids=["not-measured", "both", "above-this-peak"],
+    ids=["not-measured", "both"],
 )
 def test_bad_sustained_from(tmp_path: Path, text: str, extra: str, message: str) -> None:
     p = tmp_path / "chips.toml"
     p.write_text(text + SIBLING.format(tdp=60) + extra)
     with pytest.raises(CatalogError, match=message):
         load_devices([p], env=False)
+
+
+def test_a_slower_part_of_the_die_borrows_its_energy_and_is_never_capped(tmp_path: Path) -> None:
+    """A part whose BF16 peak (30 TFLOP/s) is below the measured rate (40) still pays the die's 2.0 pJ per
+    op; at 30 x 0.75 TFLOP/s x 2.0 pJ = 45 W above idle it fits its 48 W budget, so nothing is capped."""
+    p = tmp_path / "chips.toml"
+    p.write_text(CAPPED + SIBLING.format(tdp=60) + SLOW_SIBLING)
+    dev = load_devices([p], env=False)["sibling"]
+    assert dev.energy_pj_per_op("bfloat16") == pytest.approx(2.0)
+    e = estimate(_gemm_trace(), dev, "bfloat16", execution="eager")
+    assert not [r for r in e.rows if r.bound is Bound.POWER] and e.energy_j / e.latency_s < 60
 
 
 def test_a_child_giving_both_keys_is_rejected(tmp_path: Path) -> None:
