@@ -372,3 +372,20 @@ def test_a_part_with_its_own_efficiency_does_not_inherit_the_per_format_ones(tmp
     same = '[my-h100]\nextends = "h100-sxm"\ndisplay_name = "mine"\n'
     kept = load_devices([_write(tmp_path, same)], env=False)["my-h100"]
     assert kept.compute.efficiency("int8") == get_device("h100-sxm").compute.efficiency("int8") < 0.803
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "measured_flops"),
+    [
+        ("xeon-8480", 6144, 27.59e12),  # one 56-core SPR socket (Xeon Max 9480), hw-bench
+        ("xeon-8592", 12288, 46.45e12),  # one 64-core EMR socket, oneDNN 3.12 AMX, median of 46.4-46.5
+    ],
+)
+def test_xeon_amx_bf16_gemms_reproduce_their_socket_measurements(name: str, n: int, measured_flops: float) -> None:
+    """The catalog's per-format BF16 efficiency on each Xeon prices the large square GEMM it was measured
+    with within 3 % (the 8592+ inherits the 8480's INT8 figure but carries its own BF16 one)."""
+    from chipfit.cost import estimate
+
+    e = estimate(_gemm_trace(n, n), get_device(name), "bfloat16", execution="eager")
+    assert 2 * n**3 / e.latency_s == pytest.approx(measured_flops, rel=0.03)
+    assert get_device("xeon-8592").compute.efficiency("int8") == get_device("xeon-8480").compute.efficiency("int8")
