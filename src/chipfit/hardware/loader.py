@@ -200,11 +200,16 @@ def _resolve(name: str, raw: Mapping[str, dict[str, Any]], stack: tuple[str, ...
     return merged
 
 
+def _one_sustained(ctx: _Ctx, own: Mapping[str, Any]) -> None:
+    """A power table gives its own measurement (sustained_ops_per_s) or borrows one (sustained_from)."""
+    if "sustained_ops_per_s" in own and "sustained_from" in own:
+        raise ctx.fail("power.sustained_from", "give either sustained_from or sustained_ops_per_s, not both")
+
+
 def _replace_sustained(ctx: _Ctx, merged: dict[str, Any], own: Mapping[str, Any]) -> None:
     """A part's own power measurement (sustained_ops_per_s) replaces the borrowed one (sustained_from) it
     inherits or overrides, and the other way round; one table giving both is an error."""
-    if "sustained_ops_per_s" in own and "sustained_from" in own:
-        raise ctx.fail("power.sustained_from", "give either sustained_from or sustained_ops_per_s, not both")
+    _one_sustained(ctx, own)
     if "sustained_ops_per_s" in own:
         merged.pop("sustained_from", None)
     elif "sustained_from" in own:
@@ -656,9 +661,8 @@ def _build(name: str, d: dict[str, Any]) -> Device:
         load_src = _source(ctx, p, "load_source", "power.")
         if not idle < load <= tdp:
             raise ctx.fail("power.load_w", f"{load:g} W must be above idle_w ({idle:g}) and at most tdp_w ({tdp:g})")
+    _one_sustained(ctx, p)
     if "sustained_from" in p:
-        if "sustained_ops_per_s" in p:
-            raise ctx.fail("power.sustained_from", "give either sustained_from or sustained_ops_per_s, not both")
         sustained: dict[str, Any] = {"sustained_part": _str(ctx, p, "sustained_from", "power.")}
     else:
         sustained = _sustained(ctx, p, peaks)
